@@ -1,0 +1,61 @@
+package mod
+
+// FLOPs are counted analytically from the matrix products the model really
+// runs: 2·m·n·k per product, forward and backward. Routed layers count only
+// their k selected tokens per sequence, which is where MoD's savings come
+// from. Elementwise work (norms, softmax, RoPE, GELU) is not counted, as is
+// customary; it is O(T·D) per layer against the products' O(T·D²).
+
+// FLOPCount splits a step's FLOPs by where they are spent.
+type FLOPCount struct {
+	Forward  float64 `json:"forward"`
+	Backward float64 `json:"backward"`
+}
+
+// Total is forward plus backward.
+func (f FLOPCount) Total() float64 { return f.Forward + f.Backward }
+
+// TrainFLOPs is the analytic FLOP count of one training step (forward and
+// backward, routers and causal-decision head included) on batch sequences.
+func (c Config) TrainFLOPs(batch int) FLOPCount {
+	var f FLOPCount
+	D, F, V, H := float64(c.DModel), float64(c.MLPHidden), float64(c.Vocab), float64(c.Heads)
+	hd := D / H
+	P := float64(c.PredictorHidden)
+	B := float64(batch)
+	N := B * float64(c.SeqLen)
+	// mm adds a product of [m,k]·[k,n] that needs both input gradients.
+	mm := func(m, k, n float64) {
+		f.Forward += 2 * m * k * n
+		f.Backward += 4 * m * k * n
+	}
+	for l := 0; l < c.Layers; l++ {
+		s := float64(c.SeqLen)
+		if c.IsRouted(l) {
+			s = float64(c.TopK())
+			mm(N, D, 1) // router logits
+			if c.Decision == DecisionPredictor {
+				// Stop-gradient input: no input gradient for the first product.
+				f.Forward += 2*N*D*P + 2*N*P
+				f.Backward += 2*N*D*P + 4*N*P
+			}
+		}
+		n := B * s
+		mm(n, D, 3*D) // qkv
+		for i := 0.0; i < B*H; i++ {
+			mm(s, hd, s) // scores = q·kᵀ
+			mm(s, s, hd) // out = p·v
+		}
+		mm(n, D, D) // output projection
+		mm(n, D, F) // mlp up
+		mm(n, F, D) // mlp down
+	}
+	mm(N, D, V) // lm head
+	return f
+}
+
+// ForwardFLOPsPerToken is the forward cost of the model per token of a full
+// sequence, as used to compare models at inference.
+func (c Config) ForwardFLOPsPerToken() float64 {
+	return c.TrainFLOPs(1).Forward / float64(c.SeqLen)
+}

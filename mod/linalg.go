@@ -1,0 +1,73 @@
+package mod
+
+import (
+	"fmt"
+	"sync"
+
+	"gonum.org/v1/gonum/blas"
+	"gorgonia.org/tensor"
+)
+
+// tensor.Use is process-global and gorgonia reads it without a lock, so it
+// is set exactly once, before the first product.
+var blasOnce sync.Once
+var blasName string
+
+// BLASEngine selects the matrix engine (once per process) and names it.
+func BLASEngine() string {
+	blasOnce.Do(func() { blasName = selectBLAS() })
+	return blasName
+}
+
+// matmul is one planned product C = op(A)·op(B) over buffers that live as
+// long as the model. The product runs on the BLAS that gorgonia.org/tensor
+// dispatches to (tensor.Use / tensor.WhichBLAS): OpenBLAS with cgo, gonum's
+// pure-Go BLAS without. It calls the gemm directly rather than through
+// (*tensor.Dense).MatMul because MatMul boxes its slices into interfaces,
+// two allocations per product; the training step makes thousands of
+// products and allocates nothing. TestPlanMatMulMatchesGorgonia checks that
+// both paths give the same result.
+type matmul struct {
+	transA, transB blas.Transpose
+	m, n, k        int
+	lda, ldb, ldc  int
+	a32, b32, c32  []float32
+	a64, b64, c64  []float64
+	impl           tensor.BLAS
+}
+
+// planMatMul plans C[m,n] = op(A)·op(B), where op(A) is [m,k] and op(B) is
+// [k,n]. A is stored row-major [m,k], or [k,m] when transA; likewise B.
+func planMatMul[F Float](a []F, transA bool, b []F, transB bool, c []F, m, k, n int) matmul {
+	if len(a) < m*k || len(b) < k*n || len(c) < m*n {
+		panic(fmt.Sprintf("mod: planMatMul buffers too small: a %d<%d×%d or b %d<%d×%d or c %d<%d×%d", len(a), m, k, len(b), k, n, len(c), m, n))
+	}
+	BLASEngine()
+	p := matmul{transA: blas.NoTrans, transB: blas.NoTrans, m: m, n: n, k: k, lda: k, ldb: n, ldc: n, impl: tensor.WhichBLAS()}
+	if transA {
+		p.transA, p.lda = blas.Trans, m
+	}
+	if transB {
+		p.transB, p.ldb = blas.Trans, k
+	}
+	switch a := any(a).(type) {
+	case []float32:
+		p.a32, p.b32, p.c32 = a[:m*k], any(b).([]float32)[:k*n], any(c).([]float32)[:m*n]
+	case []float64:
+		p.a64, p.b64, p.c64 = a[:m*k], any(b).([]float64)[:k*n], any(c).([]float64)[:m*n]
+	}
+	// BLAS rejects leading dimensions of 0 even for empty products.
+	p.lda, p.ldb, p.ldc = max(p.lda, 1), max(p.ldb, 1), max(p.ldc, 1)
+	return p
+}
+
+func (p *matmul) run() {
+	if p.m == 0 || p.n == 0 {
+		return
+	}
+	if p.c32 != nil {
+		p.impl.Sgemm(p.transA, p.transB, p.m, p.n, p.k, 1, p.a32, p.lda, p.b32, p.ldb, 0, p.c32, p.ldc)
+		return
+	}
+	p.impl.Dgemm(p.transA, p.transB, p.m, p.n, p.k, 1, p.a64, p.lda, p.b64, p.ldb, 0, p.c64, p.ldc)
+}
