@@ -7,6 +7,7 @@ package mod
 
 /*
 #cgo LDFLAGS: -lopenblas
+void openblas_set_num_threads(int);
 */
 import "C"
 
@@ -14,6 +15,9 @@ import (
 	"gonum.org/v1/netlib/blas/netlib"
 	"gorgonia.org/tensor"
 )
+
+// setBLASThreads sets how many threads one OpenBLAS call may use.
+func setBLASThreads(n int) { C.openblas_set_num_threads(C.int(n)) }
 
 func selectBLAS() string {
 	tensor.Use(netlib.Implementation{})

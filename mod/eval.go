@@ -2,12 +2,12 @@ package mod
 
 import "fmt"
 
-// EvalLoss is the mean cross-entropy (nats per token) of m on validation
-// windows [0, windows) of d, top-k routing. windows ≤ 0 means all of them.
-// It runs whole batches of m.Batch() windows; a final partial batch is
-// padded with repeats of the last window and only the real ones counted.
-func EvalLoss[F Float](m *Model[F], d *Dataset, windows int) (float64, error) {
-	T, B, V := m.cfg.SeqLen, m.batch, m.cfg.Vocab
+// EvalLoss is the mean cross-entropy (nats per token) of p on validation
+// windows [0, windows) of d, with top-k routing. windows ≤ 0 means all of
+// them. It runs whole batches; a final partial batch is padded with repeats
+// of its last window and only the real windows are counted.
+func EvalLoss[F Float](p *Parallel[F], d *Dataset, windows int) (float64, error) {
+	T, B := p.cfg.SeqLen, p.batch
 	total := d.ValWindows(T)
 	if windows <= 0 || windows > total {
 		windows = total
@@ -16,6 +16,7 @@ func EvalLoss[F Float](m *Model[F], d *Dataset, windows int) (float64, error) {
 		return 0, fmt.Errorf("evaluate: validation split has no window of %d tokens", T+1)
 	}
 	tokens, targets := make([]int32, B*T), make([]int32, B*T)
+	ce := make([]float64, B*T)
 	var sum float64
 	var count int
 	for lo := 0; lo < windows; lo += B {
@@ -25,11 +26,12 @@ func EvalLoss[F Float](m *Model[F], d *Dataset, windows int) (float64, error) {
 			copy(tokens[r*T:(r+1)*T], tokens[(hi-lo-1)*T:(hi-lo)*T])
 			copy(targets[r*T:(r+1)*T], targets[(hi-lo-1)*T:(hi-lo)*T])
 		}
-		if _, err := m.Forward(tokens, nil); err != nil {
+		if _, err := p.Forward(tokens, nil); err != nil {
 			return 0, fmt.Errorf("evaluate windows %d..%d: %w", lo, hi, err)
 		}
-		for i := 0; i < (hi-lo)*T; i++ {
-			sum += crossEntropy(m.logits[i*V:(i+1)*V], targets[i])
+		p.RowCE(targets, ce)
+		for _, v := range ce[:(hi-lo)*T] {
+			sum += v
 			count++
 		}
 	}

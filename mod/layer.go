@@ -31,6 +31,7 @@ type layer[F Float] struct {
 	xs     []F     // [n,D] the selected tokens' inputs (aliases x when dense)
 	bce    float64
 	ph, pg []F // [N,P] predictor hidden pre/post GELU
+	pth    []F // [N,P] tanh inside the predictor's GELU
 	pl     []F // [N] predictor logits
 
 	// Block activations kept for the backward pass.
@@ -45,6 +46,7 @@ type layer[F Float] struct {
 	h          []F     // [n,D] xs + a
 	u2, inv2   []F     // ln2 output, 1/rms
 	hpre, g    []F     // [n,F] MLP hidden pre/post GELU
+	th         []F     // [n,F] tanh inside GELU, kept for backward
 	mo         []F     // [n,D] MLP output
 
 	// Planned products.
@@ -67,7 +69,7 @@ type scratch[F Float] struct {
 	du2, dh, da, do, du1 []F // [N,D]
 	doh, dqh, dkh, dvh   []F // [N,D] head-major
 	dqkv                 []F // [N,3D]
-	dp                   []F // [T,T], one (b,h) at a time
+	dp                   []F // [B,H,T,T]
 	dz                   []F // [N]
 	dph                  []F // [N,P]
 }
@@ -83,7 +85,7 @@ func (m *Model[F]) allocScratch() {
 		dg: make([]F, N*Fh), dhpre: make([]F, N*Fh),
 		du2: make([]F, N*D), dh: make([]F, N*D), da: make([]F, N*D), do: make([]F, N*D), du1: make([]F, N*D),
 		doh: make([]F, N*D), dqh: make([]F, N*D), dkh: make([]F, N*D), dvh: make([]F, N*D),
-		dqkv: make([]F, N*3*D), dp: make([]F, T*T), dz: make([]F, N),
+		dqkv: make([]F, N*3*D), dp: make([]F, m.batch*cfg.Heads*T*T), dz: make([]F, N),
 		dph: make([]F, N*cfg.PredictorHidden),
 	}
 	m.scr = s
@@ -126,7 +128,7 @@ func (ly *layer[F]) alloc(m *Model[F], index int, out []F) {
 			ly.predB1, ly.dpredB1 = view(m.params, o.predB1, P), view(m.grads, o.predB1, P)
 			ly.predW2, ly.dpredW2 = view(m.params, o.predW2, P), view(m.grads, o.predW2, P)
 			ly.predB2, ly.dpB2 = view(m.params, o.predB2, 1), view(m.grads, o.predB2, 1)
-			ly.ph, ly.pg, ly.pl = make([]F, N*P), make([]F, N*P), make([]F, N)
+			ly.ph, ly.pg, ly.pth, ly.pl = make([]F, N*P), make([]F, N*P), make([]F, N*P), make([]F, N)
 		}
 	}
 	ly.pos = make([]int32, n)
@@ -141,7 +143,7 @@ func (ly *layer[F]) alloc(m *Model[F], index int, out []F) {
 	ly.p = make([]F, B*H*ly.s*ly.s)
 	ly.oh, ly.o, ly.a, ly.h = make([]F, n*D), make([]F, n*D), make([]F, n*D), make([]F, n*D)
 	ly.u2, ly.inv2 = make([]F, n*D), make([]F, n)
-	ly.hpre, ly.g, ly.mo = make([]F, n*Fh), make([]F, n*Fh), make([]F, n*D)
+	ly.hpre, ly.g, ly.th, ly.mo = make([]F, n*Fh), make([]F, n*Fh), make([]F, n*Fh), make([]F, n*D)
 }
 
 // plan builds every product of the layer once its input buffer is known.
@@ -186,12 +188,13 @@ func (ly *layer[F]) plan(m *Model[F]) {
 		q, k, v := ly.qh[qo:qo+s*hd], ly.kh[qo:qo+s*hd], ly.vh[qo:qo+s*hd]
 		p, oh := ly.p[po:po+s*s], ly.oh[qo:qo+s*hd]
 		doh, dq, dk, dv := sc.doh[qo:qo+s*hd], sc.dqh[qo:qo+s*hd], sc.dkh[qo:qo+s*hd], sc.dvh[qo:qo+s*hd]
+		dp := sc.dp[po : po+s*s]
 		ly.mmScores[bh] = planMatMul(q, false, k, true, p, s, hd, s)
 		ly.mmAV[bh] = planMatMul(p, false, v, false, oh, s, s, hd)
-		ly.mmDp[bh] = planMatMul(doh, false, v, true, sc.dp, s, hd, s)
+		ly.mmDp[bh] = planMatMul(doh, false, v, true, dp, s, hd, s)
 		ly.mmDv[bh] = planMatMul(p, true, doh, false, dv, s, s, hd)
-		ly.mmDq[bh] = planMatMul(sc.dp, false, k, false, dq, s, s, hd)
-		ly.mmDk[bh] = planMatMul(sc.dp, true, q, false, dk, s, s, hd)
+		ly.mmDq[bh] = planMatMul(dp, false, k, false, dq, s, s, hd)
+		ly.mmDk[bh] = planMatMul(dp, true, q, false, dk, s, s, hd)
 	}
 }
 
@@ -220,7 +223,7 @@ func (ly *layer[F]) forward(m *Model[F]) {
 	}
 	rmsnormForward(ly.u2, ly.inv2, ly.h, ly.ln2, n, D, cfg.NormEps)
 	ly.mmW1.run()
-	geluForward(ly.g, ly.hpre)
+	geluForward(ly.g, ly.th, ly.hpre)
 	ly.mmW2.run()
 
 	if !ly.routed {
@@ -299,7 +302,7 @@ func (ly *layer[F]) route(m *Model[F]) {
 		for t := 0; t < N; t++ {
 			add(ly.ph[t*P:(t+1)*P], ly.predB1)
 		}
-		geluForward(ly.pg, ly.ph)
+		geluForward(ly.pg, ly.pth, ly.ph)
 		for t := 0; t < N; t++ {
 			var acc F
 			for c, w := range ly.predW2 {
@@ -349,7 +352,7 @@ func (ly *layer[F]) backward(m *Model[F]) {
 	// Block backward: f = a + mlp(ln2(xs + a)), a = attn(ln1(xs)).
 	ly.mmDg.run()
 	ly.mmDw2.run()
-	geluBackward(sc.dhpre[:n*cfg.MLPHidden], sc.dg[:n*cfg.MLPHidden], ly.hpre)
+	geluBackward(sc.dhpre[:n*cfg.MLPHidden], sc.dg[:n*cfg.MLPHidden], ly.hpre, ly.th)
 	ly.mmDw1.run()
 	ly.mmDu2.run()
 	dh := sc.dh[:n*D]
@@ -367,7 +370,7 @@ func (ly *layer[F]) backward(m *Model[F]) {
 	for bh := 0; bh < B*H; bh++ {
 		ly.mmDp[bh].run()
 		ly.mmDv[bh].run()
-		causalSoftmaxBackward(sc.dp[:s*s], ly.p[bh*s*s:(bh+1)*s*s], s, scale)
+		causalSoftmaxBackward(sc.dp[bh*s*s:(bh+1)*s*s], ly.p[bh*s*s:(bh+1)*s*s], s, scale)
 		ly.mmDq[bh].run()
 		ly.mmDk[bh].run()
 	}
@@ -413,12 +416,12 @@ func (ly *layer[F]) predictorBackward(m *Model[F], lam F) {
 	for t := 0; t < N; t++ {
 		dpl := lam * (sigmoid(ly.pl[t]) - ly.target[t])
 		ly.dpB2[0] += dpl
-		pg, ph, d := ly.pg[t*P:(t+1)*P], ly.ph[t*P:(t+1)*P], dph[t*P:(t+1)*P]
+		pg, ph, pth, d := ly.pg[t*P:(t+1)*P], ly.ph[t*P:(t+1)*P], ly.pth[t*P:(t+1)*P], dph[t*P:(t+1)*P]
 		for c := range pg {
 			ly.dpredW2[c] += dpl * pg[c]
 			d[c] = dpl * ly.predW2[c]
 		}
-		geluBackward(d, d, ph)
+		geluBackward(d, d, ph, pth)
 		add(ly.dpredB1, d)
 	}
 	ly.mmDpredW1.run()

@@ -14,8 +14,17 @@ var blasOnce sync.Once
 var blasName string
 
 // BLASEngine selects the matrix engine (once per process) and names it.
+//
+// Every BLAS call runs on one thread: the cores are used instead by
+// Parallel, which gives each core its own model replica and share of the
+// batch. Threaded OpenBLAS spends much of a small product's time waking and
+// spinning its threads, and leaves the cores idle during the elementwise
+// work between products; one replica per core has neither problem.
 func BLASEngine() string {
-	blasOnce.Do(func() { blasName = selectBLAS() })
+	blasOnce.Do(func() {
+		blasName = selectBLAS()
+		setBLASThreads(1)
+	})
 	return blasName
 }
 

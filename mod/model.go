@@ -256,7 +256,7 @@ func crossEntropy[F Float](logits []F, target int32) float64 {
 	}
 	var sum float64
 	for _, v := range logits {
-		sum += math.Exp(float64(v - mx))
+		sum += float64(exp(v - mx))
 	}
 	return math.Log(sum) + float64(mx) - float64(logits[target])
 }
@@ -281,9 +281,9 @@ func (m *Model[F]) Backward() error {
 		}
 		var sum float64
 		for j, v := range row {
-			e := math.Exp(float64(v - mx))
-			row[j] = F(e)
-			sum += e
+			e := exp(v - mx)
+			row[j] = e
+			sum += float64(e)
 		}
 		s := invN / sum
 		for j := range row {

@@ -45,40 +45,37 @@ func rmsnormBackward[F Float](dx, dw, dy, x, inv, w []F, rows, d int) {
 const geluC = 0.7978845608028654 // sqrt(2/π)
 
 // geluForward is GELU with the tanh approximation (as GPT-2 and
-// torch's approximate='tanh').
-func geluForward[F Float](y, x []F) {
-	for i, v := range x {
-		u := F(geluC) * (v + 0.044715*v*v*v)
-		y[i] = 0.5 * v * (1 + tanh(u))
+// torch's approximate='tanh'). It keeps th = tanh(·) for the backward pass,
+// which saves recomputing the most expensive part.
+func geluForward[F Float](y, th, x []F) {
+	if x32, ok := any(x).([]float32); ok {
+		geluForward32(any(y).([]float32), any(th).([]float32), x32)
+		return
 	}
-}
-
-// geluBackward sets dx = dy · gelu'(x).
-func geluBackward[F Float](dx, dy, x []F) {
 	for i, v := range x {
 		u := F(geluC) * (v + 0.044715*v*v*v)
 		t := tanh(u)
-		du := F(geluC) * (1 + 3*0.044715*v*v)
-		dx[i] = dy[i] * (0.5*(1+t) + 0.5*v*(1-t*t)*du)
+		th[i] = t
+		y[i] = 0.5 * v * (1 + t)
 	}
 }
 
-// ropeApply rotates the two halves of each head vector of x [rows, heads·hd]
-// by the angles of each row's position: (a,b) → (a·cos − b·sin, a·sin + b·cos).
-// sign −1 applies the inverse rotation, which is the backward pass.
-func ropeApply[F Float](x []F, pos []int32, rows, heads, hd int, cos, sin []F, sign F) {
-	half := hd / 2
-	for i := 0; i < rows; i++ {
-		c := cos[int(pos[i])*half : int(pos[i]+1)*half]
-		s := sin[int(pos[i])*half : int(pos[i]+1)*half]
-		for h := 0; h < heads; h++ {
-			v := x[(i*heads+h)*hd : (i*heads+h+1)*hd]
-			for j := 0; j < half; j++ {
-				a, b := v[j], v[j+half]
-				v[j] = a*c[j] - sign*b*s[j]
-				v[j+half] = sign*a*s[j] + b*c[j]
-			}
-		}
+// geluForward32 is geluForward with tanh32 called directly: the generic
+// version's per-element type dispatch halves its speed.
+func geluForward32(y, th, x []float32) {
+	for i, v := range x {
+		t := tanh32(geluC * (v + 0.044715*v*v*v))
+		th[i] = t
+		y[i] = 0.5 * v * (1 + t)
+	}
+}
+
+// geluBackward sets dx = dy · gelu'(x), given th from geluForward.
+func geluBackward[F Float](dx, dy, x, th []F) {
+	for i, v := range x {
+		t := th[i]
+		du := F(geluC) * (1 + 3*0.044715*v*v)
+		dx[i] = dy[i] * (0.5*(1+t) + 0.5*v*(1-t*t)*du)
 	}
 }
 
@@ -98,6 +95,10 @@ func ropeTables[F Float](T, hd int, theta float64) (cos, sin []F) {
 // causalSoftmax turns scores [s,s] into probabilities in place: row i is
 // scaled, softmaxed over columns 0..i, and zero beyond (the causal mask).
 func causalSoftmax[F Float](p []F, s int, scale F) {
+	if p32, ok := any(p).([]float32); ok {
+		causalSoftmax32(p32, s, float32(scale))
+		return
+	}
 	for i := 0; i < s; i++ {
 		row := p[i*s : (i+1)*s]
 		mx := row[0] * scale
@@ -119,6 +120,28 @@ func causalSoftmax[F Float](p []F, s int, scale F) {
 		for j := i + 1; j < s; j++ {
 			row[j] = 0
 		}
+	}
+}
+
+// causalSoftmax32 is causalSoftmax with exp32 called directly.
+func causalSoftmax32(p []float32, s int, scale float32) {
+	for i := 0; i < s; i++ {
+		row := p[i*s : (i+1)*s]
+		mx := row[0] * scale
+		for j := 1; j <= i; j++ {
+			mx = max(mx, row[j]*scale)
+		}
+		var sum float32
+		for j := 0; j <= i; j++ {
+			e := exp32(row[j]*scale - mx)
+			row[j] = e
+			sum += e
+		}
+		r := 1 / sum
+		for j := 0; j <= i; j++ {
+			row[j] *= r
+		}
+		clear(row[i+1:])
 	}
 }
 

@@ -1,0 +1,161 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/modcoord/modcoord/mod"
+	"github.com/modcoord/modcoord/shard"
+)
+
+// Collective is the ring all-reduce a trainer uses with more than one
+// worker (*allreduce.Ring). A single-process trainer has none.
+type Collective interface {
+	ReduceScatter(ctx context.Context, step uint64, buf []float32) error
+	AllGather(ctx context.Context, step uint64, buf []float32) error
+	AllReduceScalars(ctx context.Context, step uint64, vals []float64) error
+}
+
+// TrainerConfig describes one rank's part of a data-parallel run.
+type TrainerConfig struct {
+	Model       mod.Config
+	Optim       mod.OptimConfig
+	GlobalBatch int    // sequences per step, over all ranks
+	TotalSteps  int64  // for the learning-rate schedule
+	Seed        uint64 // data order
+	Rank, World int
+}
+
+// Trainer runs training steps for one rank: forward and backward on its
+// slice of the global batch, reduce-scatter of the gradient, AdamW on the
+// rank's own range of the parameters, all-gather of the parameters. With
+// World 1 it is the single-process trainer, with the same arithmetic.
+type Trainer struct {
+	cfg     TrainerConfig
+	data    *mod.Dataset
+	model   *mod.Parallel[float32]
+	layout  shard.Layout
+	opt     *shard.Optimizer
+	coll    Collective
+	lo, hi  int // this rank's samples of the global batch
+	tokens  []int32
+	targets []int32
+	scalars []float64
+	step    int64 // steps completed
+}
+
+// StepResult reports one step.
+type StepResult struct {
+	Step     int64   // 1-based number of the step just done
+	Loss     float64 // global mean cross-entropy, nats per token
+	Total    float64 // global mean objective, including the causal-decision loss
+	GradNorm float64 // global gradient norm before clipping
+	LR       float64
+	Tokens   int // tokens processed by all ranks
+}
+
+// NewTrainer builds the model (fresh weights from cfg.Model.Seed) and this
+// rank's optimizer state. coll may be nil only when World is 1.
+func NewTrainer(cfg TrainerConfig, data *mod.Dataset, coll Collective) (*Trainer, error) {
+	if cfg.World < 1 || cfg.Rank < 0 || cfg.Rank >= cfg.World {
+		return nil, fmt.Errorf("trainer: rank %d of world %d is invalid", cfg.Rank, cfg.World)
+	}
+	if cfg.World > 1 && coll == nil {
+		return nil, fmt.Errorf("trainer: world %d needs a collective", cfg.World)
+	}
+	if cfg.GlobalBatch < cfg.World {
+		return nil, fmt.Errorf("trainer: global batch %d is smaller than the %d workers; every worker needs at least one sequence", cfg.GlobalBatch, cfg.World)
+	}
+	cfg.Model = cfg.Model.WithDefaults()
+	if err := data.CheckSeqLen(cfg.Model.SeqLen); err != nil {
+		return nil, err
+	}
+	lo, hi := cfg.Rank*cfg.GlobalBatch/cfg.World, (cfg.Rank+1)*cfg.GlobalBatch/cfg.World
+	model, err := mod.NewParallel[float32](cfg.Model, hi-lo, 0)
+	if err != nil {
+		return nil, err
+	}
+	layout, err := shard.NewLayout(model.Layout().Total, cfg.World)
+	if err != nil {
+		return nil, err
+	}
+	opt, err := shard.NewOptimizer(cfg.Optim, layout, cfg.Rank, model.Layout().DecaySpans())
+	if err != nil {
+		return nil, err
+	}
+	T := cfg.Model.SeqLen
+	return &Trainer{
+		cfg: cfg, data: data, model: model, layout: layout, opt: opt, coll: coll,
+		lo: lo, hi: hi,
+		tokens: make([]int32, (hi-lo)*T), targets: make([]int32, (hi-lo)*T),
+		scalars: make([]float64, 3),
+	}, nil
+}
+
+// Model is the trainer's model; its Params are the full current weights.
+func (t *Trainer) Model() *mod.Parallel[float32] { return t.model }
+
+// Close releases the model's worker goroutines.
+func (t *Trainer) Close() { t.model.Close() }
+
+// Optimizer is this rank's AdamW state.
+func (t *Trainer) Optimizer() *shard.Optimizer { return t.opt }
+
+// Layout is how the parameter vector is cut among ranks.
+func (t *Trainer) Layout() shard.Layout { return t.layout }
+
+// StepsDone is the number of completed steps.
+func (t *Trainer) StepsDone() int64 { return t.step }
+
+// SetStepsDone positions the trainer after a resume.
+func (t *Trainer) SetStepsDone(s int64) { t.step = s }
+
+// Step runs one training step.
+func (t *Trainer) Step(ctx context.Context) (StepResult, error) {
+	s := t.step // 0-based index of this step
+	T := t.cfg.Model.SeqLen
+	t.data.Batch(t.cfg.Seed, s, t.lo, t.hi, T, t.tokens, t.targets)
+	loss, err := t.model.Forward(t.tokens, t.targets)
+	if err != nil {
+		return StepResult{}, fmt.Errorf("step %d forward: %w", s+1, err)
+	}
+	if err := t.model.Backward(); err != nil {
+		return StepResult{}, fmt.Errorf("step %d backward: %w", s+1, err)
+	}
+	grads, params := t.model.Grads(), t.model.Params()
+	// The model's loss is a mean over this rank's sequences; weighting by
+	// their share of the global batch makes the ring's sum the global mean.
+	share := float64(t.hi-t.lo) / float64(t.cfg.GlobalBatch)
+	if t.cfg.World > 1 {
+		w := float32(share)
+		for i := range grads {
+			grads[i] *= w
+		}
+		if err := t.coll.ReduceScatter(ctx, uint64(s), grads); err != nil {
+			return StepResult{}, fmt.Errorf("step %d reduce-scatter: %w", s+1, err)
+		}
+	}
+	t.scalars[0] = mod.SumSquares(grads[t.opt.Lo:t.opt.Hi])
+	t.scalars[1] = loss.CE * share
+	t.scalars[2] = loss.Total * share
+	if t.cfg.World > 1 {
+		if err := t.coll.AllReduceScalars(ctx, uint64(s), t.scalars); err != nil {
+			return StepResult{}, fmt.Errorf("step %d loss and norm all-reduce: %w", s+1, err)
+		}
+	}
+	lr := t.cfg.Optim.LRAt(int(s), int(t.cfg.TotalSteps))
+	if err := t.opt.Update(params, grads, int(s)+1, lr, t.cfg.Optim.ClipScale(t.scalars[0])); err != nil {
+		return StepResult{}, fmt.Errorf("step %d: %w", s+1, err)
+	}
+	if t.cfg.World > 1 {
+		if err := t.coll.AllGather(ctx, uint64(s), params); err != nil {
+			return StepResult{}, fmt.Errorf("step %d all-gather: %w", s+1, err)
+		}
+	}
+	t.step++
+	return StepResult{
+		Step: t.step, Loss: t.scalars[1], Total: t.scalars[2],
+		GradNorm: math.Sqrt(t.scalars[0]), LR: lr, Tokens: t.cfg.GlobalBatch * T,
+	}, nil
+}
