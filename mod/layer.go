@@ -24,7 +24,8 @@ type layer[F Float] struct {
 
 	// Routing (routed layers only).
 	z      []F     // [N] router logits
-	sel    []int32 // [B,k] selected positions, ascending per sequence
+	sel    []int32 // [B,s] selected positions, ascending per sequence
+	count  []int   // [B] tokens selected per sequence: k, or under causal routing as decided
 	r      []F     // [B,k] router weights σ(z) of the selected tokens
 	target []F     // [N] 1 where selected, else 0
 	order  []int32 // [T] scratch for the top-k sort
@@ -99,7 +100,7 @@ func (ly *layer[F]) alloc(m *Model[F], index int, out []F) {
 	ly.index, ly.routed, ly.predictor = index, o.routed, o.predictor
 	ly.out = out
 	ly.s = T
-	if ly.routed {
+	if ly.routed && !m.causal {
 		ly.s = cfg.TopK()
 	}
 	ly.n = B * ly.s
@@ -121,6 +122,7 @@ func (ly *layer[F]) alloc(m *Model[F], index int, out []F) {
 		ly.router, ly.drouter = view(m.params, o.router, D), view(m.grads, o.router, D)
 		ly.z, ly.target = make([]F, N), make([]F, N)
 		ly.sel, ly.r = make([]int32, n), make([]F, n)
+		ly.count = make([]int, B)
 		ly.order = make([]int32, T)
 		ly.xs = make([]F, n*D)
 		if ly.predictor {
@@ -237,6 +239,9 @@ func (ly *layer[F]) forward(m *Model[F]) {
 	copy(ly.out, ly.x)
 	for j := 0; j < n; j++ {
 		b := j / s
+		if j-b*s >= ly.count[b] {
+			continue // an empty slot of causal routing
+		}
 		t := b*T + int(ly.sel[j])
 		r := ly.r[j]
 		dst, a, mo := ly.out[t*D:(t+1)*D], ly.a[j*D:(j+1)*D], ly.mo[j*D:(j+1)*D]
@@ -246,12 +251,13 @@ func (ly *layer[F]) forward(m *Model[F]) {
 	}
 }
 
-// route computes the router logits, selects exactly k tokens per sequence,
-// gathers them, and evaluates the causal-decision loss.
+// route computes the router logits, selects the tokens — exactly k per
+// sequence by top-k, or those the causal decision admits — gathers them,
+// and evaluates the causal-decision loss.
 func (ly *layer[F]) route(m *Model[F]) {
 	cfg := m.cfg
 	B, T, D := m.batch, cfg.SeqLen, cfg.DModel
-	N, k := B*T, ly.s
+	N, s := B*T, ly.s
 	for t := 0; t < N; t++ {
 		var acc F
 		xr := ly.x[t*D : (t+1)*D]
@@ -260,63 +266,92 @@ func (ly *layer[F]) route(m *Model[F]) {
 		}
 		ly.z[t] = acc
 	}
+	decision := ly.z
+	if ly.predictor {
+		ly.predict(m)
+		decision = ly.pl
+	}
 	clear(ly.target)
 	for b := 0; b < B; b++ {
 		z := ly.z[b*T : (b+1)*T]
-		for i := range ly.order {
-			ly.order[i] = int32(i)
-		}
-		if !m.forceAllWeightOne {
-			// Highest logit first; ties go to the earlier position, so the
-			// choice is deterministic.
-			slices.SortFunc(ly.order, func(i, j int32) int {
-				switch {
-				case z[i] > z[j]:
-					return -1
-				case z[i] < z[j]:
-					return 1
+		sel := ly.sel[b*s : (b+1)*s]
+		var count int
+		switch {
+		case m.causal:
+			// Each token decides from its own decision logit: no future needed.
+			for t, v := range decision[b*T : (b+1)*T] {
+				if v > 0 {
+					sel[count] = int32(t)
+					count++
 				}
-				return int(i - j)
-			})
+			}
+		default:
+			for i := range ly.order {
+				ly.order[i] = int32(i)
+			}
+			if !m.forceAllWeightOne {
+				// Highest logit first; ties go to the earlier position, so the
+				// choice is deterministic.
+				slices.SortFunc(ly.order, func(i, j int32) int {
+					switch {
+					case z[i] > z[j]:
+						return -1
+					case z[i] < z[j]:
+						return 1
+					}
+					return int(i - j)
+				})
+			}
+			count = s
+			copy(sel, ly.order[:s])
+			slices.Sort(sel) // original order, so the causal mask is the plain one
 		}
-		sel := ly.sel[b*k : (b+1)*k]
-		copy(sel, ly.order[:k])
-		slices.Sort(sel) // original order, so the causal mask is the plain one
-		for j, t := range sel {
+		ly.count[b] = count
+		for j, t := range sel[:count] {
 			row := b*T + int(t)
 			ly.target[row] = 1
-			ly.pos[b*k+j] = t
-			copy(ly.xs[(b*k+j)*D:(b*k+j+1)*D], ly.x[row*D:(row+1)*D])
+			ly.pos[b*s+j] = t
+			copy(ly.xs[(b*s+j)*D:(b*s+j+1)*D], ly.x[row*D:(row+1)*D])
 			if m.forceAllWeightOne {
-				ly.r[b*k+j] = 1
+				ly.r[b*s+j] = 1
 			} else {
-				ly.r[b*k+j] = sigmoid(z[t])
+				ly.r[b*s+j] = sigmoid(z[t])
 			}
 		}
+		// Empty slots (causal routing only) sit after the real tokens, so the
+		// causal mask keeps them out of the real tokens' attention.
+		for j := count; j < s; j++ {
+			sel[j], ly.pos[b*s+j], ly.r[b*s+j] = 0, 0, 0
+			clear(ly.xs[(b*s+j)*D : (b*s+j+1)*D])
+		}
+	}
+	if m.causal {
+		ly.bce = 0
+		return
 	}
 	// Causal-decision loss: BCE of the decision logits against top-k membership.
-	logits := ly.z
-	if ly.predictor {
-		P := cfg.PredictorHidden
-		ly.mmPred.run()
-		for t := 0; t < N; t++ {
-			add(ly.ph[t*P:(t+1)*P], ly.predB1)
-		}
-		geluForward(ly.pg, ly.pth, ly.ph)
-		for t := 0; t < N; t++ {
-			var acc F
-			for c, w := range ly.predW2 {
-				acc += ly.pg[t*P+c] * w
-			}
-			ly.pl[t] = acc + ly.predB2[0]
-		}
-		logits = ly.pl
-	}
 	var sum float64
 	for t := 0; t < N; t++ {
-		sum += bceWithLogits(float64(logits[t]), float64(ly.target[t]))
+		sum += bceWithLogits(float64(decision[t]), float64(ly.target[t]))
 	}
 	ly.bce = sum / float64(N)
+}
+
+// predict computes the predictor's logits from the layer input.
+func (ly *layer[F]) predict(m *Model[F]) {
+	N, P := m.batch*m.cfg.SeqLen, m.cfg.PredictorHidden
+	ly.mmPred.run()
+	for t := 0; t < N; t++ {
+		add(ly.ph[t*P:(t+1)*P], ly.predB1)
+	}
+	geluForward(ly.pg, ly.pth, ly.ph)
+	for t := 0; t < N; t++ {
+		var acc F
+		for c, w := range ly.predW2 {
+			acc += ly.pg[t*P+c] * w
+		}
+		ly.pl[t] = acc + ly.predB2[0]
+	}
 }
 
 func (ly *layer[F]) backward(m *Model[F]) {

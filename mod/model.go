@@ -39,6 +39,11 @@ type Model[F Float] struct {
 	duf2     []F // [N,D] gradient wrt the final norm's output
 	scr      *scratch[F]
 
+	// causal makes routed layers admit the tokens whose causal decision
+	// says so (logit > 0) instead of the top-k: the routing used for
+	// sampling. Such a model runs forward only.
+	causal bool
+
 	// Test hooks.
 	forceAllWeightOne bool // route every token at weight 1 (dense equivalence)
 
@@ -72,6 +77,19 @@ func NewModel[F Float](cfg Config, batch int) (*Model[F], error) {
 // NewModelWithParams allocates a model that computes with the given flat
 // parameter vector (not copied).
 func NewModelWithParams[F Float](cfg Config, batch int, params []F) (*Model[F], error) {
+	return newModel(cfg, batch, params, false)
+}
+
+// NewCausalModel allocates a forward-only model that routes by the learned
+// causal decision, as sampling does, instead of by top-k. Routed layers
+// then process a varying number of tokens per sequence (buffers are sized
+// for all T), so it costs as much as the dense model; it is for evaluation
+// and as the reference for the incremental Decoder.
+func NewCausalModel[F Float](cfg Config, batch int, params []F) (*Model[F], error) {
+	return newModel(cfg, batch, params, true)
+}
+
+func newModel[F Float](cfg Config, batch int, params []F, causal bool) (*Model[F], error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("model config: %w", err)
@@ -83,7 +101,7 @@ func NewModelWithParams[F Float](cfg Config, batch int, params []F) (*Model[F], 
 	if len(params) != l.Total {
 		return nil, fmt.Errorf("parameter vector has %d values, config needs %d", len(params), l.Total)
 	}
-	m := &Model[F]{cfg: cfg, layout: l, batch: batch, params: params, grads: make([]F, l.Total)}
+	m := &Model[F]{cfg: cfg, layout: l, batch: batch, params: params, grads: make([]F, l.Total), causal: causal}
 	m.alloc()
 	return m, nil
 }
@@ -107,12 +125,23 @@ func (m *Model[F]) Grads() []F { return m.grads }
 func (m *Model[F]) Logits() []F { return m.logits }
 
 // Selected returns, for routed layer l, the selected positions of the last
-// Forward: [batch, k], ascending within each sequence. nil for a dense layer.
+// Forward: [batch, k], ascending within each sequence. nil for a dense layer
+// or under causal routing (see SelectedIn).
 func (m *Model[F]) Selected(l int) []int32 {
-	if !m.layers[l].routed {
+	if !m.layers[l].routed || m.causal {
 		return nil
 	}
 	return m.layers[l].sel
+}
+
+// SelectedIn returns the positions routed layer l processed in sequence b
+// in the last Forward, ascending.
+func (m *Model[F]) SelectedIn(l, b int) []int32 {
+	ly := &m.layers[l]
+	if !ly.routed {
+		return nil
+	}
+	return ly.sel[b*ly.s : b*ly.s+ly.count[b]]
 }
 
 // RouterLogits returns routed layer l's router logits [batch, T] of the last Forward.
@@ -265,6 +294,9 @@ func crossEntropy[F Float](logits []F, target int32) float64 {
 func (m *Model[F]) Backward() error {
 	if !m.hasTargets {
 		return fmt.Errorf("backward: the last forward pass had no targets")
+	}
+	if m.causal {
+		return fmt.Errorf("backward: a causal-routing model is for evaluation and sampling only")
 	}
 	cfg := m.cfg
 	B, T, D, V := m.batch, cfg.SeqLen, cfg.DModel, cfg.Vocab
