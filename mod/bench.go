@@ -95,7 +95,7 @@ func BenchCompute(ctx context.Context, cfg Config, batch, reps int, logf func(st
 	dense.model.Close()
 	routed.model.Close()
 	res.DenseSteps, res.MoDSteps = dense.times, routed.times
-	res.DenseStepS, res.MoDStepS = median(dense.times), median(routed.times)
+	res.DenseStepS, res.MoDStepS = Median(dense.times), Median(routed.times)
 	res.DenseFLOPs = cfg.Dense().TrainFLOPs(batch).Total()
 	res.MoDFLOPs = cfg.TrainFLOPs(batch).Total()
 	res.Speedup = res.DenseStepS / res.MoDStepS
@@ -149,7 +149,8 @@ func SgemmPeak(n, reps int) float64 {
 	return best
 }
 
-func median(x []float64) float64 {
+// Median is the median of x.
+func Median(x []float64) float64 {
 	s := slices.Clone(x)
 	slices.Sort(s)
 	if len(s)%2 == 1 {

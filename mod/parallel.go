@@ -51,6 +51,16 @@ func NewParallel[F Float](cfg Config, batch, workers int) (*Parallel[F], error) 
 
 // NewParallelWithParams is NewParallel over an existing parameter vector.
 func NewParallelWithParams[F Float](cfg Config, batch, workers int, params []F) (*Parallel[F], error) {
+	return newParallel(cfg, batch, workers, params, false)
+}
+
+// NewParallelCausal is a forward-only Parallel whose replicas route by the
+// causal decision (see NewCausalModel).
+func NewParallelCausal[F Float](cfg Config, batch, workers int, params []F) (*Parallel[F], error) {
+	return newParallel(cfg, batch, workers, params, true)
+}
+
+func newParallel[F Float](cfg Config, batch, workers int, params []F, causal bool) (*Parallel[F], error) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
@@ -58,7 +68,7 @@ func NewParallelWithParams[F Float](cfg Config, batch, workers int, params []F) 
 	p := &Parallel[F]{batch: batch, params: params, first: make([]int, workers+1)}
 	for i := 0; i < workers; i++ {
 		p.first[i+1] = (i + 1) * batch / workers
-		m, err := NewModelWithParams(cfg, p.first[i+1]-p.first[i], params)
+		m, err := newModel(cfg, p.first[i+1]-p.first[i], params, causal)
 		if err != nil {
 			return nil, err
 		}

@@ -21,8 +21,10 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"train": {"train a model in this process", cmdTrain},
-		"bench": {"measure compute or all-reduce speed (bench compute|allreduce)", cmdBench},
+		"train":  {"train a model in this process", cmdTrain},
+		"bench":  {"measure speed: bench compute|allreduce|sample", cmdBench},
+		"eval":   {"validation loss with top-k and causal routing, and decision accuracy", cmdEval},
+		"sample": {"generate text from a checkpoint with causal routing and a KV cache", cmdSample},
 	}
 }
 

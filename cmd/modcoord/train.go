@@ -56,6 +56,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 	evalEvery := fs.Int64("eval-every", 250, "estimate validation loss every N steps (0: only at the end)")
 	evalWindows := fs.Int("eval-windows", 64, "validation windows for the periodic estimate; the final evaluation uses all")
 	dense := fs.Bool("dense", false, "train the dense model of the same shape instead")
+	resume := fs.String("resume", "", "continue from this checkpoint (written by --out); model, optimizer and data order come from it")
 	jsonOut := fs.Bool("json", false, "print a JSON summary as the last line of stdout")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
 	if err := fs.Parse(args); err != nil {
@@ -77,6 +78,23 @@ func cmdTrain(ctx context.Context, args []string) error {
 	spec, err := loadTrainSpec(*config)
 	if err != nil {
 		return err
+	}
+	var resumeFrom *worker.Opened
+	if *resume != "" {
+		if *config != "" || *dense {
+			return fmt.Errorf("--resume takes the model from the checkpoint; drop --config and --dense")
+		}
+		if resumeFrom, err = openCheckpoint(ctx, *resume); err != nil {
+			return err
+		}
+		ck := resumeFrom.Config
+		spec = trainSpec{Model: ck.Model, Optim: ck.Optim, Batch: ck.Batch, Seed: ck.Seed}
+		if !flagGiven(fs, "steps") {
+			*steps = ck.TotalSteps
+		}
+		if *steps <= resumeFrom.Manifest.Step {
+			return fmt.Errorf("--steps %d: the checkpoint is already at step %d", *steps, resumeFrom.Manifest.Step)
+		}
 	}
 	if *dense {
 		spec.Model = spec.Model.Dense()
@@ -103,6 +121,12 @@ func cmdTrain(ctx context.Context, args []string) error {
 		return err
 	}
 	defer tr.Close()
+	if resumeFrom != nil {
+		if err := tr.Restore(ctx, resumeFrom.Store, resumeFrom.Manifest, true); err != nil {
+			return err
+		}
+		log.Info("resumed", "checkpoint", resumeFrom.Dir, "step", resumeFrom.Manifest.Step)
+	}
 	eval, err := mod.NewParallelWithParams(spec.Model, 16, 0, tr.Model().Params())
 	if err != nil {
 		return err
@@ -114,10 +138,11 @@ func cmdTrain(ctx context.Context, args []string) error {
 	}
 	res.FLOPs = spec.Model.TrainFLOPs(spec.Batch).Total() * float64(res.Steps)
 	if *out != "" {
-		if err := saveWeights(ctx, *out, spec.Model, tr); err != nil {
+		dir, err := tr.SaveLocal(ctx, *out)
+		if err != nil {
 			return err
 		}
-		log.Info("weights written", "dir", *out)
+		log.Info("weights written", "dir", dir)
 	}
 	if *jsonOut {
 		return json.NewEncoder(os.Stdout).Encode(res)
@@ -142,6 +167,7 @@ func trainLoop(ctx context.Context, tr *worker.Trainer, eval *mod.Parallel[float
 	start := time.Now()
 	var res trainResult
 	var tokens int
+	first := tr.StepsDone()
 	var smooth float64
 	for tr.StepsDone() < steps {
 		if err := ctx.Err(); err != nil {
@@ -170,7 +196,7 @@ func trainLoop(ctx context.Context, tr *worker.Trainer, eval *mod.Parallel[float
 		}
 		res.TrainLoss = smooth
 	}
-	res.Steps = tr.StepsDone()
+	res.Steps = tr.StepsDone() - first
 	res.WallS = time.Since(start).Seconds()
 	res.TokensPerS = float64(tokens) / res.WallS
 	v, err := mod.EvalLoss(eval, ds, 0)
@@ -180,4 +206,11 @@ func trainLoop(ctx context.Context, tr *worker.Trainer, eval *mod.Parallel[float
 	res.ValLoss = v
 	fmt.Fprintf(progress, "final val loss %.4f over the whole validation split\n", v)
 	return res, nil
+}
+
+// flagGiven reports whether the flag was set on the command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }

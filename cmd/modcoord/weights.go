@@ -3,11 +3,23 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 
-	"github.com/modcoord/modcoord/mod"
 	"github.com/modcoord/modcoord/worker"
 )
 
-func saveWeights(ctx context.Context, dir string, cfg mod.Config, tr *worker.Trainer) error {
-	return fmt.Errorf("saving weights to %s is not wired yet", dir)
+// openCheckpoint opens a checkpoint and tells the user about any newer
+// committed checkpoint that failed verification.
+func openCheckpoint(ctx context.Context, path string) (*worker.Opened, error) {
+	if path == "" {
+		return nil, fmt.Errorf("--checkpoint is required: a step directory, or a directory written by `modcoord train --out`")
+	}
+	o, err := worker.OpenCheckpoint(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range o.Skipped {
+		fmt.Fprintf(os.Stderr, "warning: %s; using step %d instead\n", s, o.Manifest.Step)
+	}
+	return o, nil
 }

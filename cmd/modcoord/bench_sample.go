@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/modcoord/modcoord/mod"
+)
+
+// sampleBench is one batch size's decode comparison.
+type sampleBench struct {
+	Batch             int     `json:"batch"`
+	DenseTokensPerS   float64 `json:"dense_tokens_per_s"`
+	MoDTokensPerS     float64 `json:"mod_tokens_per_s"`
+	Speedup           float64 `json:"speedup"`
+	DenseKVBytes      int     `json:"dense_kv_bytes"`
+	MoDKVBytes        int     `json:"mod_kv_bytes"`
+	KVBytesRatio      float64 `json:"kv_bytes_ratio"`
+	MoDRoutedFraction float64 `json:"mod_routed_fraction"`
+}
+
+// benchSample decodes a full context with the trained MoD model of a
+// checkpoint and with a dense model of the same shape (random weights:
+// its speed does not depend on them), at each batch size.
+func benchSample(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench sample", flag.ContinueOnError)
+	ckpt := fs.String("checkpoint", "", "a trained MoD checkpoint (`modcoord train --out DIR` writes one); its causal decisions set how many tokens each routed layer takes")
+	reps := fs.Int("reps", 3, "timed decodes per model and batch size (median)")
+	jsonOut := fs.Bool("json", false, "print one JSON object")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ck, err := openCheckpoint(ctx, *ckpt)
+	if err != nil {
+		return err
+	}
+	params, err := ck.LoadParams(ctx)
+	if err != nil {
+		return err
+	}
+	cfg := ck.Config.Model
+	if len(cfg.RoutedLayers) == 0 {
+		return fmt.Errorf("checkpoint %s holds a dense model; bench sample needs a MoD one", ck.Dir)
+	}
+	denseCfg := cfg.Dense()
+	denseParams := make([]float32, mod.NewLayout(denseCfg).Total)
+	mod.InitParams(denseCfg, mod.NewLayout(denseCfg), denseParams)
+
+	prompt := []byte("\n")
+	n := cfg.SeqLen - len(prompt)
+	res := map[string]any{"checkpoint": ck.Dir, "model": cfg.String(), "tokens_per_row": n}
+	for _, batch := range []int{1, 8} {
+		var r sampleBench
+		r.Batch = batch
+		var dt, mt []float64
+		for i := 0; i < *reps; i++ {
+			for _, which := range []string{"dense", "mod"} {
+				c, p := cfg, params
+				if which == "dense" {
+					c, p = denseCfg, denseParams
+				}
+				t0 := time.Now()
+				_, dec, err := generate(ctx, c, p, prompt, n, batch, 1, 0, uint64(i+1))
+				if err != nil {
+					return err
+				}
+				tps := float64(batch*(n+len(prompt))) / time.Since(t0).Seconds()
+				if which == "dense" {
+					dt, r.DenseKVBytes = append(dt, tps), dec.KVBytes()
+				} else {
+					mt, r.MoDKVBytes = append(mt, tps), dec.KVBytes()
+					var f float64
+					for _, l := range cfg.RoutedLayers {
+						f += dec.RoutedFraction()[l] / float64(len(cfg.RoutedLayers))
+					}
+					r.MoDRoutedFraction = f
+				}
+			}
+		}
+		r.DenseTokensPerS, r.MoDTokensPerS = mod.Median(dt), mod.Median(mt)
+		r.Speedup = r.MoDTokensPerS / r.DenseTokensPerS
+		r.KVBytesRatio = float64(r.MoDKVBytes) / float64(r.DenseKVBytes)
+		res[fmt.Sprintf("batch%d", batch)] = r
+		if !*jsonOut {
+			fmt.Printf("batch %d: dense %.0f tok/s, MoD %.0f tok/s (%.2fx); KV cache %d vs %d bytes (%.2fx); MoD routed %.1f%% of tokens\n",
+				batch, r.DenseTokensPerS, r.MoDTokensPerS, r.Speedup, r.MoDKVBytes, r.DenseKVBytes, r.KVBytesRatio, 100*r.MoDRoutedFraction)
+		}
+	}
+	if *jsonOut {
+		return json.NewEncoder(os.Stdout).Encode(res)
+	}
+	return nil
+}
