@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync/atomic"
 
 	"github.com/modcoord/modcoord/mod"
 	"github.com/modcoord/modcoord/shard"
@@ -43,6 +44,7 @@ type Trainer struct {
 	targets []int32
 	scalars []float64
 	step    int64 // steps completed
+	stop    atomic.Bool
 }
 
 // StepResult reports one step.
@@ -53,6 +55,9 @@ type StepResult struct {
 	GradNorm float64 // global gradient norm before clipping
 	LR       float64
 	Tokens   int // tokens processed by all ranks
+	// Stop is true when some rank asked to stop after this step (see
+	// RequestStop). Every rank sees the same value at the same step.
+	Stop bool
 }
 
 // NewTrainer builds the model (fresh weights from cfg.Model.Seed) and this
@@ -89,7 +94,7 @@ func NewTrainer(cfg TrainerConfig, data *mod.Dataset, coll Collective) (*Trainer
 		cfg: cfg, data: data, model: model, layout: layout, opt: opt, coll: coll,
 		lo: lo, hi: hi,
 		tokens: make([]int32, (hi-lo)*T), targets: make([]int32, (hi-lo)*T),
-		scalars: make([]float64, 3),
+		scalars: make([]float64, 4),
 	}, nil
 }
 
@@ -139,6 +144,12 @@ func (t *Trainer) Step(ctx context.Context) (StepResult, error) {
 	t.scalars[0] = mod.SumSquares(grads[t.opt.Lo:t.opt.Hi])
 	t.scalars[1] = loss.CE * share
 	t.scalars[2] = loss.Total * share
+	// A stop request rides the scalar all-reduce, so every rank learns of
+	// it at the same step and they stop together.
+	t.scalars[3] = 0
+	if t.stop.Load() {
+		t.scalars[3] = 1
+	}
 	if t.cfg.World > 1 {
 		if err := t.coll.AllReduceScalars(ctx, uint64(s), t.scalars); err != nil {
 			return StepResult{}, fmt.Errorf("step %d loss and norm all-reduce: %w", s+1, err)
@@ -157,5 +168,10 @@ func (t *Trainer) Step(ctx context.Context) (StepResult, error) {
 	return StepResult{
 		Step: t.step, Loss: t.scalars[1], Total: t.scalars[2],
 		GradNorm: math.Sqrt(t.scalars[0]), LR: lr, Tokens: t.cfg.GlobalBatch * T,
+		Stop: t.scalars[3] > 0,
 	}, nil
 }
+
+// RequestStop asks every rank to stop after the next step. Safe to call
+// from any goroutine.
+func (t *Trainer) RequestStop() { t.stop.Store(true) }

@@ -1,0 +1,166 @@
+package allreduce
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+)
+
+// phase says what a message is. Data phases belong to one kind of
+// collective; heartbeats and aborts to whichever collective seq names.
+type phase uint8
+
+const (
+	phaseReduceScatter phase = 1 + iota
+	phaseAllGather
+	phaseScalarReduce
+	phaseScalarBroadcast
+	phaseHeartbeat
+	phaseAbort
+	phaseEnd // first invalid value
+)
+
+func (p phase) String() string {
+	switch p {
+	case phaseReduceScatter:
+		return "reduce-scatter"
+	case phaseAllGather:
+		return "all-gather"
+	case phaseScalarReduce:
+		return "scalar-reduce"
+	case phaseScalarBroadcast:
+		return "scalar-broadcast"
+	case phaseHeartbeat:
+		return "heartbeat"
+	case phaseAbort:
+		return "abort"
+	}
+	return fmt.Sprintf("phase(%d)", uint8(p))
+}
+
+// elemSize is the size of one payload element of a phase: float32 for the
+// vector collectives, float64 for scalars, bytes (a reason) for aborts.
+func (p phase) elemSize() int {
+	switch p {
+	case phaseReduceScatter, phaseAllGather:
+		return 4
+	case phaseScalarReduce, phaseScalarBroadcast:
+		return 8
+	case phaseAbort:
+		return 1
+	}
+	return 0
+}
+
+// Heartbeat flags, carried in header.chunk.
+const (
+	// flagDone says the sender has finished collective seq, so silence
+	// from it afterwards is not a failure.
+	flagDone = 1 << iota
+	// flagHello says the sender has not yet heard from every peer and
+	// wants a heartbeat back, so that it knows they are subscribed.
+	flagHello
+)
+
+// noSuspect in an abort's chunk field means the aborting rank blames nobody
+// else (its caller cancelled, for example).
+const noSuspect = ^uint32(0)
+
+const (
+	headerMagic   = 0x4d43 // "MC"
+	headerVersion = 1
+	// headerSize is a multiple of 8 so that payloads of float32 and
+	// float64 stay aligned in a freshly allocated message.
+	headerSize = 48
+	// maxAbortReason bounds the text an abort carries.
+	maxAbortReason = 256
+)
+
+// header is the fixed binary prefix of every message, little-endian:
+//
+//	off size field
+//	  0    2 magic 0x4d43
+//	  2    1 version
+//	  3    1 phase
+//	  4    2 from: sender's rank
+//	  6    2 hop: ring step within the collective
+//	  8    8 job: FNV-1a 64 of the job id
+//	 16    8 generation
+//	 24    8 seq: collective number on this Ring, from 1
+//	 32    8 step: training step the caller passed
+//	 40    4 chunk: chunk index (heartbeat flags, abort suspect)
+//	 44    4 count: payload elements
+//	 48      payload: count elements of phase.elemSize() bytes
+type header struct {
+	phase phase
+	from  uint16
+	hop   uint16
+	job   uint64
+	gen   uint64
+	seq   uint64
+	step  uint64
+	chunk uint32
+	count uint32
+}
+
+func (h *header) put(b []byte) {
+	_ = b[headerSize-1]
+	binary.LittleEndian.PutUint16(b[0:], headerMagic)
+	b[2] = headerVersion
+	b[3] = byte(h.phase)
+	binary.LittleEndian.PutUint16(b[4:], h.from)
+	binary.LittleEndian.PutUint16(b[6:], h.hop)
+	binary.LittleEndian.PutUint64(b[8:], h.job)
+	binary.LittleEndian.PutUint64(b[16:], h.gen)
+	binary.LittleEndian.PutUint64(b[24:], h.seq)
+	binary.LittleEndian.PutUint64(b[32:], h.step)
+	binary.LittleEndian.PutUint32(b[40:], h.chunk)
+	binary.LittleEndian.PutUint32(b[44:], h.count)
+}
+
+var errMalformed = errors.New("malformed message")
+
+// parseHeader decodes and checks the parts of a header that need no
+// context: size, magic, version, phase, and that count elements of the
+// phase's size are exactly what follows. It never indexes past msg.
+func parseHeader(msg []byte) (header, error) {
+	if len(msg) < headerSize {
+		return header{}, fmt.Errorf("%w: %d bytes, header alone is %d", errMalformed, len(msg), headerSize)
+	}
+	if m := binary.LittleEndian.Uint16(msg[0:]); m != headerMagic {
+		return header{}, fmt.Errorf("%w: magic %#x", errMalformed, m)
+	}
+	if msg[2] != headerVersion {
+		return header{}, fmt.Errorf("%w: version %d, want %d", errMalformed, msg[2], headerVersion)
+	}
+	h := header{
+		phase: phase(msg[3]),
+		from:  binary.LittleEndian.Uint16(msg[4:]),
+		hop:   binary.LittleEndian.Uint16(msg[6:]),
+		job:   binary.LittleEndian.Uint64(msg[8:]),
+		gen:   binary.LittleEndian.Uint64(msg[16:]),
+		seq:   binary.LittleEndian.Uint64(msg[24:]),
+		step:  binary.LittleEndian.Uint64(msg[32:]),
+		chunk: binary.LittleEndian.Uint32(msg[40:]),
+		count: binary.LittleEndian.Uint32(msg[44:]),
+	}
+	if h.phase == 0 || h.phase >= phaseEnd {
+		return header{}, fmt.Errorf("%w: unknown phase %d", errMalformed, h.phase)
+	}
+	// uint64 arithmetic: count up to 2^32-1 times 8 cannot overflow.
+	if want := uint64(headerSize) + uint64(h.count)*uint64(h.phase.elemSize()); want != uint64(len(msg)) {
+		return header{}, fmt.Errorf("%w: %s header says %d elements (%d bytes), message has %d bytes",
+			errMalformed, h.phase, h.count, want, len(msg))
+	}
+	return h, nil
+}
+
+// jobHash is what the header carries for the job id. Subjects already
+// scope messages per job; the hash catches a message that crossed jobs
+// anyway (a misconfigured subject or permission).
+func jobHash(job string) uint64 {
+	f := fnv.New64a()
+	f.Write([]byte(job))
+	return f.Sum64()
+}

@@ -1,0 +1,247 @@
+package allreduce
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/modcoord/modcoord/shard"
+)
+
+// TestAllReduceMatchesFixedOrder is the determinism property: for random
+// world sizes, lengths (including fewer elements than ranks and lengths
+// not divisible by the world), chunk sizes and windows, every rank's
+// result equals the documented summation order computed sequentially,
+// bit for bit, and a second run gives the same bits.
+func TestAllReduceMatchesFixedOrder(t *testing.T) {
+	checkGoroutines(t)
+	rng := rand.New(rand.NewPCG(11, 12))
+	orderMatters := false
+	for trial := range 40 {
+		world := 1 + rng.IntN(8)
+		n := rng.IntN(2000)
+		switch trial % 4 {
+		case 0:
+			n = rng.IntN(world + 1) // fewer elements than ranks
+		case 1:
+			n = world*shard.Align*3 + 1 + rng.IntN(world*shard.Align-1)
+		}
+		chunk := shard.Align * (1 + rng.IntN(6))
+		window := 1 + rng.IntN(4)
+		xs := randomVectors(rng, world, n)
+		want := ringOrderSum(xs)
+		if world > 2 && n > 0 {
+			if _, same := sameBits(want, rankOrderSum(xs)); !same {
+				orderMatters = true
+			}
+		}
+
+		var first [][]float32
+		for run := range 2 {
+			rings, _ := memRings(t, world, chunk, func(c *Config) { c.Window = window; c.Generation = uint64(run) })
+			bufs := cloneAll(xs)
+			errs, _ := onAllRanks(world, func(r int) error {
+				return rings[r].AllReduce(ctxTimeout(t, 10e9), 1, bufs[r])
+			})
+			for r, err := range errs {
+				if err != nil {
+					t.Fatalf("world %d n %d chunk %d window %d rank %d: %v", world, n, chunk, window, r, err)
+				}
+				if i, ok := sameBits(bufs[r], want); !ok {
+					t.Fatalf("world %d n %d chunk %d window %d rank %d: element %d = %v, fixed order gives %v",
+						world, n, chunk, window, r, i, bufs[r][i], want[i])
+				}
+			}
+			if run == 1 {
+				for r := range bufs {
+					if i, ok := sameBits(bufs[r], first[r]); !ok {
+						t.Fatalf("world %d n %d: rank %d element %d differs between runs", world, n, r, i)
+					}
+				}
+			}
+			first = bufs
+			for _, ring := range rings {
+				ring.Close()
+			}
+		}
+	}
+	if !orderMatters {
+		t.Error("no trial's values were sensitive to summation order; the test proves nothing")
+	}
+}
+
+// rankOrderSum adds in plain rank order, which differs from the ring's.
+func rankOrderSum(xs [][]float32) []float32 {
+	out := append([]float32(nil), xs[0]...)
+	for _, x := range xs[1:] {
+		for i := range out {
+			out[i] += x[i]
+		}
+	}
+	return out
+}
+
+func TestReduceScatterAndAllGatherSeparately(t *testing.T) {
+	checkGoroutines(t)
+	for _, tt := range []struct{ world, n, chunk int }{
+		{1, 10, 16}, {2, 1, 16}, {3, 2, 16}, {4, 100, 16}, {5, 1000, 32}, {8, 4099, 64},
+	} {
+		rng := rand.New(rand.NewPCG(uint64(tt.world), uint64(tt.n)))
+		rings, _ := memRings(t, tt.world, tt.chunk, nil)
+		xs := randomVectors(rng, tt.world, tt.n)
+		want := ringOrderSum(xs)
+		bufs := cloneAll(xs)
+		errs, _ := onAllRanks(tt.world, func(r int) error {
+			return rings[r].ReduceScatter(context.Background(), 3, bufs[r])
+		})
+		l := shard.Layout{Total: tt.n, World: tt.world}
+		for r, err := range errs {
+			if err != nil {
+				t.Fatalf("world %d n %d: reduce-scatter rank %d: %v", tt.world, tt.n, r, err)
+			}
+			lo, hi := l.Range(r)
+			if i, ok := sameBits(bufs[r][lo:hi], want[lo:hi]); !ok {
+				t.Fatalf("world %d n %d: reduce-scatter rank %d element %d = %v, want %v", tt.world, tt.n, r, lo+i, bufs[r][lo+i], want[lo+i])
+			}
+			// Scribble over the scratch so all-gather must bring it back.
+			for i := range bufs[r] {
+				if i < lo || i >= hi {
+					bufs[r][i] = float32(math.NaN())
+				}
+			}
+		}
+		errs, _ = onAllRanks(tt.world, func(r int) error {
+			return rings[r].AllGather(context.Background(), 3, bufs[r])
+		})
+		for r, err := range errs {
+			if err != nil {
+				t.Fatalf("world %d n %d: all-gather rank %d: %v", tt.world, tt.n, r, err)
+			}
+			if i, ok := sameBits(bufs[r], want); !ok {
+				t.Fatalf("world %d n %d: all-gather rank %d element %d = %v, want %v", tt.world, tt.n, r, i, bufs[r][i], want[i])
+			}
+		}
+	}
+}
+
+// TestScalarsRankOrder: the scalar sum is ((v0 + v1) + v2) + ... in
+// float64 on every rank, bit for bit.
+func TestScalarsRankOrder(t *testing.T) {
+	checkGoroutines(t)
+	rng := rand.New(rand.NewPCG(21, 22))
+	for range 20 {
+		world, k := 1+rng.IntN(8), 1+rng.IntN(4)
+		vals := make([][]float64, world)
+		want := make([]float64, k)
+		for r := range vals {
+			vals[r] = make([]float64, k)
+			for i := range vals[r] {
+				vals[r][i] = rng.NormFloat64() * math.Pow(10, float64(rng.IntN(17)-8))
+				if r == 0 {
+					want[i] = vals[r][i]
+				} else {
+					want[i] = want[i] + vals[r][i]
+				}
+			}
+		}
+		rings, _ := memRings(t, world, 16, nil)
+		errs, _ := onAllRanks(world, func(r int) error {
+			return rings[r].AllReduceScalars(context.Background(), 9, vals[r])
+		})
+		for r, err := range errs {
+			if err != nil {
+				t.Fatalf("world %d: rank %d: %v", world, r, err)
+			}
+			for i := range want {
+				if math.Float64bits(vals[r][i]) != math.Float64bits(want[i]) {
+					t.Fatalf("world %d rank %d value %d = %v, rank-order sum %v", world, r, i, vals[r][i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// TestCollectivesInSequence runs a training step's sequence several
+// times on the same rings: fast ranks run ahead into the next collective
+// while slow ones finish, which exercises buffering of early messages.
+func TestCollectivesInSequence(t *testing.T) {
+	checkGoroutines(t)
+	const world, n = 5, 777
+	rings, _ := memRings(t, world, 16, func(c *Config) { c.Window = 2 })
+	rng := rand.New(rand.NewPCG(31, 32))
+	for step := uint64(1); step <= 5; step++ {
+		xs := randomVectors(rng, world, n)
+		want := ringOrderSum(xs)
+		bufs := cloneAll(xs)
+		norms := make([][]float64, world)
+		errs, _ := onAllRanks(world, func(r int) error {
+			ring := rings[r]
+			if err := ring.ReduceScatter(context.Background(), step, bufs[r]); err != nil {
+				return err
+			}
+			norms[r] = []float64{float64(r)}
+			if err := ring.AllReduceScalars(context.Background(), step, norms[r]); err != nil {
+				return err
+			}
+			return ring.AllGather(context.Background(), step, bufs[r])
+		})
+		for r, err := range errs {
+			if err != nil {
+				t.Fatalf("step %d rank %d: %v", step, r, err)
+			}
+			if i, ok := sameBits(bufs[r], want); !ok {
+				t.Fatalf("step %d rank %d element %d differs", step, r, i)
+			}
+			if norms[r][0] != 10 {
+				t.Fatalf("step %d rank %d: scalar sum %v, want 10", step, r, norms[r][0])
+			}
+		}
+	}
+}
+
+func TestNewRingRejects(t *testing.T) {
+	mt := NewMemTransport(1 << 16)
+	tests := []struct {
+		name string
+		cfg  Config
+		t    Transport
+	}{
+		{"empty job", Config{Job: "", World: 1}, mt},
+		{"job with a dot", Config{Job: "a.b", World: 1}, mt},
+		{"job with a wildcard", Config{Job: "a*", World: 1}, mt},
+		{"world 0", Config{Job: "j", World: 0}, mt},
+		{"rank outside world", Config{Job: "j", Rank: 3, World: 3}, mt},
+		{"negative rank", Config{Job: "j", Rank: -1, World: 3}, mt},
+		{"messages too small", Config{Job: "j", World: 2}, NewMemTransport(headerSize + 4*shard.Align - 1)},
+	}
+	for _, tt := range tests {
+		if r, err := NewRing(tt.t, tt.cfg); err == nil {
+			r.Close()
+			t.Errorf("%s: NewRing succeeded", tt.name)
+		}
+	}
+}
+
+func TestChunkFollowsTransportAndConfig(t *testing.T) {
+	tests := []struct {
+		name       string
+		maxMessage int
+		chunkBytes int
+		want       int
+	}{
+		{"transport limit", headerSize + 4*100, 0, 96},
+		{"config limit", 1 << 20, 4096, 1024},
+		{"default under a large transport", 64 << 20, 0, DefaultChunkBytes / 4},
+	}
+	for _, tt := range tests {
+		r, err := NewRing(NewMemTransport(tt.maxMessage), Config{Job: "j", World: 2, ChunkBytes: tt.chunkBytes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.ChunkFloats(); got != tt.want {
+			t.Errorf("%s: %d floats per chunk, want %d", tt.name, got, tt.want)
+		}
+		r.Close()
+	}
+}

@@ -1,0 +1,162 @@
+package allreduce
+
+import (
+	"fmt"
+
+	"github.com/modcoord/modcoord/shard"
+)
+
+// ringPass is one reduce-scatter or all-gather around the ring.
+//
+// The vector is cut into World segments (shard.Layout), segment s being
+// rank s's range, and each segment into chunks of chunkFloats. In hop k
+// (0 <= k < World-1) rank r sends segment sendSeg(k) to its right
+// neighbour and receives segment recvSeg(k) = sendSeg(k+1) from its left
+// neighbour:
+//
+//	reduce-scatter: sendSeg(k) = r-k-1, recvSeg(k) = r-k-2 (mod World)
+//	all-gather:     sendSeg(k) = r-k,   recvSeg(k) = r-k-1
+//
+// Hop 0 sends the rank's own data; every later hop forwards, chunk by
+// chunk, what has just been received, so hops overlap (pipelining). The
+// reduce-scatter's last hop receives segment r itself, fully summed.
+//
+// Summation order: segment s starts as rank s+1's values and each rank
+// along the ring adds its own as the right operand,
+//
+//	sum_s = (((x[s+1] + x[s+2]) + x[s+3]) + ...) + x[s]   (ranks mod World)
+//
+// in float32. It depends only on World and s, never on timing, so the
+// result is bit-identical from run to run.
+type ringPass struct {
+	r      *Ring
+	phase  phase
+	buf    []float32
+	layout shard.Layout
+
+	// recvBase[k] is the index in got of hop k's first chunk.
+	recvBase []int
+	got      []bool
+	want     int // data messages to receive
+	received int
+	sent     int // data messages sent, forwards included
+	next     int // next hop-0 chunk to send
+	first    int // hop-0 chunks in all
+}
+
+func (r *Ring) newRingPass(p phase, buf []float32) *ringPass {
+	rp := &ringPass{r: r, phase: p, buf: buf, layout: r.Layout(len(buf))}
+	hops := r.cfg.World - 1
+	rp.recvBase = make([]int, hops+1)
+	for k := range hops {
+		rp.recvBase[k+1] = rp.recvBase[k] + rp.chunks(rp.recvSeg(k))
+	}
+	rp.want = rp.recvBase[hops]
+	rp.got = make([]bool, rp.want)
+	rp.first = rp.chunks(rp.sendSeg(0))
+	return rp
+}
+
+func (rp *ringPass) mod(i int) int {
+	w := rp.r.cfg.World
+	return ((i % w) + w) % w
+}
+
+func (rp *ringPass) sendSeg(k int) int {
+	if rp.phase == phaseReduceScatter {
+		return rp.mod(rp.r.cfg.Rank - k - 1)
+	}
+	return rp.mod(rp.r.cfg.Rank - k)
+}
+
+func (rp *ringPass) recvSeg(k int) int { return rp.sendSeg(k + 1) }
+
+func (rp *ringPass) chunks(seg int) int {
+	n, c := rp.layout.Len(seg), rp.r.chunkFloats
+	return (n + c - 1) / c
+}
+
+// span is the part of buf that chunk c of segment seg covers.
+func (rp *ringPass) span(seg, c int) []float32 {
+	lo, hi := rp.layout.Range(seg)
+	a := lo + c*rp.r.chunkFloats
+	return rp.buf[a:min(a+rp.r.chunkFloats, hi)]
+}
+
+func (rp *ringPass) accepts(p phase) bool { return p == rp.phase }
+
+func (rp *ringPass) finished() bool { return rp.received == rp.want && rp.next == rp.first }
+
+// pump sends the rank's own chunks while the window allows. Forwards do
+// not count against the window (they replace what was received), so it
+// bounds what each rank injects: at most World*Window chunks are ever in
+// flight around the ring, which bounds what the NATS server must buffer
+// per subscriber. The last hop's receipts free the window, so it cannot
+// deadlock (docs/allreduce.md has the argument).
+func (rp *ringPass) pump() error {
+	r := rp.r
+	for rp.next < rp.first && rp.sent-rp.received < r.cfg.Window {
+		data := rp.span(rp.sendSeg(0), rp.next)
+		msg := r.sendBuf[:headerSize+4*len(data)]
+		h := r.header(r.cur(), rp.phase)
+		h.chunk, h.count = uint32(rp.next), uint32(len(data))
+		h.put(msg)
+		putF32(msg[headerSize:], data)
+		if err := r.send(r.cur(), r.right, msg); err != nil {
+			return fmt.Errorf("hop 0 chunk %d: %w", rp.next, err)
+		}
+		rp.next++
+		rp.sent++
+	}
+	return nil
+}
+
+// deliver checks every size in h against what this rank expects before
+// touching buf, then adds (reduce-scatter) or copies (all-gather) the
+// chunk and forwards it unless this was the last hop. The forward reuses
+// the received message: only the header's from and hop change.
+func (rp *ringPass) deliver(h header, msg []byte) error {
+	r := rp.r
+	if int(h.from) != r.left {
+		return fmt.Errorf("%w: data from rank %d, left neighbour is %d", errInvalid, h.from, r.left)
+	}
+	hop := int(h.hop)
+	if hop >= r.cfg.World-1 {
+		return fmt.Errorf("%w: hop %d of %d", errInvalid, hop, r.cfg.World-1)
+	}
+	seg := rp.recvSeg(hop)
+	if int64(h.chunk) >= int64(rp.chunks(seg)) {
+		return fmt.Errorf("%w: chunk %d of segment %d, which has %d", errInvalid, h.chunk, seg, rp.chunks(seg))
+	}
+	c := int(h.chunk)
+	dst := rp.span(seg, c)
+	if int(h.count) != len(dst) {
+		return fmt.Errorf("%w: chunk %d of segment %d has %d floats, message %d", errInvalid, c, seg, len(dst), h.count)
+	}
+	if rp.got[rp.recvBase[hop]+c] {
+		return fmt.Errorf("%w: hop %d chunk %d", errDuplicate, hop, c)
+	}
+	rp.got[rp.recvBase[hop]+c] = true
+	rp.received++
+
+	payload := msg[headerSize:]
+	last := hop == r.cfg.World-2
+	switch {
+	case rp.phase == phaseReduceScatter && last:
+		addF32(dst, payload)
+	case rp.phase == phaseReduceScatter:
+		addF32InPayload(payload, dst)
+	default:
+		getF32(dst, payload)
+	}
+	if last {
+		return nil
+	}
+	h.from, h.hop = uint16(r.cfg.Rank), uint16(hop+1)
+	h.put(msg)
+	if err := r.send(r.cur(), r.right, msg); err != nil {
+		return err
+	}
+	rp.sent++
+	return nil
+}

@@ -1,0 +1,197 @@
+package coordinator
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestStartRefusesNoToken(t *testing.T) {
+	_, err := Start(Config{Cluster: "c"})
+	if err == nil || !strings.Contains(err.Error(), "no API token") {
+		t.Fatalf("Start without a token: %v", err)
+	}
+}
+
+func TestAuth(t *testing.T) {
+	tc := startCluster(t, 1, nil, "auth")
+	tc.leader()
+	base := tc.urls()[0]
+	get := func(path, auth string) int {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	tests := []struct {
+		path, auth string
+		want       int
+	}{
+		{"/v1/jobs", "", http.StatusUnauthorized},
+		{"/v1/jobs", "Bearer wrong", http.StatusUnauthorized},
+		{"/v1/jobs", "Bearer " + testToken + "x", http.StatusUnauthorized},
+		{"/v1/jobs", testToken, http.StatusUnauthorized}, // no "Bearer "
+		{"/v1/jobs", "Bearer " + testToken, http.StatusOK},
+		{"/v1/jobs/job-000042", "Bearer " + testToken, http.StatusNotFound},
+		{"/healthz", "", http.StatusOK},
+		{"/readyz", "", http.StatusOK},
+		{"/metrics", "", http.StatusOK},
+	}
+	for _, tt := range tests {
+		if got := get(tt.path, tt.auth); got != tt.want {
+			t.Errorf("GET %s with %q: %d, want %d", tt.path, tt.auth, got, tt.want)
+		}
+	}
+	// The client with a wrong token gets a 401 and does not retry it.
+	c, _ := NewClient(tc.urls(), "wrong")
+	var apiErr *APIError
+	if _, err := c.Jobs(context.Background()); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusUnauthorized {
+		t.Errorf("client with wrong token: %v", err)
+	}
+}
+
+func TestSubmitBadSpec(t *testing.T) {
+	tc := startCluster(t, 1, nil, "badspec")
+	tc.leader()
+	c := tc.client()
+	spec := strings.Replace(string(smallSpec(t, "bad", 1, 1, 4, 10)), "batch: 4", "batch: 0\nepochs: 2", 1)
+	_, err := c.Submit(context.Background(), []byte(spec))
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad spec: %v", err)
+	}
+	joined := strings.Join(apiErr.Fields, "\n")
+	for _, want := range []string{"epochs: unknown field", "batch: 0 is out of range"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("fields %q lack %q", apiErr.Fields, want)
+		}
+	}
+	missing := strings.Replace(string(smallSpec(t, "nodata", 1, 1, 4, 10)), "testdata/job.yaml", "testdata/missing.txt", 1)
+	// This coordinator runs without CheckData: only workers need the file.
+	if _, err := c.Submit(context.Background(), []byte(missing)); err != nil {
+		t.Errorf("without the data check a missing file is accepted: %v", err)
+	}
+}
+
+func TestBudgetLedgerAndMetrics(t *testing.T) {
+	etcd := startEtcd(t)
+	tc := startCluster(t, 1, etcd, "budget")
+	tc.leader()
+	c := tc.client()
+	ctx := context.Background()
+	registerWorker(t, etcd, "budget", "w1")
+
+	const steps = 37.5 // a budget of 37.5 steps buys exactly 37
+	sub, err := c.Submit(ctx, smallSpec(t, "budget", 1, 1, 4, steps))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(math.Floor(sub.BudgetFLOPs / sub.FLOPsPerStep)); sub.Steps != want || sub.Steps != 37 {
+		t.Errorf("steps = %d, want floor(%g / %g) = %d = 37", sub.Steps, sub.BudgetFLOPs, sub.FLOPsPerStep, want)
+	}
+	j := waitJob(t, c, sub.ID, "the job to run", func(j Job) bool { return j.Status == StatusRunning })
+	for s := int64(1); s <= 5; s++ {
+		cancel, err := c.Progress(ctx, sub.ID, ProgressReport{Generation: j.Generation, Step: s, Loss: 3.25, Tokens: 64, WallS: 0.1, Worker: "w1"})
+		if err != nil || cancel {
+			t.Fatalf("progress %d: cancel %v, %v", s, cancel, err)
+		}
+	}
+	j, err = c.Job(ctx, sub.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := j.Ledger
+	if l.StepsDone != 5 || l.FLOPsUsed != 5*sub.FLOPsPerStep || l.FLOPsSpent != l.FLOPsUsed || l.TotalSteps != 37 {
+		t.Errorf("ledger %+v", l)
+	}
+	if len(j.Recent) != 5 || j.Recent[4].Loss != 3.25 {
+		t.Errorf("recent progress %+v", j.Recent)
+	}
+
+	m := scrape(t, tc.urls()[0])
+	label := `{job="` + sub.ID + `"}`
+	for name, want := range map[string]float64{
+		"modcoord_job_steps_done" + label:         5,
+		"modcoord_job_steps_total" + label:        37,
+		"modcoord_flops_total" + label:            l.FLOPsUsed,
+		"modcoord_budget_flops_remaining" + label: l.BudgetFLOPs - l.FLOPsUsed,
+		"modcoord_train_loss" + label:             3.25,
+		"modcoord_generation" + label:             float64(j.Generation),
+		"modcoord_workers":                        1,
+		"modcoord_raft_leader":                    1,
+	} {
+		got, ok := m[name]
+		if !ok || math.Abs(got-want) > 1e-9*math.Abs(want) {
+			t.Errorf("%s = %v (present %v), want %v", name, got, ok, want)
+		}
+	}
+	if m["modcoord_raft_commit_index"] < 1 {
+		t.Error("commit index not exported")
+	}
+
+	// Cancel: the next progress report is told to stop.
+	if _, err := c.Cancel(ctx, sub.ID, "test over"); err != nil {
+		t.Fatal(err)
+	}
+	cancel, err := c.Progress(ctx, sub.ID, ProgressReport{Generation: j.Generation, Step: 6, Worker: "w1"})
+	if err != nil || !cancel {
+		t.Errorf("progress after cancel: cancel %v, %v", cancel, err)
+	}
+}
+
+// scrape reads /metrics into name{labels} → value.
+func scrape(t *testing.T, base string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
+
+func TestClientTriesNextCoordinator(t *testing.T) {
+	tc := startCluster(t, 1, nil, "clientnext")
+	tc.leader()
+	dead := "http://" + listenAndClose(t)
+	c, err := NewClient([]string{dead, tc.urls()[0]}, testToken, WithRetries(4, 10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Jobs(context.Background()); err != nil {
+		t.Errorf("client did not move past a dead coordinator: %v", err)
+	}
+}
+
+// listenAndClose returns a loopback address nothing listens on.
+func listenAndClose(t *testing.T) string {
+	ln := listen(t)
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}

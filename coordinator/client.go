@@ -1,0 +1,255 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	cryptorand "crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Client talks to a coordinator cluster's API. It knows several
+// coordinators: on a connection failure it tries the next, and on a 5xx
+// (no leader yet, leader unreachable) it backs off and retries. Requests
+// that change state are safe to retry: submissions carry an idempotency
+// key, and the FSM treats repeated reports as no-ops.
+type Client struct {
+	addrs    []string
+	token    string
+	hc       *http.Client
+	attempts int
+	backoff  time.Duration
+	// next is the index of the coordinator to try first: the last one
+	// that answered.
+	next atomic.Int64
+}
+
+// ClientOption adjusts a Client.
+type ClientOption func(*Client)
+
+// WithHTTPClient sets the HTTP client (default: 30 s timeout).
+func WithHTTPClient(hc *http.Client) ClientOption { return func(c *Client) { c.hc = hc } }
+
+// WithRetries sets how many attempts a request gets (default 8) and the
+// first backoff (default 100 ms, doubling to at most 2 s).
+func WithRetries(attempts int, backoff time.Duration) ClientOption {
+	return func(c *Client) { c.attempts, c.backoff = max(attempts, 1), backoff }
+}
+
+// NewClient returns a client for the coordinators at addrs (base URLs such
+// as http://127.0.0.1:7070). token may be empty for a cluster run with
+// --insecure-no-auth.
+func NewClient(addrs []string, token string, opts ...ClientOption) (*Client, error) {
+	c := &Client{token: token, hc: &http.Client{Timeout: 30 * time.Second}, attempts: 8, backoff: 100 * time.Millisecond}
+	for _, a := range addrs {
+		a = strings.TrimRight(strings.TrimSpace(a), "/")
+		if a == "" {
+			continue
+		}
+		if !strings.Contains(a, "://") {
+			a = "http://" + a
+		}
+		if _, err := url.Parse(a); err != nil {
+			return nil, fmt.Errorf("coordinator address %q: %w", a, err)
+		}
+		c.addrs = append(c.addrs, a)
+	}
+	if len(c.addrs) == 0 {
+		return nil, errors.New("no coordinator address given")
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
+}
+
+// APIError is an error answer from the API. It unwraps to ErrNotFound,
+// ErrInvalid, ErrConflict or ErrStale where one applies.
+type APIError struct {
+	StatusCode int
+	ErrorResponse
+}
+
+func (e *APIError) Error() string {
+	msg := fmt.Sprintf("coordinator: %d %s", e.StatusCode, e.ErrorResponse.Error)
+	if len(e.Fields) > 0 {
+		msg += ":\n  " + strings.Join(e.Fields, "\n  ")
+	}
+	return msg
+}
+
+func (e *APIError) Unwrap() error {
+	switch e.Code {
+	case "not_found":
+		return ErrNotFound
+	case "invalid", "too_large":
+		return ErrInvalid
+	case "conflict":
+		return ErrConflict
+	case "stale":
+		return ErrStale
+	}
+	return nil
+}
+
+// Submit submits a YAML or JSON job spec.
+func (c *Client) Submit(ctx context.Context, spec []byte) (SubmitResult, error) {
+	key := make([]byte, 16)
+	_, _ = cryptorand.Read(key)
+	hdr := http.Header{"Content-Type": {"application/yaml"}, idempotencyHeader: {hex.EncodeToString(key)}}
+	var res SubmitResult
+	err := c.do(ctx, http.MethodPost, "/v1/jobs", spec, hdr, &res)
+	return res, err
+}
+
+// Jobs lists all jobs in submission order.
+func (c *Client) Jobs(ctx context.Context) ([]Job, error) {
+	var res JobList
+	err := c.do(ctx, http.MethodGet, "/v1/jobs", nil, nil, &res)
+	return res.Jobs, err
+}
+
+// Job returns one job's full status.
+func (c *Client) Job(ctx context.Context, id string) (Job, error) {
+	var j Job
+	err := c.do(ctx, http.MethodGet, jobPath(id, ""), nil, nil, &j)
+	return j, err
+}
+
+// Cancel cancels a job; canceling a canceled job is not an error.
+func (c *Client) Cancel(ctx context.Context, id, reason string) (Job, error) {
+	var j Job
+	err := c.doJSON(ctx, http.MethodPost, jobPath(id, "/cancel"), CancelRequest{Reason: reason}, &j)
+	return j, err
+}
+
+// Progress reports rank 0's progress; cancel says the job ended and the
+// worker should stop.
+func (c *Client) Progress(ctx context.Context, id string, p ProgressReport) (cancel bool, err error) {
+	var res ProgressResponse
+	err = c.doJSON(ctx, http.MethodPost, jobPath(id, "/progress"), p, &res)
+	return res.Cancel, err
+}
+
+// ReportShard reports this worker's checkpoint shard; the response says
+// whether that completed and committed the checkpoint.
+func (c *Client) ReportShard(ctx context.Context, id string, r ShardReport) (ShardResponse, error) {
+	var res ShardResponse
+	err := c.doJSON(ctx, http.MethodPost, jobPath(id, "/checkpoints"), r, &res)
+	return res, err
+}
+
+// Checkpoints lists a job's committed (retained) and pending checkpoints.
+func (c *Client) Checkpoints(ctx context.Context, id string) (CheckpointsView, error) {
+	var res CheckpointsView
+	err := c.do(ctx, http.MethodGet, jobPath(id, "/checkpoints"), nil, nil, &res)
+	return res, err
+}
+
+// Complete reports that the generation ran the job's last step.
+func (c *Client) Complete(ctx context.Context, id string, r CompleteReport) (Job, error) {
+	var j Job
+	err := c.doJSON(ctx, http.MethodPost, jobPath(id, "/complete"), r, &j)
+	return j, err
+}
+
+// Fail ends a job that cannot continue.
+func (c *Client) Fail(ctx context.Context, id string, r FailReport) (Job, error) {
+	var j Job
+	err := c.doJSON(ctx, http.MethodPost, jobPath(id, "/fail"), r, &j)
+	return j, err
+}
+
+func jobPath(id, suffix string) string { return "/v1/jobs/" + url.PathEscape(id) + suffix }
+
+func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("encode %s %s: %w", method, path, err)
+	}
+	return c.do(ctx, method, path, body, http.Header{"Content-Type": {"application/json"}}, out)
+}
+
+// do sends one request with retries: the next coordinator after a
+// connection failure, a backoff after a 5xx or after every coordinator
+// failed to connect.
+func (c *Client) do(ctx context.Context, method, path string, body []byte, hdr http.Header, out any) error {
+	backoff := c.backoff
+	var lastErr error
+	for attempt := 0; attempt < c.attempts; attempt++ {
+		i := int(c.next.Load()) % len(c.addrs)
+		retry, err := c.once(ctx, c.addrs[i]+path, method, body, hdr, out)
+		if err == nil {
+			return nil
+		}
+		lastErr = err
+		if !retry || ctx.Err() != nil {
+			return err
+		}
+		// Move on to the next coordinator. After a connection failure
+		// try it at once; back off after an answer (5xx: no leader yet)
+		// or once every coordinator failed.
+		c.next.CompareAndSwap(int64(i), int64((i+1)%len(c.addrs)))
+		var apiErr *APIError
+		if !errors.As(err, &apiErr) && (i+1)%len(c.addrs) != 0 {
+			continue
+		}
+		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), lastErr)
+		case <-time.After(backoff + jitter):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+	return fmt.Errorf("%s %s: gave up after %d attempts: %w", method, path, c.attempts, lastErr)
+}
+
+// once sends a request and reports whether a failure is worth retrying.
+func (c *Client) once(ctx context.Context, u, method string, body []byte, hdr http.Header, out any) (retry bool, err error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return false, fmt.Errorf("%s %s: %w", method, u, err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return true, fmt.Errorf("%s %s: %w", method, u, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return true, fmt.Errorf("%s %s: read response: %w", method, u, err)
+	}
+	if resp.StatusCode >= 300 {
+		e := &APIError{StatusCode: resp.StatusCode}
+		if json.Unmarshal(data, &e.ErrorResponse) != nil || e.ErrorResponse.Error == "" {
+			e.ErrorResponse.Error = strings.TrimSpace(truncate(string(data), 200))
+		}
+		return resp.StatusCode >= 500, e
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return false, fmt.Errorf("%s %s: decode response: %w", method, u, err)
+		}
+	}
+	return false, nil
+}

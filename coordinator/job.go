@@ -1,0 +1,183 @@
+package coordinator
+
+import (
+	"errors"
+	"slices"
+	"time"
+)
+
+// JobStatus is where a job is in its life.
+type JobStatus string
+
+const (
+	// StatusQueued: submitted, behind another job.
+	StatusQueued JobStatus = "queued"
+	// StatusWaiting: the active job, but fewer than min_workers are alive.
+	StatusWaiting JobStatus = "waiting"
+	// StatusRunning: a generation of workers is training it.
+	StatusRunning JobStatus = "running"
+	// StatusCompleted: every step of the budget ran.
+	StatusCompleted JobStatus = "completed"
+	// StatusCanceled: a user canceled it.
+	StatusCanceled JobStatus = "canceled"
+	// StatusFailed: a worker reported an error that retrying cannot fix.
+	StatusFailed JobStatus = "failed"
+)
+
+// Terminal reports whether the job will never run again.
+func (s JobStatus) Terminal() bool {
+	return s == StatusCompleted || s == StatusCanceled || s == StatusFailed
+}
+
+// Active reports whether the job holds the cluster's workers.
+func (s JobStatus) Active() bool { return s == StatusWaiting || s == StatusRunning }
+
+// Errors that Apply and the API return. The API maps them to HTTP codes.
+var (
+	// ErrNotFound: no such job.
+	ErrNotFound = errors.New("not found")
+	// ErrInvalid: the command is malformed (400).
+	ErrInvalid = errors.New("invalid")
+	// ErrConflict: the command is impossible in the job's state (409).
+	ErrConflict = errors.New("conflict")
+	// ErrStale: the command is for an old generation or step; the sender
+	// should reread its assignment (409).
+	ErrStale = errors.New("stale")
+)
+
+// Ledger is a job's FLOP budget and what has been done with it.
+type Ledger struct {
+	BudgetFLOPs  float64 `json:"budget_flops"`
+	FLOPsPerStep float64 `json:"flops_per_step"`
+	TotalSteps   int64   `json:"total_steps"`
+	StepsDone    int64   `json:"steps_done"`
+	// FLOPsUsed is StepsDone × FLOPsPerStep: the budget the job's current
+	// progress consumed. It drops back when a generation resumes from an
+	// older checkpoint.
+	FLOPsUsed float64 `json:"flops_used"`
+	// FLOPsSpent counts every step the cluster ran, including steps redone
+	// after a failure: what the job really cost.
+	FLOPsSpent float64 `json:"flops_spent"`
+}
+
+// RemainingFLOPs is the budget not yet used by the job's progress.
+func (l Ledger) RemainingFLOPs() float64 { return l.BudgetFLOPs - l.FLOPsUsed }
+
+// ProgressPoint is one progress report as recorded in the job.
+type ProgressPoint struct {
+	ProgressReport
+	At time.Time `json:"at"`
+}
+
+// CheckpointShard is one rank's part of a checkpoint: parameters and
+// optimizer moments of the flat range [Lo, Hi), in File.
+type CheckpointShard struct {
+	Rank   int    `json:"rank"`
+	Lo     int    `json:"lo"`
+	Hi     int    `json:"hi"`
+	File   string `json:"file"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"` // of the data section
+	// HeaderSHA256 covers the length prefix and JSON header; with SHA256
+	// it covers every byte of the file (see checkpoint.ShardInfo).
+	HeaderSHA256 string `json:"header_sha256"`
+}
+
+// CheckpointManifest lists the shards of one checkpoint: the state after
+// Step steps, written by the World workers of Generation, covering the flat
+// parameter vector [0, Total). (The checkpoint package has its own format;
+// this is the coordinator's record of it.)
+type CheckpointManifest struct {
+	Job        string            `json:"job"`
+	Step       int64             `json:"step"`
+	Generation uint64            `json:"generation"`
+	World      int               `json:"world"`
+	Total      int               `json:"total"`
+	Shards     []CheckpointShard `json:"shards"`
+}
+
+func (m *CheckpointManifest) clone() *CheckpointManifest {
+	if m == nil {
+		return nil
+	}
+	c := *m
+	c.Shards = slices.Clone(m.Shards)
+	return &c
+}
+
+// Job is the coordinator's durable record of one job, as the FSM holds it
+// and the API returns it.
+type Job struct {
+	ID          string    `json:"id"`
+	Spec        JobSpec   `json:"spec"`
+	Status      JobStatus `json:"status"`
+	Reason      string    `json:"reason"`
+	SubmittedAt time.Time `json:"submitted_at"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	EndedAt     time.Time `json:"ended_at,omitzero"`
+
+	// Generation counts membership changes; workers tag every message with
+	// it, and anything from an older generation is refused.
+	Generation   uint64    `json:"generation"`
+	GenerationAt time.Time `json:"generation_at,omitzero"`
+	// Members are the worker ids of the current generation, in rank order.
+	Members []string `json:"members"`
+	// Live is how many workers were alive when the generation formed.
+	Live int `json:"live"`
+	// StartStep is the step the current generation resumed from, and
+	// ResumeFrom the committed checkpoint it resumed from (nil: fresh).
+	StartStep  int64               `json:"start_step"`
+	ResumeFrom *CheckpointManifest `json:"resume_from,omitempty"`
+	Ledger     Ledger              `json:"ledger"`
+	// Recent holds the last RecentProgress progress reports, oldest first.
+	Recent []ProgressPoint `json:"recent,omitempty"`
+
+	// Checkpoint is the last committed checkpoint (nil: none yet).
+	Checkpoint *CheckpointManifest `json:"checkpoint,omitempty"`
+	// Retained are the committed checkpoints kept, oldest first; the last
+	// is Checkpoint.
+	Retained []CheckpointManifest `json:"retained,omitempty"`
+	// Dropped are the checkpoints that fell out of Retained at the last
+	// commit. Their files may be deleted now: a newer commit is applied.
+	Dropped []CheckpointManifest `json:"dropped,omitempty"`
+	// Pending collects shard reports for a checkpoint not yet committed.
+	Pending *CheckpointManifest `json:"pending,omitempty"`
+
+	// RequestID is the client's idempotency key for the submission.
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// RecentProgress is how many progress reports a job keeps for `watch`.
+const RecentProgress = 100
+
+func (j *Job) clone() Job {
+	c := *j
+	c.Members = slices.Clone(j.Members)
+	c.Recent = slices.Clone(j.Recent)
+	c.Checkpoint = j.Checkpoint.clone()
+	c.Pending = j.Pending.clone()
+	c.ResumeFrom = j.ResumeFrom.clone()
+	c.Retained = cloneManifests(j.Retained)
+	c.Dropped = cloneManifests(j.Dropped)
+	c.Spec.Model.RoutedLayers = slices.Clone(j.Spec.Model.RoutedLayers)
+	return c
+}
+
+func cloneManifests(ms []CheckpointManifest) []CheckpointManifest {
+	if ms == nil {
+		return nil
+	}
+	out := make([]CheckpointManifest, len(ms))
+	for i := range ms {
+		out[i] = *ms[i].clone()
+	}
+	return out
+}
+
+// LastLoss is the most recent training loss, if any was reported.
+func (j *Job) LastLoss() (float64, bool) {
+	if len(j.Recent) == 0 {
+		return 0, false
+	}
+	return j.Recent[len(j.Recent)-1].Loss, true
+}

@@ -1,0 +1,224 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// DefaultWorkerTTL is how long a worker stays registered after its last
+// lease keep-alive.
+const DefaultWorkerTTL = 10 * time.Second
+
+// WorkerInfo is what a worker publishes about itself in etcd.
+type WorkerInfo struct {
+	ID        string    `json:"id"`
+	Host      string    `json:"host"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// Registration keeps a worker registered until Close.
+type Registration struct {
+	cli    *clientv3.Client
+	key    string
+	value  string
+	ttl    int64
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	lease clientv3.LeaseID
+}
+
+// Register publishes a worker at /modcoord/<cluster>/workers/<id> under a
+// lease of ttl (0: DefaultWorkerTTL; etcd rounds up to whole seconds) and
+// keeps the lease alive until Close. If the lease is lost (etcd
+// unreachable past the TTL) it registers again as soon as it can; the
+// coordinator will have formed a generation without this worker meanwhile.
+//
+// If another live process holds the same id (such as this worker's
+// previous run, whose lease has not expired yet) Register waits for that
+// key to go. ctx bounds that wait and the first registration only.
+func Register(ctx context.Context, cli *clientv3.Client, cluster string, info WorkerInfo, ttl time.Duration) (*Registration, error) {
+	if err := checkEtcdName("cluster", cluster); err != nil {
+		return nil, err
+	}
+	if err := checkEtcdName("worker id", info.ID); err != nil {
+		return nil, err
+	}
+	if ttl <= 0 {
+		ttl = DefaultWorkerTTL
+	}
+	val, err := json.Marshal(info)
+	if err != nil {
+		return nil, fmt.Errorf("encode worker info: %w", err)
+	}
+	r := &Registration{
+		cli: cli, key: WorkersPrefix(cluster) + info.ID, value: string(val),
+		ttl:  int64(math.Ceil(ttl.Seconds())),
+		log:  slog.Default().With("worker", info.ID, "cluster", cluster),
+		done: make(chan struct{}),
+	}
+	if err := r.register(ctx); err != nil {
+		return nil, fmt.Errorf("register worker %s: %w", info.ID, err)
+	}
+	kctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go r.keepAlive(kctx)
+	return r, nil
+}
+
+// register puts the key under a fresh lease once no one else holds it.
+func (r *Registration) register(ctx context.Context) error {
+	for {
+		g, err := r.cli.Grant(ctx, r.ttl)
+		if err != nil {
+			return fmt.Errorf("grant lease: %w", err)
+		}
+		resp, err := r.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0)).
+			Then(clientv3.OpPut(r.key, r.value, clientv3.WithLease(g.ID))).
+			Commit()
+		if err != nil {
+			r.revoke(g.ID)
+			return fmt.Errorf("put %s: %w", r.key, err)
+		}
+		if resp.Succeeded {
+			r.mu.Lock()
+			r.lease = g.ID
+			r.mu.Unlock()
+			return nil
+		}
+		r.revoke(g.ID)
+		r.log.Info("worker id is still registered by another process; waiting for it to go", "key", r.key)
+		if err := r.waitDeleted(ctx, resp.Header.Revision); err != nil {
+			return err
+		}
+	}
+}
+
+func (r *Registration) waitDeleted(ctx context.Context, rev int64) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for w := range r.cli.Watch(wctx, r.key, clientv3.WithRev(rev+1)) {
+		if w.Err() != nil {
+			return nil // look again
+		}
+		for _, ev := range w.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				return nil
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// keepAlive renews the lease, and registers again when it is lost.
+func (r *Registration) keepAlive(ctx context.Context) {
+	defer close(r.done)
+	for ctx.Err() == nil {
+		r.mu.Lock()
+		lease := r.lease
+		r.mu.Unlock()
+		ch, err := r.cli.KeepAlive(ctx, lease)
+		if err == nil {
+			for range ch {
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn("worker lease lost; registering again", "key", r.key, "err", err)
+		for ctx.Err() == nil {
+			if err := r.register(ctx); err == nil {
+				break
+			} else if ctx.Err() == nil {
+				r.log.Warn("register again failed", "err", err)
+			}
+			sleepCtx(ctx, time.Second)
+		}
+	}
+}
+
+func (r *Registration) revoke(id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, _ = r.cli.Revoke(ctx, id)
+}
+
+// Key is the etcd key this worker is registered at.
+func (r *Registration) Key() string { return r.key }
+
+// Close stops the keep-alive and revokes the lease, so the coordinator
+// sees the worker leave at once instead of after the TTL.
+func (r *Registration) Close() error {
+	r.cancel()
+	<-r.done
+	r.mu.Lock()
+	lease := r.lease
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := r.cli.Revoke(ctx, lease); err != nil {
+		return fmt.Errorf("revoke lease of %s: %w", r.key, err)
+	}
+	return nil
+}
+
+// watchWorkers follows the live worker set until ctx is done, calling
+// changed with a fresh copy after every change.
+func watchWorkers(ctx context.Context, cli *clientv3.Client, cluster string, log *slog.Logger, changed func(map[string]WorkerInfo)) {
+	prefix := WorkersPrefix(cluster)
+	live := map[string]WorkerInfo{}
+	decode := func(kv *mvccpb.KeyValue) {
+		id := strings.TrimPrefix(string(kv.Key), prefix)
+		var w WorkerInfo
+		if err := json.Unmarshal(kv.Value, &w); err != nil || w.ID != id {
+			log.Warn("ignoring malformed worker registration", "key", string(kv.Key))
+			return
+		}
+		live[id] = w
+	}
+	mirrorPrefix(ctx, cli, prefix, log,
+		func(kvs []*mvccpb.KeyValue) {
+			clear(live)
+			for _, kv := range kvs {
+				decode(kv)
+			}
+			changed(maps.Clone(live))
+		},
+		func(ev *clientv3.Event) {
+			if ev.Type == clientv3.EventTypeDelete {
+				delete(live, strings.TrimPrefix(string(ev.Kv.Key), prefix))
+			} else {
+				decode(ev.Kv)
+			}
+			changed(maps.Clone(live))
+		})
+}
+
+// pickMembers chooses a generation's workers from the live ones: sorted by
+// id, as many as possible up to max_workers such that the batch splits
+// evenly. It returns nil when fewer than min_workers are alive.
+func pickMembers(live []string, spec JobSpec) []string {
+	ids := slices.Sorted(slices.Values(live))
+	n := min(len(ids), spec.MaxWorkers)
+	for n >= spec.MinWorkers && spec.Batch%n != 0 {
+		n--
+	}
+	if n < spec.MinWorkers || n < 1 {
+		return nil
+	}
+	return ids[:n]
+}

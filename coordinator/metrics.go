@@ -1,0 +1,79 @@
+package coordinator
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// stateCollector exports the FSM and raft state at scrape time, so metrics
+// can never disagree with GET /v1/jobs on the same node.
+type stateCollector struct {
+	fsm  *FSM
+	node *Node
+	live *atomic.Int64
+
+	budgetRemaining, flopsUsed, flopsSpent, stepsDone, stepsTotal *prometheus.Desc
+	loss, generation, members, status, workers, leader, commit    *prometheus.Desc
+}
+
+func newMetricsRegistry(fsm *FSM, node *Node, live *atomic.Int64) *prometheus.Registry {
+	job := []string{"job"}
+	c := &stateCollector{
+		fsm: fsm, node: node, live: live,
+		budgetRemaining: prometheus.NewDesc("modcoord_budget_flops_remaining", "FLOP budget not yet used by the job's progress.", job, nil),
+		flopsUsed:       prometheus.NewDesc("modcoord_flops_total", "FLOPs used by the job's progress: steps_done × flops_per_step (drops back when a generation resumes from an older checkpoint).", job, nil),
+		flopsSpent:      prometheus.NewDesc("modcoord_flops_spent_total", "FLOPs the cluster spent on the job, redone steps included.", job, nil),
+		stepsDone:       prometheus.NewDesc("modcoord_job_steps_done", "Steps completed.", job, nil),
+		stepsTotal:      prometheus.NewDesc("modcoord_job_steps_total", "Steps the job's budget buys.", job, nil),
+		loss:            prometheus.NewDesc("modcoord_train_loss", "Last reported training loss.", job, nil),
+		generation:      prometheus.NewDesc("modcoord_generation", "Current membership generation.", job, nil),
+		members:         prometheus.NewDesc("modcoord_job_members", "Workers in the current generation.", job, nil),
+		status:          prometheus.NewDesc("modcoord_job_status", "1 for the job's current status.", []string{"job", "status"}, nil),
+		workers:         prometheus.NewDesc("modcoord_workers", "Live workers registered in etcd (exported by the leader only).", nil, nil),
+		leader:          prometheus.NewDesc("modcoord_raft_leader", "1 if this coordinator is the raft leader.", nil, nil),
+		commit:          prometheus.NewDesc("modcoord_raft_commit_index", "Raft commit index on this coordinator.", nil, nil),
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.budgetRemaining, c.flopsUsed, c.flopsSpent, c.stepsDone, c.stepsTotal,
+		c.loss, c.generation, c.members, c.status, c.workers, c.leader, c.commit} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, j := range c.fsm.Jobs() {
+		l := j.Ledger
+		gauge(c.budgetRemaining, l.RemainingFLOPs(), j.ID)
+		gauge(c.flopsUsed, l.FLOPsUsed, j.ID)
+		ch <- prometheus.MustNewConstMetric(c.flopsSpent, prometheus.CounterValue, l.FLOPsSpent, j.ID)
+		gauge(c.stepsDone, float64(l.StepsDone), j.ID)
+		gauge(c.stepsTotal, float64(l.TotalSteps), j.ID)
+		gauge(c.generation, float64(j.Generation), j.ID)
+		if j.Status.Active() {
+			gauge(c.members, float64(len(j.Members)), j.ID)
+		}
+		gauge(c.status, 1, j.ID, string(j.Status))
+		if loss, ok := j.LastLoss(); ok {
+			gauge(c.loss, loss, j.ID)
+		}
+	}
+	if n := c.live.Load(); n >= 0 {
+		gauge(c.workers, float64(n))
+	}
+	leader := 0.0
+	if c.node.IsLeader() {
+		leader = 1
+	}
+	gauge(c.leader, leader)
+	gauge(c.commit, float64(c.node.CommitIndex()))
+}

@@ -1,0 +1,348 @@
+// Package local runs a whole modcoord cluster inside one process: an
+// embedded nats-server (with authentication), an embedded etcd, three raft
+// coordinators and N workers, all on loopback. It is `modcoord local` and
+// the harness of the in-process cluster tests.
+package local
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+
+	"github.com/modcoord/modcoord/allreduce"
+	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/worker"
+)
+
+// Options size the cluster.
+type Options struct {
+	Dir          string // state directory (raft, etcd, checkpoints); created if missing
+	Coordinators int    // default 3
+	Workers      int    // default 2
+	LeaseTTL     time.Duration
+	RingDeadline time.Duration
+	Log          *slog.Logger // default: discard
+	// OnStep is passed to every worker (see worker.Options).
+	OnStep func(worker, job string, generation uint64, rank int, res worker.StepResult)
+}
+
+// Cluster is a running in-process cluster.
+type Cluster struct {
+	opts   Options
+	Token  string
+	Client *coordinator.Client
+
+	nats     *server.Server
+	natsUser string
+	natsPass string
+	etcd     *embed.Etcd
+	etcdCli  *clientv3.Client
+
+	mu      sync.Mutex
+	coords  []*coordinator.Coordinator
+	peers   []coordinator.Peer
+	workers map[string]*workerProc
+	log     *slog.Logger
+}
+
+type workerProc struct {
+	cancel context.CancelFunc
+	done   chan error
+	tr     *allreduce.NATSTransport
+	reg    *prometheus.Registry
+}
+
+// CheckpointDir is where workers write checkpoints.
+func (c *Cluster) CheckpointDir() string { return filepath.Join(c.opts.Dir, "checkpoints") }
+
+// Start brings everything up and waits for a raft leader.
+func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
+	if o.Coordinators <= 0 {
+		o.Coordinators = 3
+	}
+	if o.Workers <= 0 {
+		o.Workers = 2
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 3 * time.Second
+	}
+	if o.RingDeadline <= 0 {
+		o.RingDeadline = 20 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	c := &Cluster{opts: o, workers: map[string]*workerProc{}, log: o.Log, Token: randomSecret()}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	if err := c.startNATS(); err != nil {
+		return nil, err
+	}
+	if err := c.startEtcd(); err != nil {
+		return nil, err
+	}
+	if err := c.startCoordinators(); err != nil {
+		return nil, err
+	}
+	var addrs []string
+	for _, p := range c.peers {
+		addrs = append(addrs, p.APIAddr)
+	}
+	if c.Client, err = coordinator.NewClient(addrs, c.Token); err != nil {
+		return nil, err
+	}
+	if err := c.waitLeader(ctx, 20*time.Second); err != nil {
+		return nil, err
+	}
+	for i := 0; i < o.Workers; i++ {
+		if err := c.StartWorker(fmt.Sprintf("worker-%d", i)); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func randomSecret() string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return hex.EncodeToString(b)
+}
+
+func (c *Cluster) startNATS() error {
+	c.natsUser, c.natsPass = "modcoord", randomSecret()
+	opts := &server.Options{
+		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
+		Username: c.natsUser, Password: c.natsPass,
+		MaxPayload: 8 << 20, MaxPending: 1 << 30,
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("embedded nats-server: %w", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return errors.New("embedded nats-server not ready after 10s")
+	}
+	c.nats = s
+	return nil
+}
+
+func (c *Cluster) startEtcd() error {
+	cfg := embed.NewConfig()
+	cfg.Dir = filepath.Join(c.opts.Dir, "etcd")
+	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	peer, client, err := freeURLs(2)
+	if err != nil {
+		return err
+	}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+	cfg.InitialCluster = cfg.Name + "=" + peer.String()
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return fmt.Errorf("embedded etcd: %w", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(30 * time.Second):
+		e.Close()
+		return errors.New("embedded etcd not ready after 30s")
+	}
+	c.etcd = e
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client.String()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("etcd client: %w", err)
+	}
+	c.etcdCli = cli
+	return nil
+}
+
+// freeURLs reserves n loopback ports (closed again before use; the race
+// with another process is accepted for a local tool and tests).
+func freeURLs(n int) (url.URL, url.URL, error) {
+	var out []url.URL
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return url.URL{}, url.URL{}, err
+		}
+		out = append(out, url.URL{Scheme: "http", Host: ln.Addr().String()})
+		ln.Close()
+	}
+	return out[0], out[1], nil
+}
+
+func (c *Cluster) startCoordinators() error {
+	n := c.opts.Coordinators
+	raftLns, apiLns := make([]net.Listener, n), make([]net.Listener, n)
+	for i := 0; i < n; i++ {
+		var err error
+		if raftLns[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return err
+		}
+		if apiLns[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return err
+		}
+		c.peers = append(c.peers, coordinator.Peer{
+			ID: fmt.Sprintf("coord-%d", i), RaftAddr: raftLns[i].Addr().String(),
+			APIAddr: "http://" + apiLns[i].Addr().String(),
+		})
+	}
+	for i := 0; i < n; i++ {
+		co, err := coordinator.Start(coordinator.Config{
+			Node: coordinator.NodeConfig{
+				ID: c.peers[i].ID, RaftListener: raftLns[i], Peers: c.peers, Bootstrap: true,
+				DataDir: filepath.Join(c.opts.Dir, "raft", c.peers[i].ID), RaftLog: io.Discard,
+				Timing: coordinator.RaftTiming{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
+					LeaderLeaseTimeout: 250 * time.Millisecond, CommitTimeout: 20 * time.Millisecond},
+			},
+			APIListener: apiLns[i], Cluster: "local", Etcd: c.etcdCli, Token: c.Token, CheckData: true,
+			Debounce: 500 * time.Millisecond, Resync: 2 * time.Second, Logger: c.log,
+		})
+		if err != nil {
+			return fmt.Errorf("coordinator %d: %w", i, err)
+		}
+		c.coords = append(c.coords, co)
+	}
+	return nil
+}
+
+func (c *Cluster) waitLeader(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if c.Leader() >= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return errors.New("no raft leader elected")
+}
+
+// Leader is the index of the coordinator that leads, or -1.
+func (c *Cluster) Leader() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, co := range c.coords {
+		if co != nil && co.Node().IsLeader() {
+			return i
+		}
+	}
+	return -1
+}
+
+// StopCoordinator shuts coordinator i down (its raft state stays on disk).
+func (c *Cluster) StopCoordinator(i int) error {
+	c.mu.Lock()
+	co := c.coords[i]
+	c.coords[i] = nil
+	c.mu.Unlock()
+	if co == nil {
+		return nil
+	}
+	return co.Close()
+}
+
+// StartWorker starts a worker with the given id.
+func (c *Cluster) StartWorker(id string) error {
+	tr, err := allreduce.DialNATS(allreduce.NATSOptions{URL: c.nats.ClientURL(), Name: id, User: c.natsUser, Password: c.natsPass})
+	if err != nil {
+		return fmt.Errorf("worker %s: %w", id, err)
+	}
+	reg := prometheus.NewRegistry()
+	metrics, err := worker.NewMetrics(reg)
+	if err != nil {
+		tr.Close()
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &workerProc{cancel: cancel, done: make(chan error, 1), tr: tr, reg: reg}
+	go func() {
+		p.done <- worker.Run(ctx, worker.Options{
+			ID: id, Cluster: "local", Etcd: c.etcdCli, Coordinator: c.Client, Transport: tr,
+			CheckpointDir: c.CheckpointDir(), LeaseTTL: c.opts.LeaseTTL, RingDeadline: c.opts.RingDeadline,
+			Metrics: metrics, Log: c.log, OnStep: c.onStep(id),
+		})
+	}()
+	c.mu.Lock()
+	c.workers[id] = p
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Cluster) onStep(id string) func(string, uint64, int, worker.StepResult) {
+	if c.opts.OnStep == nil {
+		return nil
+	}
+	return func(job string, gen uint64, rank int, res worker.StepResult) { c.opts.OnStep(id, job, gen, rank, res) }
+}
+
+// KillWorker stops a worker abruptly: its NATS connection drops at once
+// and it stops renewing its etcd lease, as when a process dies.
+func (c *Cluster) KillWorker(id string) {
+	c.mu.Lock()
+	p := c.workers[id]
+	delete(c.workers, id)
+	c.mu.Unlock()
+	if p == nil {
+		return
+	}
+	p.tr.Close()
+	p.cancel()
+	<-p.done
+}
+
+// Close stops everything.
+func (c *Cluster) Close() {
+	c.mu.Lock()
+	ids := make([]string, 0, len(c.workers))
+	for id := range c.workers {
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+	for _, id := range ids {
+		c.KillWorker(id)
+	}
+	for i := range c.coords {
+		c.StopCoordinator(i)
+	}
+	if c.etcdCli != nil {
+		c.etcdCli.Close()
+	}
+	if c.etcd != nil {
+		c.etcd.Close()
+	}
+	if c.nats != nil {
+		c.nats.Shutdown()
+		c.nats.WaitForShutdown()
+	}
+}

@@ -1,0 +1,213 @@
+package local
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/mod"
+	"github.com/modcoord/modcoord/worker"
+)
+
+// testSpec is a small job: a tiny MoD model, steps steps exactly.
+func testSpec(t *testing.T, steps int64, maxWorkers int, every int64) (coordinator.JobSpec, []byte) {
+	t.Helper()
+	model := mod.Config{DModel: 32, Layers: 2, Heads: 2, SeqLen: 32, Capacity: 0.25, Seed: 5}.WithDefaults()
+	spec := coordinator.JobSpec{
+		Name: "test", Data: dataPath(t), Model: model, Optim: mod.DefaultOptim(), Batch: 8,
+		BudgetFLOPs: float64(steps) * model.TrainFLOPs(8).Total(),
+		MinWorkers:  1, MaxWorkers: maxWorkers, CheckpointEvery: every, KeepCheckpoints: 2, Seed: 7,
+	}
+	raw, err := yaml.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec, raw
+}
+
+func dataPath(t *testing.T) string {
+	p, err := filepath.Abs("../../data/tinyshakespeare.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// stepLog records rank 0's loss at every step, by generation.
+type stepLog struct {
+	mu     sync.Mutex
+	losses map[int64]float64
+	gens   map[uint64]bool
+}
+
+func (s *stepLog) record(_, _ string, gen uint64, rank int, res worker.StepResult) {
+	if rank != 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.losses[res.Step] = res.Loss
+	s.gens[gen] = true
+}
+
+func newStepLog() *stepLog { return &stepLog{losses: map[int64]float64{}, gens: map[uint64]bool{}} }
+
+func waitJob(t *testing.T, ctx context.Context, c *Cluster, id string, until func(coordinator.Job) bool) coordinator.Job {
+	t.Helper()
+	for {
+		j, err := c.Client.Job(ctx, id)
+		if err == nil && until(j) {
+			return j
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("job %s: %v (last: %+v, err %v)", id, ctx.Err(), j.Ledger, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func ended(j coordinator.Job) bool {
+	return j.Status == coordinator.StatusCompleted || j.Status == coordinator.StatusFailed || j.Status == coordinator.StatusCanceled
+}
+
+// TestClusterMatchesSingleProcess: two workers with global batch B give the
+// per-step losses of a single process with batch B, to 1e-5 relative, for
+// 50 steps; only the summation order differs.
+func TestClusterMatchesSingleProcess(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const steps = 50
+	spec, raw := testSpec(t, steps, 2, 25)
+	log := newStepLog()
+	c, err := Start(ctx, Options{Dir: t.TempDir(), Workers: 2, OnStep: log.record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sub, err := c.Client.Submit(ctx, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub.Steps != steps {
+		t.Fatalf("budget bought %d steps, want %d", sub.Steps, steps)
+	}
+	j := waitJob(t, ctx, c, sub.ID, ended)
+	if j.Status != coordinator.StatusCompleted || len(j.Members) != 2 && j.Generation != 1 {
+		t.Fatalf("job ended %s (%s), generation %d, members %v", j.Status, j.Reason, j.Generation, j.Members)
+	}
+	if j.Ledger.StepsDone != steps || j.Ledger.FLOPsUsed != float64(steps)*j.Ledger.FLOPsPerStep {
+		t.Fatalf("ledger %+v, want %d steps", j.Ledger, steps)
+	}
+
+	ds, err := mod.LoadDataset(spec.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	single, err := worker.NewTrainer(worker.TrainerConfig{Model: spec.Model, Optim: spec.Optim, GlobalBatch: spec.Batch,
+		TotalSteps: steps, Seed: spec.Seed, Rank: 0, World: 1}, ds, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer single.Close()
+	var worst float64
+	for s := int64(1); s <= steps; s++ {
+		r, err := single.Step(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := log.losses[s]
+		if !ok {
+			t.Fatalf("the cluster reported no loss for step %d", s)
+		}
+		rel := math.Abs(got-r.Loss) / r.Loss
+		worst = math.Max(worst, rel)
+		if rel > 1e-5 {
+			t.Fatalf("step %d: cluster loss %.8f, single process %.8f (rel %.2g)", s, got, r.Loss, rel)
+		}
+	}
+	t.Logf("50 steps, 2 workers vs 1 process: worst relative loss difference %.2g", worst)
+}
+
+// TestWorkerLossResumesFromCheckpoint kills one of three workers mid-job:
+// its lease goes, a new generation of two forms, resumes from the last
+// committed checkpoint and finishes exactly the job's steps.
+func TestWorkerLossResumesFromCheckpoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const steps, every = 60, 10
+	_, raw := testSpec(t, steps, 3, every)
+	log := newStepLog()
+	c, err := Start(ctx, Options{Dir: t.TempDir(), Workers: 3, OnStep: log.record, RingDeadline: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sub, err := c.Client.Submit(ctx, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, ctx, c, sub.ID, func(j coordinator.Job) bool {
+		return j.Checkpoint != nil && j.Checkpoint.Step >= 2*every || ended(j)
+	})
+	if ended(j) {
+		t.Fatalf("job ended before the fault: %s", j.Status)
+	}
+	gen := j.Generation
+	victim := j.Members[len(j.Members)-1]
+	c.KillWorker(victim)
+	j = waitJob(t, ctx, c, sub.ID, ended)
+	if j.Status != coordinator.StatusCompleted {
+		t.Fatalf("job ended %s: %s", j.Status, j.Reason)
+	}
+	if j.Generation <= gen || len(j.Members) != 2 {
+		t.Fatalf("after losing %s: generation %d (was %d), members %v", victim, j.Generation, gen, j.Members)
+	}
+	if j.ResumeFrom == nil || j.StartStep != j.ResumeFrom.Step || j.StartStep < 2*every {
+		t.Fatalf("the new generation started at step %d from %+v; want the last committed checkpoint", j.StartStep, j.ResumeFrom)
+	}
+	if j.Ledger.StepsDone != steps {
+		t.Fatalf("steps done %d, want exactly %d", j.Ledger.StepsDone, steps)
+	}
+	if j.Checkpoint == nil || j.Checkpoint.Step != steps {
+		t.Fatalf("final checkpoint %+v, want step %d", j.Checkpoint, steps)
+	}
+	t.Logf("killed %s after generation %d; generation %d resumed from step %d with %v", victim, gen, j.Generation, j.StartStep, j.Members)
+}
+
+// TestLeaderLossJobContinues kills the raft leader mid-job; a new leader
+// is elected and the job completes.
+func TestLeaderLossJobContinues(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const steps = 60
+	_, raw := testSpec(t, steps, 2, 20)
+	c, err := Start(ctx, Options{Dir: t.TempDir(), Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sub, err := c.Client.Submit(ctx, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, ctx, c, sub.ID, func(j coordinator.Job) bool { return j.Ledger.StepsDone >= 10 || ended(j) })
+	old := c.Leader()
+	if err := c.StopCoordinator(old); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.waitLeader(ctx, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, ctx, c, sub.ID, ended)
+	if j.Status != coordinator.StatusCompleted || j.Ledger.StepsDone != steps {
+		t.Fatalf("after killing leader %d: job %s at %d/%d steps (%s)", old, j.Status, j.Ledger.StepsDone, steps, j.Reason)
+	}
+	t.Logf("leader %d killed; coordinator %d took over; job completed %d steps", old, c.Leader(), steps)
+}

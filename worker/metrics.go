@@ -1,0 +1,103 @@
+package worker
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/modcoord/modcoord/allreduce"
+	"github.com/modcoord/modcoord/mod"
+)
+
+// Metrics are a worker's Prometheus series. A nil *Metrics records nothing.
+type Metrics struct {
+	StepSeconds       prometheus.Histogram
+	Tokens            prometheus.Counter
+	FLOPs             prometheus.Counter
+	Loss              prometheus.Gauge
+	Step              prometheus.Gauge
+	Workers           prometheus.Gauge
+	RouterSelected    *prometheus.GaugeVec
+	CheckpointSeconds *prometheus.HistogramVec
+	Ring              *allreduce.Metrics
+}
+
+// NewMetrics creates the series and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		StepSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "modcoord_step_duration_seconds", Help: "Wall-clock time of one training step on this worker.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+		}),
+		Tokens: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modcoord_tokens_total", Help: "Tokens this worker trained on.",
+		}),
+		FLOPs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modcoord_worker_flops_total", Help: "Training FLOPs this worker computed (analytic count).",
+		}),
+		Loss: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "modcoord_train_loss", Help: "Global mean cross-entropy of the last step, nats per token.",
+		}),
+		Step: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "modcoord_step", Help: "Steps completed by the current job.",
+		}),
+		Workers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "modcoord_generation_workers", Help: "Workers in this worker's current generation.",
+		}),
+		RouterSelected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "modcoord_router_tokens_selected",
+			Help: "Tokens per step that a layer processes on this worker: all of them for a dense layer, k per sequence for a routed one.",
+		}, []string{"layer"}),
+		CheckpointSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "modcoord_checkpoint_seconds", Help: "Checkpoint time: stall (training paused for the snapshot) and write (snapshot to durable shard).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"phase"}),
+	}
+	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSeconds} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	ring, err := allreduce.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	m.Ring = ring
+	return m, nil
+}
+
+func (m *Metrics) ring() *allreduce.Metrics {
+	if m == nil {
+		return nil
+	}
+	return m.Ring
+}
+
+func (m *Metrics) observeStep(cfg mod.Config, batch, world int, res StepResult, took time.Duration) {
+	if m == nil {
+		return
+	}
+	local := float64(batch) / float64(world) // on average
+	m.StepSeconds.Observe(took.Seconds())
+	m.Tokens.Add(local * float64(cfg.SeqLen))
+	m.FLOPs.Add(cfg.TrainFLOPs(batch).Total() / float64(world))
+	m.Loss.Set(res.Loss)
+	m.Step.Set(float64(res.Step))
+	m.Workers.Set(float64(world))
+	for l := 0; l < cfg.Layers; l++ {
+		per := cfg.SeqLen
+		if cfg.IsRouted(l) {
+			per = cfg.TopK()
+		}
+		m.RouterSelected.WithLabelValues(strconv.Itoa(l)).Set(local * float64(per))
+	}
+}
+
+func (m *Metrics) observeCheckpoint(stall, total time.Duration) {
+	if m == nil {
+		return
+	}
+	m.CheckpointSeconds.WithLabelValues("stall").Observe(stall.Seconds())
+	m.CheckpointSeconds.WithLabelValues("write").Observe(total.Seconds())
+}
