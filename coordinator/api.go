@@ -153,6 +153,11 @@ func (s *apiServer) authenticate(next http.Handler) http.Handler {
 func (s *apiServer) onLeader(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.node.IsLeader() {
+			if err := s.node.CatchUp(r.Context()); err != nil {
+				w.Header().Set("Retry-After", "1")
+				writeError(w, http.StatusServiceUnavailable, "unavailable", "new leader is catching up; retry: "+err.Error(), nil)
+				return
+			}
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -32,7 +32,7 @@ func (c *controller) run(ctx context.Context) {
 	defer c.live.Store(-1)
 	// A new leader's FSM may lag the log; act only on all committed state.
 	for ctx.Err() == nil {
-		if err := c.node.Barrier(5 * time.Second); err == nil {
+		if err := c.node.CatchUp(ctx); err == nil {
 			break
 		} else {
 			c.log.Warn("leader barrier failed; retrying", "err", err)

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -49,6 +51,8 @@ type Coordinator struct {
 	ln   net.Listener
 	log  *slog.Logger
 	live atomic.Int64
+	// metrics is this coordinator's own registry (never the global one).
+	metrics *prometheus.Registry
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -95,8 +99,8 @@ func Start(cfg Config) (*Coordinator, error) {
 	}
 	c := &Coordinator{fsm: fsm, node: node, ln: ln, log: log}
 	c.live.Store(-1)
-	api := &apiServer{node: node, fsm: fsm, log: log, checkData: cfg.CheckData,
-		metrics: newMetricsRegistry(fsm, node, &c.live)}
+	c.metrics = newMetricsRegistry(fsm, node, &c.live)
+	api := &apiServer{node: node, fsm: fsm, log: log, checkData: cfg.CheckData, metrics: c.metrics}
 	if cfg.Token != "" {
 		api.setToken(cfg.Token)
 	}
@@ -179,6 +183,12 @@ func (t *leaderTask) stop() {
 
 // URL is the API's base URL as listened on.
 func (c *Coordinator) URL() string { return "http://" + c.ln.Addr().String() }
+
+// MetricsHandler serves this coordinator's metrics, for a separate
+// metrics listener (the API serves them at /metrics too).
+func (c *Coordinator) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(c.metrics, promhttp.HandlerOpts{})
+}
 
 // Node is the coordinator's raft node.
 func (c *Coordinator) Node() *Node { return c.node }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -99,9 +100,12 @@ type Node struct {
 	transport *raft.NetworkTransport
 	log       *slog.Logger
 
-	leaderChg  chan struct{}
-	notify     chan bool
-	notifyDone chan struct{}
+	leaderChg chan struct{}
+	// caughtUpTerm is the last term in which a barrier completed on this
+	// node as leader: from then on its FSM holds every committed entry.
+	caughtUpTerm atomic.Uint64
+	notify       chan bool
+	notifyDone   chan struct{}
 }
 
 // NewNode opens (or creates) the raft state under cfg.DataDir and starts
@@ -284,6 +288,26 @@ func (n *Node) Barrier(timeout time.Duration) error {
 	if err := n.raft.Barrier(timeout).Error(); err != nil {
 		return fmt.Errorf("raft barrier: %w", err)
 	}
+	return nil
+}
+
+// CatchUp waits, once per leadership term, until this leader's FSM has
+// applied every entry committed before the term began. A new leader learns
+// the commit index only by committing in its own term, so until then its
+// FSM may miss entries the old leader acknowledged; reads must wait.
+func (n *Node) CatchUp(ctx context.Context) error {
+	term := n.raft.CurrentTerm()
+	if n.caughtUpTerm.Load() == term {
+		return nil
+	}
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	if err := n.Barrier(timeout); err != nil {
+		return err
+	}
+	n.caughtUpTerm.Store(term)
 	return nil
 }
 

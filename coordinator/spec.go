@@ -262,7 +262,7 @@ func validateOptim(o mod.OptimConfig) []error {
 // against typos, since the workers are the ones that read the file.
 func (s JobSpec) CheckData() error {
 	if _, err := os.Stat(s.Data); err != nil {
-		return fmt.Errorf("data: cannot use %q: %w (the path must exist where the check runs; skip the check if only workers see it)", s.Data, err)
+		return fmt.Errorf("data: cannot use %q: %w (the path must exist where it is checked: on the submitting machine unless `submit --skip-data-check`, on the coordinator unless it runs with --skip-data-check)", s.Data, err)
 	}
 	return nil
 }

@@ -52,7 +52,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("register worker %s: %w", o.ID, err)
 	}
-	defer reg.Close()
+	defer func() { reg.Close() }()
 	o.Log.Info("registered", "key", reg.Key())
 
 	var cur *run
@@ -76,7 +76,17 @@ func Run(ctx context.Context, o Options) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-finished:
+			failed := cur.failed
 			cur = nil
+			if failed {
+				// The generation cannot go on (a peer vanished from the ring, a
+				// report was refused) but membership may look unchanged to the
+				// coordinator. Leaving and re-joining makes it form a new
+				// generation, which resumes from the last committed checkpoint.
+				if reg, err = rejoin(ctx, o, reg, host); err != nil {
+					return err
+				}
+			}
 			continue
 		case a, ok = <-assignments:
 			if !ok {
@@ -105,6 +115,25 @@ func Run(ctx context.Context, o Options) error {
 	}
 }
 
+// rejoin drops the worker's registration, waits long enough for the
+// coordinator to notice (a lease TTL covers its debounce), and registers again.
+func rejoin(ctx context.Context, o Options, reg *coordinator.Registration, host string) (*coordinator.Registration, error) {
+	o.Log.Info("leaving and re-joining so that a new generation forms", "after", o.LeaseTTL)
+	if err := reg.Close(); err != nil {
+		o.Log.Warn("leave", "err", err)
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(o.LeaseTTL):
+	}
+	reg, err := coordinator.Register(ctx, o.Etcd, o.Cluster, coordinator.WorkerInfo{ID: o.ID, Host: host, StartedAt: time.Now().UTC()}, o.LeaseTTL)
+	if err != nil {
+		return nil, fmt.Errorf("re-register worker %s: %w", o.ID, err)
+	}
+	return reg, nil
+}
+
 // run is one generation of one job on this worker.
 type run struct {
 	job        string
@@ -112,6 +141,7 @@ type run struct {
 	trainer    *Trainer
 	cancel     context.CancelFunc
 	done       chan struct{}
+	failed     bool // ended with an error another generation may fix
 }
 
 func startRun(ctx context.Context, o Options, a coordinator.Assignment, rank int) *run {
@@ -128,9 +158,10 @@ func startRun(ctx context.Context, o Options, a coordinator.Assignment, rank int
 		case ctx.Err() != nil:
 			log.Info("generation stopped", "reason", context.Cause(ctx))
 		default:
-			log.Error("generation failed; waiting for the next one", "err", err)
+			log.Error("generation failed", "err", err)
 			var fatal *fatalError
-			if errors.As(err, &fatal) {
+			r.failed = !errors.As(err, &fatal)
+			if !r.failed {
 				if _, ferr := o.Coordinator.Fail(context.Background(), a.Job, coordinator.FailReport{Generation: a.Generation, Reason: err.Error()}); ferr != nil {
 					log.Error("report failure", "err", ferr)
 				}
@@ -354,6 +385,13 @@ func (c *checkpointer) start(ctx context.Context) error {
 			Shard: coordinator.CheckpointShard{Rank: info.Rank, Lo: info.Lo, Hi: info.Hi, File: info.File,
 				Bytes: info.Bytes, SHA256: info.DataSHA256, HeaderSHA256: info.HeaderSHA256},
 		})
+		if errors.Is(err, coordinator.ErrStale) {
+			// A newer checkpoint round began (another rank raced ahead after
+			// a coordinator failover): this one is abandoned, not fatal.
+			c.log.Warn("checkpoint round abandoned", "step", meta.Step, "err", err)
+			done <- nil
+			return
+		}
 		if err != nil {
 			done <- fmt.Errorf("report checkpoint shard of step %d: %w", meta.Step, err)
 			return

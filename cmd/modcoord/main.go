@@ -25,6 +25,15 @@ func commands() map[string]command {
 		"bench":  {"measure speed: bench compute|allreduce|sample", cmdBench},
 		"eval":   {"validation loss with top-k and causal routing, and decision accuracy", cmdEval},
 		"sample": {"generate text from a checkpoint with causal routing and a KV cache", cmdSample},
+		"local":  {"run a whole cluster in this process and train the default job", cmdLocal},
+		"worker": {"run a training worker", cmdWorker},
+
+		"coordinator": {"run a raft coordinator node (API, scheduler)", cmdCoordinator},
+		"submit":      {"submit a job spec (YAML or JSON); prints the job id and its step count", cmdSubmit},
+		"status":      {"show jobs", cmdStatus},
+		"watch":       {"follow a job's progress live", cmdWatch},
+		"cancel":      {"cancel a job", cmdCancel},
+		"checkpoints": {"list a job's committed checkpoints", cmdCheckpoints},
 	}
 }
 

@@ -2,7 +2,9 @@ package local
 
 import (
 	"context"
+	"log/slog"
 	"math"
+	"strings"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -81,7 +83,7 @@ func ended(j coordinator.Job) bool {
 // per-step losses of a single process with batch B, to 1e-5 relative, for
 // 50 steps; only the summation order differs.
 func TestClusterMatchesSingleProcess(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	const steps = 50
 	spec, raw := testSpec(t, steps, 2, 25)
@@ -106,32 +108,7 @@ func TestClusterMatchesSingleProcess(t *testing.T) {
 		t.Fatalf("ledger %+v, want %d steps", j.Ledger, steps)
 	}
 
-	ds, err := mod.LoadDataset(spec.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	single, err := worker.NewTrainer(worker.TrainerConfig{Model: spec.Model, Optim: spec.Optim, GlobalBatch: spec.Batch,
-		TotalSteps: steps, Seed: spec.Seed, Rank: 0, World: 1}, ds, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer single.Close()
-	var worst float64
-	for s := int64(1); s <= steps; s++ {
-		r, err := single.Step(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, ok := log.losses[s]
-		if !ok {
-			t.Fatalf("the cluster reported no loss for step %d", s)
-		}
-		rel := math.Abs(got-r.Loss) / r.Loss
-		worst = math.Max(worst, rel)
-		if rel > 1e-5 {
-			t.Fatalf("step %d: cluster loss %.8f, single process %.8f (rel %.2g)", s, got, r.Loss, rel)
-		}
-	}
+	worst := compareWithSingleProcess(t, spec, steps, log)
 	t.Logf("50 steps, 2 workers vs 1 process: worst relative loss difference %.2g", worst)
 }
 
@@ -139,10 +116,10 @@ func TestClusterMatchesSingleProcess(t *testing.T) {
 // its lease goes, a new generation of two forms, resumes from the last
 // committed checkpoint and finishes exactly the job's steps.
 func TestWorkerLossResumesFromCheckpoint(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	const steps, every = 60, 10
-	_, raw := testSpec(t, steps, 3, every)
+	spec, raw := testSpec(t, steps, 3, every)
 	log := newStepLog()
 	c, err := Start(ctx, Options{Dir: t.TempDir(), Workers: 3, OnStep: log.record, RingDeadline: 5 * time.Second})
 	if err != nil {
@@ -179,16 +156,55 @@ func TestWorkerLossResumesFromCheckpoint(t *testing.T) {
 		t.Fatalf("final checkpoint %+v, want step %d", j.Checkpoint, steps)
 	}
 	t.Logf("killed %s after generation %d; generation %d resumed from step %d with %v", victim, gen, j.Generation, j.StartStep, j.Members)
+
+	// The global batch does not depend on the number of workers, so the
+	// resumed 2-worker run continues the 3-worker curve exactly, up to
+	// summation order: every step's loss matches one process to 1e-5.
+	worst := compareWithSingleProcess(t, spec, steps, log)
+	t.Logf("3 → 2 workers: worst relative loss difference to one process over %d steps: %.2g", steps, worst)
+}
+
+func compareWithSingleProcess(t *testing.T, spec coordinator.JobSpec, steps int64, log *stepLog) float64 {
+	t.Helper()
+	ds, err := mod.LoadDataset(spec.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	single, err := worker.NewTrainer(worker.TrainerConfig{Model: spec.Model, Optim: spec.Optim, GlobalBatch: spec.Batch,
+		TotalSteps: steps, Seed: spec.Seed, Rank: 0, World: 1}, ds, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer single.Close()
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	var worst float64
+	for s := int64(1); s <= steps; s++ {
+		r, err := single.Step(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := log.losses[s]
+		if !ok {
+			t.Fatalf("the cluster reported no loss for step %d", s)
+		}
+		rel := math.Abs(got-r.Loss) / r.Loss
+		worst = math.Max(worst, rel)
+		if rel > 1e-5 {
+			t.Fatalf("step %d: cluster loss %.8f, single process %.8f (rel %.2g)", s, got, r.Loss, rel)
+		}
+	}
+	return worst
 }
 
 // TestLeaderLossJobContinues kills the raft leader mid-job; a new leader
 // is elected and the job completes.
 func TestLeaderLossJobContinues(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	const steps = 60
 	_, raw := testSpec(t, steps, 2, 20)
-	c, err := Start(ctx, Options{Dir: t.TempDir(), Workers: 2})
+	c, err := Start(ctx, Options{Dir: t.TempDir(), Workers: 2, Log: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,4 +226,16 @@ func TestLeaderLossJobContinues(t *testing.T) {
 		t.Fatalf("after killing leader %d: job %s at %d/%d steps (%s)", old, j.Status, j.Ledger.StepsDone, steps, j.Reason)
 	}
 	t.Logf("leader %d killed; coordinator %d took over; job completed %d steps", old, c.Leader(), steps)
+}
+
+// testLogger sends the cluster's warnings and errors to the test log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
