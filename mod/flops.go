@@ -42,10 +42,10 @@ func (c Config) TrainFLOPs(batch int) FLOPCount {
 		}
 		n := B * s
 		mm(n, D, 3*D) // qkv
-		for i := 0.0; i < B*H; i++ {
-			mm(s, hd, s) // scores = q·kᵀ
-			mm(s, s, hd) // out = p·v
-		}
+		// Per (sequence, head): scores = q·kᵀ [s,hd]·[hd,s] and out = p·v
+		// [s,s]·[s,hd], each 2·s²·hd forward and twice that backward.
+		f.Forward += B * H * 2 * (2 * s * s * hd)
+		f.Backward += B * H * 4 * (2 * s * s * hd)
 		mm(n, D, D) // output projection
 		mm(n, D, F) // mlp up
 		mm(n, F, D) // mlp down

@@ -107,6 +107,21 @@ func (t *Trainer) SaveLocal(ctx context.Context, root string) (string, error) {
 	return store.StepDir(localJob, t.step, 0), nil
 }
 
+// PruneLocal keeps the newest keep committed checkpoints that SaveLocal
+// wrote under root and deletes older ones (never the newest).
+func PruneLocal(ctx context.Context, root string, keep int) error {
+	manifests, _, err := findManifests(filepath.Join(root, localJob))
+	if err != nil {
+		return err
+	}
+	store, err := checkpoint.NewDirStore(root)
+	if err != nil {
+		return err
+	}
+	_, err = store.Prune(ctx, localJob, manifests, keep)
+	return err
+}
+
 // localJob names the checkpoints `modcoord train` writes.
 const localJob = "train"
 

@@ -56,6 +56,9 @@ func cmdTrain(ctx context.Context, args []string) error {
 	evalEvery := fs.Int64("eval-every", 250, "estimate validation loss every N steps (0: only at the end)")
 	evalWindows := fs.Int("eval-windows", 64, "validation windows for the periodic estimate; the final evaluation uses all")
 	dense := fs.Bool("dense", false, "train the dense model of the same shape instead")
+	ckEvery := fs.Int64("checkpoint-every", 0, "also checkpoint to --out every N steps (0: only at the end)")
+	keep := fs.Int("keep", 3, "committed checkpoints to keep in --out")
+	logEvery := fs.Int64("log-every", 10, "print progress every N steps")
 	resume := fs.String("resume", "", "continue from this checkpoint (written by --out); model, optimizer and data order come from it")
 	jsonOut := fs.Bool("json", false, "print a JSON summary as the last line of stdout")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
@@ -74,6 +77,12 @@ func cmdTrain(ctx context.Context, args []string) error {
 	}
 	if *steps < 1 {
 		return fmt.Errorf("--steps %d: need at least 1", *steps)
+	}
+	if *ckEvery < 0 || (*ckEvery > 0 && *out == "") {
+		return fmt.Errorf("--checkpoint-every %d needs --out and a value ≥ 0", *ckEvery)
+	}
+	if *logEvery < 1 {
+		return fmt.Errorf("--log-every %d: need at least 1", *logEvery)
 	}
 	spec, err := loadTrainSpec(*config)
 	if err != nil {
@@ -132,17 +141,30 @@ func cmdTrain(ctx context.Context, args []string) error {
 		return err
 	}
 	defer eval.Close()
-	res, err := trainLoop(ctx, tr, eval, ds, *steps, *evalEvery, *evalWindows, os.Stderr)
-	if err != nil {
-		return err
-	}
-	res.FLOPs = spec.Model.TrainFLOPs(spec.Batch).Total() * float64(res.Steps)
-	if *out != "" {
+	save := func(ctx context.Context) error {
 		dir, err := tr.SaveLocal(ctx, *out)
 		if err != nil {
 			return err
 		}
-		log.Info("weights written", "dir", dir)
+		if err := worker.PruneLocal(ctx, *out, *keep); err != nil {
+			log.Warn("prune old checkpoints", "err", err)
+		}
+		log.Info("checkpoint committed", "dir", dir)
+		return nil
+	}
+	hooks := loopHooks{logEvery: *logEvery}
+	if *ckEvery > 0 {
+		hooks.every, hooks.save = *ckEvery, save
+	}
+	res, err := trainLoop(ctx, tr, eval, ds, *steps, *evalEvery, *evalWindows, os.Stderr, hooks)
+	if err != nil {
+		return err
+	}
+	res.FLOPs = spec.Model.TrainFLOPs(spec.Batch).Total() * float64(res.Steps)
+	if *out != "" && (*ckEvery == 0 || res.Steps%*ckEvery != 0) {
+		if err := save(ctx); err != nil {
+			return err
+		}
 	}
 	if *jsonOut {
 		return json.NewEncoder(os.Stdout).Encode(res)
@@ -163,7 +185,14 @@ type trainResult struct {
 	Losses     []float64 `json:"losses,omitempty"`
 }
 
-func trainLoop(ctx context.Context, tr *worker.Trainer, eval *mod.Parallel[float32], ds *mod.Dataset, steps, evalEvery int64, evalWindows int, progress io.Writer) (trainResult, error) {
+// loopHooks are trainLoop's optional periodic actions.
+type loopHooks struct {
+	logEvery int64
+	every    int64 // checkpoint period (0: none)
+	save     func(context.Context) error
+}
+
+func trainLoop(ctx context.Context, tr *worker.Trainer, eval *mod.Parallel[float32], ds *mod.Dataset, steps, evalEvery int64, evalWindows int, progress io.Writer, hooks loopHooks) (trainResult, error) {
 	start := time.Now()
 	var res trainResult
 	var tokens int
@@ -184,7 +213,12 @@ func trainLoop(ctx context.Context, tr *worker.Trainer, eval *mod.Parallel[float
 		}
 		smooth = 0.9*smooth + 0.1*r.Loss
 		el := time.Since(start).Seconds()
-		if r.Step%10 == 0 || r.Step == steps {
+		if hooks.every > 0 && r.Step%hooks.every == 0 {
+			if err := hooks.save(ctx); err != nil {
+				return res, err
+			}
+		}
+		if r.Step%max(hooks.logEvery, 1) == 0 || r.Step == steps {
 			fmt.Fprintf(progress, "step %5d/%d  loss %.4f  lr %.2e  |g| %.2f  %.0f tok/s  %.0fs\n", r.Step, steps, smooth, r.LR, r.GradNorm, float64(tokens)/el, el)
 		}
 		if evalEvery > 0 && r.Step%evalEvery == 0 && r.Step < steps {
