@@ -229,4 +229,3 @@ func findManifests(path string) ([]*checkpoint.Manifest, string, error) {
 	}
 	return out, root, nil
 }
-
