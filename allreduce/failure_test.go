@@ -107,10 +107,10 @@ func TestStaleMessagesDropped(t *testing.T) {
 	base := header{phase: phaseReduceScatter, job: jobHash(cfg.Job), gen: cfg.Generation, seq: 3, step: 2, count: 16}
 	stale := []header{}
 	for _, mutate := range []func(*header){
-		func(h *header) { h.gen-- },             // previous generation
-		func(h *header) { h.gen++ },             // a generation this rank is not in
+		func(h *header) { h.gen-- },              // previous generation
+		func(h *header) { h.gen++ },              // a generation this rank is not in
 		func(h *header) { h.job = jobHash("x") }, // another job
-		func(h *header) { h.seq = 1 },           // the finished reduce-scatter
+		func(h *header) { h.seq = 1 },            // the finished reduce-scatter
 		func(h *header) { h.seq = 2; h.phase = phaseAllGather },
 		func(h *header) { h.seq = 1; h.phase = phaseAbort; h.count = 0 },
 	} {

@@ -2,7 +2,6 @@ package allreduce
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"regexp"
 	"sync"
@@ -17,7 +16,7 @@ const (
 	DefaultDeadline = 30 * time.Second
 	// DefaultWindow is the pipeline depth: how many chunks a rank may have
 	// sent beyond those it has received. See docs/allreduce.md for why.
-	DefaultWindow = 8
+	DefaultWindow = 4
 	// DefaultChunkBytes caps a chunk's payload when the transport allows
 	// more: NATS's default max_payload, and large enough that per-message
 	// costs vanish next to copying.
@@ -240,5 +239,3 @@ func (r *Ring) isClosed() bool {
 		return false
 	}
 }
-
-var errDrop = errors.New("drop")

@@ -245,3 +245,44 @@ func TestChunkFollowsTransportAndConfig(t *testing.T) {
 		r.Close()
 	}
 }
+
+// TestPassChunking: a vector too small to fill the pipeline with full
+// chunks is cut into at least minChunksPerSegment chunks per segment,
+// never below minChunkFloats and never above the transport's limit, and
+// the result is still the fixed-order sum.
+func TestPassChunking(t *testing.T) {
+	checkGoroutines(t)
+	tests := []struct {
+		name         string
+		world, n     int
+		maxChunk     int
+		wantChunk    int
+		wantMessages int // data messages each rank receives in a reduce-scatter
+	}{
+		{"large vector keeps the full chunk", 2, 4 * 8192 * 2, 8192, 8192, 4},
+		{"mid-size vector is cut in four", 3, 3 * 40000, 1 << 18, 10000, 8},
+		{"small vector stops at the minimum", 2, 2 * 6000, 1 << 18, minChunkFloats, 2},
+		{"transport limit wins over the minimum", 2, 2 * 6000, 1024, 1024, 6},
+	}
+	for _, tt := range tests {
+		rings, _ := memRings(t, tt.world, tt.maxChunk, nil)
+		if got := rings[0].newRingPass(phaseReduceScatter, make([]float32, tt.n)).chunk; got != tt.wantChunk {
+			t.Errorf("%s: chunk of %d floats, want %d", tt.name, got, tt.wantChunk)
+		}
+		xs := randomVectors(rand.New(rand.NewPCG(7, uint64(tt.n))), tt.world, tt.n)
+		want := ringOrderSum(xs)
+		bufs := cloneAll(xs)
+		errs, _ := onAllRanks(tt.world, func(r int) error { return rings[r].AllReduce(context.Background(), 1, bufs[r]) })
+		for r, err := range errs {
+			if err != nil {
+				t.Fatalf("%s: rank %d: %v", tt.name, r, err)
+			}
+			if i, ok := sameBits(bufs[r], want); !ok {
+				t.Fatalf("%s: rank %d element %d differs", tt.name, r, i)
+			}
+		}
+		if got := rings[0].newRingPass(phaseReduceScatter, bufs[0]).want; got != tt.wantMessages {
+			t.Errorf("%s: %d chunks to receive, want %d", tt.name, got, tt.wantMessages)
+		}
+	}
+}

@@ -9,7 +9,7 @@ import (
 // ringPass is one reduce-scatter or all-gather around the ring.
 //
 // The vector is cut into World segments (shard.Layout), segment s being
-// rank s's range, and each segment into chunks of chunkFloats. In hop k
+// rank s's range, and each segment into chunks of at most chunkFloats. In hop k
 // (0 <= k < World-1) rank r sends segment sendSeg(k) to its right
 // neighbour and receives segment recvSeg(k) = sendSeg(k+1) from its left
 // neighbour:
@@ -33,6 +33,7 @@ type ringPass struct {
 	phase  phase
 	buf    []float32
 	layout shard.Layout
+	chunk  int // floats per chunk in this pass
 
 	// recvBase[k] is the index in got of hop k's first chunk.
 	recvBase []int
@@ -44,8 +45,23 @@ type ringPass struct {
 	first    int // hop-0 chunks in all
 }
 
+// Pipelining needs several chunks per segment: with one, every hop is a
+// store-and-forward of the whole segment. So a pass over a mid-sized
+// vector cuts its segments into at least minChunksPerSegment chunks, as
+// long as they stay above minChunkFloats, where per-message costs would
+// start to dominate.
+const (
+	minChunksPerSegment = 4
+	minChunkFloats      = 4096 // 16 KiB
+)
+
 func (r *Ring) newRingPass(p phase, buf []float32) *ringPass {
 	rp := &ringPass{r: r, phase: p, buf: buf, layout: r.Layout(len(buf))}
+	// Rank 0's segment is the longest. Every rank computes the same chunk
+	// from the length and the world, so headers agree.
+	perSegment := (rp.layout.Len(0) + minChunksPerSegment - 1) / minChunksPerSegment
+	perSegment = (perSegment + shard.Align - 1) / shard.Align * shard.Align
+	rp.chunk = min(r.chunkFloats, max(perSegment, minChunkFloats))
 	hops := r.cfg.World - 1
 	rp.recvBase = make([]int, hops+1)
 	for k := range hops {
@@ -72,15 +88,15 @@ func (rp *ringPass) sendSeg(k int) int {
 func (rp *ringPass) recvSeg(k int) int { return rp.sendSeg(k + 1) }
 
 func (rp *ringPass) chunks(seg int) int {
-	n, c := rp.layout.Len(seg), rp.r.chunkFloats
+	n, c := rp.layout.Len(seg), rp.chunk
 	return (n + c - 1) / c
 }
 
 // span is the part of buf that chunk c of segment seg covers.
 func (rp *ringPass) span(seg, c int) []float32 {
 	lo, hi := rp.layout.Range(seg)
-	a := lo + c*rp.r.chunkFloats
-	return rp.buf[a:min(a+rp.r.chunkFloats, hi)]
+	a := lo + c*rp.chunk
+	return rp.buf[a:min(a+rp.chunk, hi)]
 }
 
 func (rp *ringPass) accepts(p phase) bool { return p == rp.phase }

@@ -14,6 +14,8 @@ func cmdBench(ctx context.Context, args []string) error {
 		return benchCompute(ctx, args[1:])
 	case "sample":
 		return benchSample(ctx, args[1:])
+	case "allreduce":
+		return benchAllreduce(ctx, args[1:])
 	}
 	return fmt.Errorf("unknown benchmark %q; use compute, allreduce or sample", args[0])
 }
