@@ -70,8 +70,17 @@ func planMatMul[F Float](a []F, transA bool, b []F, transB bool, c []F, m, k, n 
 	return p
 }
 
+// gemvRows is the largest row count computed as matrix-vector products:
+// a gemm packs all of B on every call, which for the one-token products
+// of decoding costs more than the arithmetic.
+const gemvRows = 8
+
 func (p *matmul) run() {
 	if p.m == 0 || p.n == 0 {
+		return
+	}
+	if p.m <= gemvRows && p.transA == blas.NoTrans {
+		p.runRows()
 		return
 	}
 	if p.c32 != nil {
@@ -79,4 +88,21 @@ func (p *matmul) run() {
 		return
 	}
 	p.impl.Dgemm(p.transA, p.transB, p.m, p.n, p.k, 1, p.a64, p.lda, p.b64, p.ldb, 0, p.c64, p.ldc)
+}
+
+// runRows computes each row of C as op(B)ᵀ·a_i with one gemv per row.
+func (p *matmul) runRows() {
+	// Row-major B [k,n] (no trans): c = Bᵀa, a gemv with Trans over a k×n
+	// matrix. B stored [n,k] (trans): c = B·a, NoTrans over n×k.
+	tB, rows, cols := blas.Trans, p.k, p.n
+	if p.transB == blas.Trans {
+		tB, rows, cols = blas.NoTrans, p.n, p.k
+	}
+	for i := 0; i < p.m; i++ {
+		if p.c32 != nil {
+			p.impl.Sgemv(tB, rows, cols, 1, p.b32, p.ldb, p.a32[i*p.lda:i*p.lda+p.k], 1, 0, p.c32[i*p.ldc:i*p.ldc+p.n], 1)
+			continue
+		}
+		p.impl.Dgemv(tB, rows, cols, 1, p.b64, p.ldb, p.a64[i*p.lda:i*p.lda+p.k], 1, 0, p.c64[i*p.ldc:i*p.ldc+p.n], 1)
+	}
 }

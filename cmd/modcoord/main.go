@@ -21,12 +21,13 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"train":  {"train a model in this process", cmdTrain},
-		"bench":  {"measure speed: bench compute|allreduce|sample", cmdBench},
-		"eval":   {"validation loss with top-k and causal routing, and decision accuracy", cmdEval},
-		"sample": {"generate text from a checkpoint with causal routing and a KV cache", cmdSample},
-		"local":  {"run a whole cluster in this process and train the default job", cmdLocal},
-		"worker": {"run a training worker", cmdWorker},
+		"train":   {"train a model in this process", cmdTrain},
+		"bench":   {"measure speed: bench compute|allreduce|sample", cmdBench},
+		"eval":    {"validation loss with top-k and causal routing, and decision accuracy", cmdEval},
+		"sample":  {"generate text from a checkpoint with causal routing and a KV cache", cmdSample},
+		"local":   {"run a whole cluster in this process and train the default job", cmdLocal},
+		"worker":  {"run a training worker", cmdWorker},
+		"isoflop": {"train dense and MoD models to equal FLOP budgets and compare", cmdIsoflop},
 
 		"coordinator": {"run a raft coordinator node (API, scheduler)", cmdCoordinator},
 		"submit":      {"submit a job spec (YAML or JSON); prints the job id and its step count", cmdSubmit},
