@@ -48,7 +48,7 @@ func cmdLocal(ctx context.Context, args []string) error {
 	workers := fs.Int("workers", 2, "workers in the cluster")
 	data := fs.String("data", "data/tinyshakespeare.txt", "training corpus")
 	specPath := fs.String("job", "", "job spec (YAML or JSON) to run instead of the default one")
-	steps := fs.Int64("steps", 1500, "steps of the default job (its FLOP budget buys exactly this many)")
+	steps := fs.Int64("steps", 600, "steps of the default job (its FLOP budget buys exactly this many)")
 	dir := fs.String("dir", "", "state directory for raft, etcd and checkpoints (default: a temporary one, removed at exit)")
 	verbose := fs.Bool("v", false, "log the cluster's components to stderr")
 	jsonOut := fs.Bool("json", false, "print a JSON summary as the last line of stdout")

@@ -51,7 +51,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	data := fs.String("data", "data/tinyshakespeare.txt", "training corpus (any file; bytes are tokens)")
 	config := fs.String("config", "", "YAML or JSON file with model, optim, batch and seed (default: the built-in MoD config)")
-	steps := fs.Int64("steps", 1500, "training steps")
+	steps := fs.Int64("steps", 600, "training steps")
 	out := fs.String("out", "", "directory for the final weights (safetensors)")
 	evalEvery := fs.Int64("eval-every", 250, "estimate validation loss every N steps (0: only at the end)")
 	evalWindows := fs.Int("eval-windows", 64, "validation windows for the periodic estimate; the final evaluation uses all")
