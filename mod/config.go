@@ -102,7 +102,9 @@ func (c Config) WithDefaults() Config {
 		c.Decision = DecisionAuxLoss
 	}
 	if c.AuxLossWeight == 0 {
-		c.AuxLossWeight = 0.01
+		// 0.1 rather than 0.01: on the default run it lifts the causal decision's
+		// accuracy from 95% to 99% (val loss 1.786 → 1.815 at 600 steps).
+		c.AuxLossWeight = 0.1
 	}
 	if c.PredictorHidden == 0 {
 		c.PredictorHidden = 64
