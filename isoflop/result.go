@@ -1,0 +1,46 @@
+package isoflop
+
+import "github.com/modcoord/modcoord/mod"
+
+// Result is one finished run: what was trained, what it cost and how well
+// it does. Field names are the columns of runs.csv and keys of runs.json.
+type Result struct {
+	Budget    float64 `json:"budget"`
+	Variant   string  `json:"variant"`
+	Capacity  float64 `json:"capacity"`
+	Shape     string  `json:"shape"`
+	DModel    int     `json:"d_model"`
+	Layers    int     `json:"layers"`
+	Heads     int     `json:"heads"`
+	SeqLen    int     `json:"seq_len"`
+	Batch     int     `json:"batch"`
+	Params    int     `json:"params"`     // every trained parameter
+	NonEmbed  int     `json:"non_embed"`  // params less the token embedding
+	Steps     int     `json:"steps"`      // floor(budget / flops_per_step)
+	StepFLOPs float64 `json:"step_flops"` // one training step, forward and backward
+	FLOPs     float64 `json:"flops"`      // steps · step_flops, ≤ budget
+	// ForwardFLOPs is one forward pass over one sequence of seq_len tokens:
+	// the inference cost MoD is meant to cut.
+	ForwardFLOPs float64 `json:"forward_flops"`
+	TrainLoss    float64 `json:"train_loss"` // mean cross-entropy of the last 10% of steps
+	ValLoss      float64 `json:"val_loss"`   // whole validation split, nats per byte
+	ValWindows   int     `json:"val_windows"`
+	WallS        float64 `json:"wall_s"`        // training loop only
+	StepS        float64 `json:"step_s"`        // wall_s / steps
+	MedianStepS  float64 `json:"median_step_s"` // robust to other load on the machine
+	EvalS        float64 `json:"eval_s"`
+}
+
+// newResult fills the fields known before training.
+func newResult(r RunSpec) Result {
+	layout := mod.NewLayout(r.Model)
+	embed := r.Model.Vocab * r.Model.DModel
+	return Result{
+		Budget: r.Budget, Variant: r.Variant.Name, Capacity: r.Variant.Capacity,
+		Shape: r.Shape.String(), DModel: r.Shape.DModel, Layers: r.Shape.Layers, Heads: r.Shape.Heads,
+		SeqLen: r.Model.SeqLen, Batch: r.Batch,
+		Params: layout.Total, NonEmbed: layout.Total - embed,
+		Steps: r.Steps, StepFLOPs: r.FLOPsPerStep, FLOPs: float64(r.Steps) * r.FLOPsPerStep,
+		ForwardFLOPs: r.Model.TrainFLOPs(1).Forward,
+	}
+}

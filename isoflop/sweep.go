@@ -1,0 +1,134 @@
+package isoflop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/modcoord/modcoord/mod"
+)
+
+// Options configure a sweep.
+type Options struct {
+	Budgets  []float64
+	Shapes   []Shape
+	Variants []Variant
+	SeqLen   int
+	Batch    int
+	Schedule Schedule
+	OutDir   string
+	Progress io.Writer // per-run progress; nil discards it
+}
+
+// Output file names inside Options.OutDir.
+const (
+	RunsCSV     = "runs.csv"
+	RunsJSON    = "runs.json"
+	PlotPNG     = "isoflop.png"
+	SummaryMD   = "summary.md"
+	defaultPerm = 0o755
+)
+
+// Paths are the files a sweep wrote.
+type Paths struct {
+	CSV     string `json:"csv"`
+	JSON    string `json:"json"`
+	Plot    string `json:"plot"`
+	Summary string `json:"summary"`
+}
+
+// Report is what a sweep produced: every finished run, the best per variant
+// per budget, and where the files are.
+type Report struct {
+	Budgets []float64    `json:"budgets"`
+	Runs    []Result     `json:"-"`
+	NumRuns int          `json:"runs"`
+	Skipped []string     `json:"skipped,omitempty"`
+	Best    []BudgetBest `json:"best"`
+	Paths   Paths        `json:"paths"`
+	WallS   float64      `json:"wall_s"`
+}
+
+// Sweep trains every planned run in turn. After each run it rewrites
+// runs.csv and runs.json atomically, so that an interrupted or crashed sweep
+// keeps every finished run; at the end, or when ctx is cancelled, it draws
+// the plot and the summary from the runs finished so far. A cancelled sweep
+// returns its partial report together with the context's error.
+func Sweep(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
+	progress := opt.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	rep := Report{Budgets: opt.Budgets, Paths: Paths{
+		CSV: filepath.Join(opt.OutDir, RunsCSV), JSON: filepath.Join(opt.OutDir, RunsJSON),
+		Plot: filepath.Join(opt.OutDir, PlotPNG), Summary: filepath.Join(opt.OutDir, SummaryMD),
+	}}
+	runs, skipped, err := Plan(opt.Budgets, opt.Shapes, opt.Variants, opt.SeqLen, opt.Batch)
+	if err != nil {
+		return rep, err
+	}
+	if err := ds.CheckSeqLen(opt.SeqLen); err != nil {
+		return rep, fmt.Errorf("--seq-len %d: %w", opt.SeqLen, err)
+	}
+	for _, s := range skipped {
+		rep.Skipped = append(rep.Skipped, s.ID())
+		fmt.Fprintf(progress, "skip %s: one step costs %.3g FLOPs, more than the budget\n", s.ID(), s.FLOPsPerStep)
+	}
+	if err := os.MkdirAll(opt.OutDir, defaultPerm); err != nil {
+		return rep, fmt.Errorf("--out %s: %w", opt.OutDir, err)
+	}
+
+	start := time.Now()
+	var runErr error
+	for i, spec := range runs {
+		fmt.Fprintf(progress, "[%d/%d] %s  %s  params %d  %d steps × %.3g FLOPs\n",
+			i+1, len(runs), spec.ID(), spec.Model, mod.NewLayout(spec.Model).Total, spec.Steps, spec.FLOPsPerStep)
+		res, err := Train(ctx, ds, spec, opt.Schedule, progress)
+		if err != nil {
+			runErr = err
+			break
+		}
+		fmt.Fprintf(progress, "[%d/%d] %s  val loss %.4f  train %.1fs (%.4f s/step)  eval %.1fs  sweep %.0fs\n",
+			i+1, len(runs), spec.ID(), res.ValLoss, res.WallS, res.StepS, res.EvalS, time.Since(start).Seconds())
+		rep.Runs = append(rep.Runs, res)
+		if err := writeRuns(rep.Paths, rep.Runs); err != nil {
+			return rep, err
+		}
+	}
+	rep.WallS = time.Since(start).Seconds()
+	rep.NumRuns = len(rep.Runs)
+	rep.Best = Best(rep.Runs)
+	if err := writeReports(rep.Paths, rep.Runs, rep.Best, len(skipped)); err != nil {
+		return rep, errors.Join(runErr, err)
+	}
+	return rep, runErr
+}
+
+// writeRuns rewrites runs.csv and runs.json with every finished run; it is
+// called after each run, so it also writes an empty set before the first.
+func writeRuns(p Paths, runs []Result) error {
+	if err := writeFileAtomic(p.CSV, func(f *os.File) error { return WriteCSV(f, runs) }); err != nil {
+		return err
+	}
+	return writeFileAtomic(p.JSON, func(f *os.File) error { return WriteJSON(f, runs) })
+}
+
+// writeReports writes runs.csv/json (again, so that a sweep with no
+// finished run still leaves them), summary.md and, when there is a run to
+// draw, isoflop.png.
+func writeReports(p Paths, runs []Result, best []BudgetBest, skipped int) error {
+	if err := writeRuns(p, runs); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(p.Summary, func(f *os.File) error { return WriteSummary(f, best, skipped) }); err != nil {
+		return err
+	}
+	if len(runs) == 0 {
+		return nil
+	}
+	return writeFileAtomic(p.Plot, func(f *os.File) error { return WritePlot(f, runs) })
+}
