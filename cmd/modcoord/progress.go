@@ -93,9 +93,10 @@ func progressLine(j coordinator.Job, stepsPerS float64) string {
 		eta := time.Duration(float64(l.TotalSteps-l.StepsDone) / stepsPerS * float64(time.Second))
 		s += fmt.Sprintf("  ETA %s", eta.Round(time.Second))
 	}
-	s += fmt.Sprintf("  gen %d, %d workers  %s", j.Generation, len(j.Members), j.Status)
+	s += fmt.Sprintf("  gen %d, %d workers  ", j.Generation, len(j.Members))
+	// The coordinator's reasons start with the status ("waiting: 1 of 2 …").
 	if j.Reason != "" && j.Status != coordinator.StatusRunning {
-		s += ": " + j.Reason
+		return s + j.Reason
 	}
-	return s
+	return s + string(j.Status)
 }
