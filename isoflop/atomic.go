@@ -26,6 +26,10 @@ func writeFileAtomic(path string, write func(f *os.File) error) (err error) {
 	if err := write(tmp); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	// CreateTemp makes the file 0600; results are meant to be read by others.
+	if err := tmp.Chmod(0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("write %s: fsync: %w", path, err)
 	}

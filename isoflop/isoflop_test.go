@@ -80,6 +80,9 @@ func TestSweepPipeline(t *testing.T) {
 		if !(r.ValLoss > 0) || math.IsInf(r.ValLoss, 0) || r.ValWindows != ds.ValWindows(tinySeq) {
 			t.Errorf("%s: val loss %v over %d windows, want finite over all %d", key, r.ValLoss, r.ValWindows, ds.ValWindows(tinySeq))
 		}
+		if !(r.ValLossCausal > 0) || (r.Variant == "dense" && r.ValLossCausal != r.ValLoss) {
+			t.Errorf("%s: causal val loss %v (top-k %v): want finite, and equal for dense", key, r.ValLossCausal, r.ValLoss)
+		}
 		if r.Params <= 0 || r.ForwardFLOPs <= 0 || r.WallS <= 0 || r.StepS <= 0 {
 			t.Errorf("%s: missing measurements: %+v", key, r)
 		}
@@ -103,6 +106,11 @@ func TestSweepPipeline(t *testing.T) {
 		t.Errorf("runs.json holds %d runs (first %+v), want %d (first %+v)", len(back), back[0], want, rep.Runs[0])
 	}
 	checkPNG(t, rep.Paths.Plot, len(budgets))
+	if st, err := os.Stat(rep.Paths.CSV); err != nil {
+		t.Error(err)
+	} else if st.Mode().Perm() != 0o644 {
+		t.Errorf("runs.csv mode %v, want 0644 so that others can read results", st.Mode().Perm())
+	}
 	checkSummary(t, rep.Paths.Summary, len(budgets)*len(opt.Variants))
 	if len(rep.Best) != len(budgets) {
 		t.Errorf("best runs for %d budgets, want %d", len(rep.Best), len(budgets))
@@ -161,8 +169,8 @@ func checkSummary(t *testing.T, path string, rows int) {
 	for _, line := range strings.Split(string(b), "\n") {
 		if strings.HasPrefix(line, "| ") && !strings.HasPrefix(line, "| budget") {
 			tableRows++
-			if cells := strings.Split(line, "|"); len(cells) != 13 {
-				t.Errorf("summary row has %d cells, want 11: %q", len(cells)-2, line)
+			if cells := strings.Split(line, "|"); len(cells) != 14 {
+				t.Errorf("summary row has %d cells, want 12: %q", len(cells)-2, line)
 			}
 		}
 	}

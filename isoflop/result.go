@@ -23,7 +23,13 @@ type Result struct {
 	// the inference cost MoD is meant to cut.
 	ForwardFLOPs float64 `json:"forward_flops"`
 	TrainLoss    float64 `json:"train_loss"` // mean cross-entropy of the last 10% of steps
-	ValLoss      float64 `json:"val_loss"`   // whole validation split, nats per byte
+	ValLoss      float64 `json:"val_loss"`   // whole validation split, nats per byte, top-k routing
+	// ValLossCausal is the same split routed by the learned causal decision
+	// (router logit > 0), as at sampling time; equal to ValLoss for dense.
+	ValLossCausal float64 `json:"val_loss_causal"`
+	// CausalRouted is the fraction of tokens the routed layers processed
+	// under causal routing (capacity is the target); 0 for dense.
+	CausalRouted float64 `json:"causal_routed"`
 	ValWindows   int     `json:"val_windows"`
 	WallS        float64 `json:"wall_s"`        // training loop only
 	StepS        float64 `json:"step_s"`        // wall_s / steps

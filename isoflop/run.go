@@ -85,17 +85,17 @@ func Train(ctx context.Context, ds *mod.Dataset, spec RunSpec, sched Schedule, p
 	res.MedianStepS = median(stepTimes)
 	res.TrainLoss = tailLoss
 
+	// Score twice: with top-k routing, as trained (the paper's isoFLOP
+	// loss), and with the learned causal decision, as when sampling, since
+	// top-k routing looks at the whole sequence and so at the future.
 	evalStart := time.Now()
-	eval, err := mod.NewParallelWithParams(spec.Model, evalBatch, 0, tr.Model().Params())
+	rep, err := mod.EvaluateRouting(spec.Model, tr.Model().Params(), ds, 0, evalBatch)
 	if err != nil {
-		return res, fmt.Errorf("run %s: evaluation model: %w", spec.ID(), err)
+		return res, fmt.Errorf("run %s: evaluate: %w", spec.ID(), err)
 	}
-	defer eval.Close()
-	res.ValWindows = ds.ValWindows(spec.Model.SeqLen)
-	res.ValLoss, err = mod.EvalLoss(eval, ds, 0)
-	if err != nil {
-		return res, fmt.Errorf("run %s: %w", spec.ID(), err)
-	}
+	res.ValWindows = rep.Windows
+	res.ValLoss, res.ValLossCausal = rep.ValLossTopK, rep.ValLossCausal
+	res.CausalRouted = rep.RoutedFraction
 	res.EvalS = time.Since(evalStart).Seconds()
 	return res, nil
 }

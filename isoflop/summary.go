@@ -78,12 +78,13 @@ func sortedKeys[V any](m map[string]V) []string {
 func WriteSummary(w io.Writer, best []BudgetBest, skipped int) error {
 	var sb strings.Builder
 	sb.WriteString("# isoFLOP comparison: best run per variant per budget\n\n")
-	sb.WriteString("Validation loss is mean cross-entropy in nats per byte over the validation split. ")
+	sb.WriteString("Validation loss is mean cross-entropy in nats per byte over the whole validation split, with top-k routing as in training; ")
+	sb.WriteString("\"causal\" is the same split routed by the learned causal decision, as when sampling. ")
 	sb.WriteString("\"vs dense\" columns compare with the best dense run at the same budget; ")
 	sb.WriteString("step time is the median wall-clock seconds per training step. ")
 	sb.WriteString("A * marks a best run at the edge of the shape family (its optimum may lie outside it).\n\n")
-	sb.WriteString("| budget (FLOPs) | variant | best shape | params | steps | val loss | Δ loss vs dense | fwd FLOPs/seq | fwd FLOPs vs dense | s/step | s/step vs dense |\n")
-	sb.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	sb.WriteString("| budget (FLOPs) | variant | best shape | params | steps | val loss | Δ loss vs dense | causal val loss | fwd FLOPs/seq | fwd FLOPs vs dense | s/step | s/step vs dense |\n")
+	sb.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, bb := range best {
 		dense, hasDense := bb.Best["dense"]
 		for _, v := range sortedKeys(bb.Best) {
@@ -100,8 +101,8 @@ func WriteSummary(w io.Writer, best []BudgetBest, skipped int) error {
 					stepRel = fmt.Sprintf("%.2f×", r.MedianStepS/dense.MedianStepS)
 				}
 			}
-			fmt.Fprintf(&sb, "| %.3g | %s | %s | %d | %d | %.4f | %s | %.3g | %s | %.4f | %s |\n",
-				bb.Budget, v, shape, r.Params, r.Steps, r.ValLoss, dLoss, r.ForwardFLOPs, fwdRel, r.MedianStepS, stepRel)
+			fmt.Fprintf(&sb, "| %.3g | %s | %s | %d | %d | %.4f | %s | %.4f | %.3g | %s | %.4f | %s |\n",
+				bb.Budget, v, shape, r.Params, r.Steps, r.ValLoss, dLoss, r.ValLossCausal, r.ForwardFLOPs, fwdRel, r.MedianStepS, stepRel)
 		}
 	}
 	if skipped > 0 {

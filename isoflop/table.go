@@ -13,7 +13,7 @@ import (
 var csvHeader = []string{
 	"budget", "variant", "capacity", "shape", "d_model", "layers", "heads", "seq_len", "batch",
 	"params", "non_embed", "steps", "step_flops", "flops", "forward_flops",
-	"train_loss", "val_loss", "val_windows", "wall_s", "step_s", "median_step_s", "eval_s",
+	"train_loss", "val_loss", "val_loss_causal", "causal_routed", "val_windows", "wall_s", "step_s", "median_step_s", "eval_s",
 }
 
 func (r Result) csvRow() []string {
@@ -22,7 +22,7 @@ func (r Result) csvRow() []string {
 	return []string{
 		f(r.Budget), r.Variant, f(r.Capacity), r.Shape, i(r.DModel), i(r.Layers), i(r.Heads), i(r.SeqLen), i(r.Batch),
 		i(r.Params), i(r.NonEmbed), i(r.Steps), f(r.StepFLOPs), f(r.FLOPs), f(r.ForwardFLOPs),
-		f(r.TrainLoss), f(r.ValLoss), i(r.ValWindows), f(r.WallS), f(r.StepS), f(r.MedianStepS), f(r.EvalS),
+		f(r.TrainLoss), f(r.ValLoss), f(r.ValLossCausal), f(r.CausalRouted), i(r.ValWindows), f(r.WallS), f(r.StepS), f(r.MedianStepS), f(r.EvalS),
 	}
 }
 

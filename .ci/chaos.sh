@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The multi-host chaos suite (deploy/chaos): builds the container image if
+# it changed, runs the suite against a Docker compose cluster, and always
+# tears the cluster down (also on failure or interrupt). Safe to run again.
+#
+#   CHAOS_STEPS, CHAOS_FAULTS, CHAOS_ARTIFACTS, CHAOS_KEEP: see deploy/chaos/README.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOFLAGS="${GOFLAGS:--mod=mod}"
+start=$(date +%s)
+
+if docker compose version >/dev/null 2>&1; then
+  compose=(docker compose)
+elif command -v docker-compose >/dev/null; then
+  compose=(docker-compose)
+else
+  echo "chaos: needs Docker with compose (docker compose or docker-compose)" >&2
+  exit 1
+fi
+docker info >/dev/null 2>&1 || { echo "chaos: the Docker engine is not reachable" >&2; exit 1; }
+
+teardown() {
+  # CHAOS_SECRETS only has to be set for compose to read the file.
+  CHAOS_SECRETS="${TMPDIR:-/tmp}" "${compose[@]}" -p modcoord-chaos -f deploy/chaos/compose.yaml \
+    down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+}
+trap teardown EXIT
+trap 'exit 130' INT TERM
+teardown
+
+echo "== chaos: image"
+bash deploy/chaos/images.sh
+
+echo "== chaos: suite ($(( $(date +%s) - start ))s)"
+export CHAOS_ARTIFACTS="${CHAOS_ARTIFACTS:-${TMPDIR:-/tmp}/modcoord-chaos-$(date +%Y%m%d-%H%M%S)}"
+CHAOS_SKIP_BUILD=1 nice -n 10 go test -tags chaos -count=1 -v -timeout 40m ./deploy/chaos/
+echo "== chaos: done in $(( $(date +%s) - start ))s; logs and report in $CHAOS_ARTIFACTS"

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver, kube-controller-manager and kubectl v1.34.2 from the Go module
+# proxy alone (recipe: DESIGN.md, "A real Kubernetes API server runs here") into
+# a cache directory OUTSIDE the repository, and reuses them when present.
+#
+#   MODCOORD_CACHE   cache root (default /var/cache/modcoord)
+#
+# Prints the directory holding the binaries on its last line of stdout.
+# Idempotent: a second run with the binaries present does nothing.
+set -euo pipefail
+
+KUBE_VERSION=v1.34.2
+STAGING_VERSION=v0.34.2
+cache="${MODCOORD_CACHE:-/var/cache/modcoord}/kube-${KUBE_VERSION}"
+bins=(kube-apiserver kube-controller-manager kubectl)
+
+have_all() { for b in "${bins[@]}"; do [ -x "$cache/bin/$b" ] || return 1; done; }
+
+if have_all; then
+  echo "kube-build: reusing $cache/bin" >&2
+  echo "$cache/bin"
+  exit 0
+fi
+
+mkdir -p "$cache/src" "$cache/bin"
+# Serialize concurrent builds (two CI jobs, or two engineers) on one cache.
+exec 9>"$cache/.lock"
+flock -w 3600 9 || { echo "kube-build: timed out waiting for $cache/.lock" >&2; exit 1; }
+if have_all; then echo "$cache/bin"; exit 0; fi
+
+start=$(date +%s)
+cd "$cache/src"
+# A throwaway module: k8s.io/kubernetes cannot be required without replacing
+# each staging module (its go.mod says v0.0.0 and points at ./staging).
+staging=(api apiextensions-apiserver apimachinery apiserver cli-runtime client-go
+  cloud-provider cluster-bootstrap code-generator component-base component-helpers
+  controller-manager cri-api cri-client csi-translation-lib dynamic-resource-allocation
+  endpointslice externaljwt kms kube-aggregator kube-controller-manager kube-proxy
+  kube-scheduler kubectl kubelet metrics mount-utils pod-security-admission
+  sample-apiserver sample-cli-plugin sample-controller)
+{
+  echo "module kubebuild"
+  echo
+  echo "go 1.24"
+  echo
+  echo "require k8s.io/kubernetes ${KUBE_VERSION}"
+  echo
+  for s in "${staging[@]}"; do echo "replace k8s.io/$s => k8s.io/$s ${STAGING_VERSION}"; done
+} > go.mod
+cat > tools.go <<'GO'
+//go:build tools
+
+package kubebuild
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+# GOFLAGS from the caller (e.g. -mod=mod) must not leak into this module.
+export GOFLAGS=-buildvcs=false
+echo "kube-build: resolving modules in $cache/src" >&2
+nice -n 19 go mod tidy >&2
+for b in "${bins[@]}"; do
+  [ -x "$cache/bin/$b" ] && continue
+  echo "kube-build: building $b (several minutes on 2 cores)" >&2
+  t0=$(date +%s)
+  CGO_ENABLED=0 nice -n 19 go build -trimpath -ldflags '-s -w' -o "$cache/bin/$b.tmp" "k8s.io/kubernetes/cmd/$b" >&2
+  mv "$cache/bin/$b.tmp" "$cache/bin/$b"
+  echo "kube-build: $b built in $(( $(date +%s) - t0 ))s" >&2
+done
+echo "kube-build: done in $(( $(date +%s) - start ))s" >&2
+echo "$cache/bin"

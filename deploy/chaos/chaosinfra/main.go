@@ -1,0 +1,348 @@
+// Command chaosinfra is the one static helper binary of the multi-host chaos
+// suite's container image (deploy/chaos). No image can be pulled where the
+// suite runs, so the infrastructure is built from the Go module cache:
+//
+//	chaosinfra nats   --port 4222 --user U --password-file F   a NATS server with user/password auth
+//	                  (and /healthz on --monitor-port 8222)
+//	chaosinfra etcd   --data-dir D --advertise URL             a one-member etcd
+//	chaosinfra http   [--token-file F] [--body-file F] [--when-isolated] [--repeat-for D] METHOD URL
+//	                  one HTTP request: prints the status code (0: no answer)
+//	                  and the body (exit 0 whatever the status); or, with
+//	                  --repeat-for, one JSON line per attempt; --when-isolated
+//	                  first waits until the container lost its network (JSON
+//	                  lines {"waiting":true}, then {"isolated_ms":T})
+//	chaosinfra verify --root /ckpt < manifests.json
+//	                  checks committed checkpoints (the coordinator's JSON
+//	                  records) against the shard files on the volume; prints
+//	                  one JSON result per manifest
+//
+// It is built with CGO_ENABLED=0, so it runs in a FROM scratch image.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/modcoord/modcoord/checkpoint"
+	"github.com/modcoord/modcoord/coordinator"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: chaosinfra nats|etcd|http|verify [flags]")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "nats":
+		err = runNATS(ctx, os.Args[2:])
+	case "etcd":
+		err = runEtcd(ctx, os.Args[2:])
+	case "http":
+		err = runHTTP(ctx, os.Args[2:])
+	case "verify":
+		err = runVerify(ctx, os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chaosinfra:", err)
+		os.Exit(1)
+	}
+}
+
+func readSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
+func runNATS(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("nats", flag.ContinueOnError)
+	port := fs.Int("port", 4222, "client port")
+	user := fs.String("user", "modcoord", "the one user")
+	passFile := fs.String("password-file", "", "file holding the user's password (required: auth is always on)")
+	monitor := fs.Int("monitor-port", 8222, "HTTP monitoring port (/healthz), 0 for none")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	pass, err := readSecret(*passFile)
+	if err != nil {
+		return fmt.Errorf("--password-file: %w", err)
+	}
+	// The same limits as the in-process cluster (worker/local).
+	s, err := server.NewServer(&server.Options{
+		Host: "0.0.0.0", Port: *port, NoSigs: true, Username: *user, Password: pass,
+		MaxPayload: 8 << 20, MaxPending: 1 << 30, HTTPHost: "0.0.0.0", HTTPPort: *monitor,
+	})
+	if err != nil {
+		return err
+	}
+	s.ConfigureLogger()
+	go s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		s.Shutdown()
+		return errors.New("nats-server not ready after 30s")
+	}
+	fmt.Fprintf(os.Stderr, "nats-server ready on :%d (auth: user %s)\n", *port, *user)
+	<-ctx.Done()
+	s.Shutdown()
+	s.WaitForShutdown()
+	return nil
+}
+
+func runEtcd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("etcd", flag.ContinueOnError)
+	name := fs.String("name", "etcd", "member name")
+	dir := fs.String("data-dir", "/var/lib/etcd", "data directory")
+	listen := fs.String("listen", "http://0.0.0.0:2379", "client listen URL")
+	advertise := fs.String("advertise", "http://etcd:2379", "advertised client URL")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	lu, err := url.Parse(*listen)
+	if err != nil {
+		return err
+	}
+	au, err := url.Parse(*advertise)
+	if err != nil {
+		return err
+	}
+	peer, _ := url.Parse("http://127.0.0.1:2380")
+	cfg := embed.NewConfig()
+	cfg.Name = *name
+	cfg.Dir = *dir
+	cfg.LogLevel = "warn"
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*lu}, []url.URL{*au}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
+	cfg.InitialCluster = cfg.Name + "=" + peer.String()
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	select {
+	case <-e.Server.ReadyNotify():
+		fmt.Fprintf(os.Stderr, "etcd ready on %s\n", *listen)
+	case <-time.After(60 * time.Second):
+		return errors.New("etcd not ready after 60s")
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-e.Err():
+		return err
+	}
+}
+
+func runHTTP(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("http", flag.ContinueOnError)
+	tokenFile := fs.String("token-file", "", "bearer token file")
+	bodyFile := fs.String("body-file", "", "request body file")
+	ctype := fs.String("content-type", "application/yaml", "request content type")
+	timeout := fs.Duration("timeout", 20*time.Second, "timeout of one request")
+	isolated := fs.Bool("when-isolated", false, "first wait (up to --wait) until this container has no network interface but loopback, then send")
+	wait := fs.Duration("wait", 30*time.Second, "how long --when-isolated waits")
+	repeatFor := fs.Duration("repeat-for", 0, "send again and again for this long, printing one JSON line per attempt")
+	interval := fs.Duration("interval", 200*time.Millisecond, "pause between repeated attempts")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return errors.New("usage: chaosinfra http [flags] METHOD URL")
+	}
+	method, target := fs.Arg(0), fs.Arg(1)
+	var body []byte
+	if *bodyFile != "" {
+		var err error
+		if body, err = os.ReadFile(*bodyFile); err != nil {
+			return err
+		}
+	}
+	token := ""
+	if *tokenFile != "" {
+		var err error
+		if token, err = readSecret(*tokenFile); err != nil {
+			return err
+		}
+	}
+	hc := &http.Client{Timeout: *timeout}
+	send := func() (int, string) {
+		var rd io.Reader
+		if body != nil {
+			rd = bytes.NewReader(body)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, target, rd)
+		if err != nil {
+			return 0, err.Error()
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", *ctype)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			// No answer at all (refused, timed out) is status 0: not a 2xx.
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return resp.StatusCode, string(b)
+	}
+	enc := json.NewEncoder(os.Stdout)
+	if *isolated {
+		// Say so at once: the caller cuts the network only after this line.
+		_ = enc.Encode(map[string]any{"waiting": true})
+		deadline := time.Now().Add(*wait)
+		for !onlyLoopback() {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("still connected to a network after %s", *wait)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		_ = enc.Encode(map[string]any{"isolated_ms": time.Now().UnixMilli()})
+	}
+	if *repeatFor <= 0 {
+		code, text := send()
+		fmt.Printf("%d\n%s\n", code, text)
+		return nil
+	}
+	// One JSON line per attempt; times are Unix milliseconds (the host's
+	// clock: containers share the kernel's).
+	end := time.Now().Add(*repeatFor)
+	for time.Now().Before(end) && ctx.Err() == nil {
+		start := time.Now()
+		code, text := send()
+		if len(text) > 300 {
+			text = text[:300]
+		}
+		_ = enc.Encode(map[string]any{"start_ms": start.UnixMilli(), "end_ms": time.Now().UnixMilli(),
+			"isolated": onlyLoopback(), "status": code, "body": strings.TrimSpace(text)})
+		time.Sleep(*interval)
+	}
+	return nil
+}
+
+// onlyLoopback reports whether every network interface with an address
+// is a loopback one (the container was disconnected from its networks).
+func onlyLoopback() bool {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return false
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback != 0 || i.Flags&net.FlagUp == 0 {
+			continue
+		}
+		if addrs, err := i.Addrs(); err == nil && len(addrs) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// VerifyResult is what verify prints for one committed checkpoint.
+type VerifyResult struct {
+	Step        int64    `json:"step"`
+	Generation  uint64   `json:"generation"`
+	OK          bool     `json:"ok"`
+	HasManifest bool     `json:"has_manifest"` // MANIFEST.json on disk (informational)
+	Problems    []string `json:"problems,omitempty"`
+}
+
+func runVerify(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	root := fs.String("root", "/ckpt", "checkpoint volume")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var ms []coordinator.CheckpointManifest
+	if err := json.NewDecoder(os.Stdin).Decode(&ms); err != nil {
+		return fmt.Errorf("decode manifests on stdin: %w", err)
+	}
+	store, err := checkpoint.NewDirStore(*root)
+	if err != nil {
+		return err
+	}
+	out := make([]VerifyResult, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, verifyOne(ctx, store, m))
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// verifyOne checks every shard the coordinator recorded for a commit: the
+// file exists, has the recorded size, its header hashes to the recorded
+// header checksum, and its data to the recorded data checksum.
+func verifyOne(ctx context.Context, store *checkpoint.DirStore, m coordinator.CheckpointManifest) VerifyResult {
+	r := VerifyResult{Step: m.Step, Generation: m.Generation}
+	dir := store.StepDir(m.Job, m.Step, m.Generation)
+	if _, err := os.Stat(filepath.Join(dir, checkpoint.ManifestFile)); err == nil {
+		r.HasManifest = true
+	}
+	if len(m.Shards) != m.World || m.World == 0 {
+		r.Problems = append(r.Problems, fmt.Sprintf("%d shards recorded for world %d", len(m.Shards), m.World))
+	}
+	for _, sh := range m.Shards {
+		path := filepath.Join(dir, sh.File)
+		bad := func(format string, a ...any) {
+			r.Problems = append(r.Problems, fmt.Sprintf("rank %d %s: ", sh.Rank, path)+fmt.Sprintf(format, a...))
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			bad("%v", err)
+			continue
+		}
+		if st.Size() != sh.Bytes {
+			bad("%d bytes on disk, %d recorded", st.Size(), sh.Bytes)
+			continue
+		}
+		f, err := checkpoint.OpenShard(path)
+		if err != nil {
+			bad("open: %v", err)
+			continue
+		}
+		switch {
+		case f.HeaderSHA256() != sh.HeaderSHA256:
+			bad("header sha256 %s, recorded %s", f.HeaderSHA256(), sh.HeaderSHA256)
+		case f.DataSHA256() != sh.SHA256:
+			bad("header says data sha256 %s, recorded %s", f.DataSHA256(), sh.SHA256)
+		default:
+			if err := f.VerifyData(ctx); err != nil {
+				bad("data: %v", err)
+			}
+		}
+		f.Close()
+	}
+	r.OK = len(r.Problems) == 0
+	return r
+}
