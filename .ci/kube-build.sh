@@ -14,7 +14,11 @@ STAGING_VERSION=v0.34.2
 cache="${MODCOORD_CACHE:-/var/cache/modcoord}/kube-${KUBE_VERSION}"
 bins=(kube-apiserver kube-controller-manager kubectl)
 
-have_all() { for b in "${bins[@]}"; do [ -x "$cache/bin/$b" ] || return 1; done; }
+# A binary counts only with its stamp: built by this script with the
+# version stamped in (an unstamped build reports v0.0.0-master, which
+# kubectl and helm cannot parse).
+built() { [ -x "$cache/bin/$1" ] && [ "$(cat "$cache/bin/$1.version" 2>/dev/null)" = "$KUBE_VERSION" ]; }
+have_all() { for b in "${bins[@]}"; do built "$b" || return 1; done; }
 
 if have_all; then
   echo "kube-build: reusing $cache/bin" >&2
@@ -62,12 +66,20 @@ GO
 export GOFLAGS=-buildvcs=false
 echo "kube-build: resolving modules in $cache/src" >&2
 nice -n 19 go mod tidy >&2
+# What hack/lib/version.sh stamps into a release build.
+minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
 for b in "${bins[@]}"; do
-  [ -x "$cache/bin/$b" ] && continue
-  echo "kube-build: building $b (several minutes on 2 cores)" >&2
+  built "$b" && continue
+  echo "kube-build: building $b (several minutes on 2 cores; a relink if only the stamp is missing)" >&2
   t0=$(date +%s)
-  CGO_ENABLED=0 nice -n 19 go build -trimpath -ldflags '-s -w' -o "$cache/bin/$b.tmp" "k8s.io/kubernetes/cmd/$b" >&2
+  CGO_ENABLED=0 nice -n 19 go build -trimpath -ldflags "$ldflags" -o "$cache/bin/$b.tmp" "k8s.io/kubernetes/cmd/$b" >&2
   mv "$cache/bin/$b.tmp" "$cache/bin/$b"
+  echo "$KUBE_VERSION" > "$cache/bin/$b.version"
   echo "kube-build: $b built in $(( $(date +%s) - t0 ))s" >&2
 done
 echo "kube-build: done in $(( $(date +%s) - start ))s" >&2

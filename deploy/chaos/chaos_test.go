@@ -423,7 +423,7 @@ func (c *cluster) waitWorkers(timeout time.Duration) error {
 
 // probe runs `chaosinfra http` inside a container.
 func (c *cluster) probe(timeout time.Duration, svc string, args ...string) (string, error) {
-	return c.docker(timeout, append([]string{"exec", container(svc), "/bin/chaosinfra", "http"}, args...)...)
+	return c.docker(timeout, append([]string{"exec", container(svc), "/usr/local/bin/chaosinfra", "http"}, args...)...)
 }
 
 func (c *cluster) waitInfra(timeout time.Duration) error {
@@ -1034,7 +1034,7 @@ func injectLeaderPartition(f *faultCtx) error {
 	// then writes to its own API again and again.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", "exec", container(old), "/bin/chaosinfra", "http",
+	cmd := exec.CommandContext(ctx, "docker", "exec", container(old), "/usr/local/bin/chaosinfra", "http",
 		"--when-isolated", "--wait=60s", "--repeat-for=15s", "--interval=250ms", "--timeout=5s",
 		"--token-file=/secrets/token", "--body-file=/tmp/probe.yaml", "POST", "http://127.0.0.1:7070/v1/jobs")
 	stdout, err := cmd.StdoutPipe()
@@ -1425,7 +1425,7 @@ func (c *cluster) measure(f *faultCtx, final coordinator.Job, starts []trainStar
 		// No generation formed; did restarted workers start training again?
 		r.ResumedFrom = -1
 		for _, st := range starts {
-			if st.At.After(f.at) && (r.ResumedFrom < 0 || st.From < r.ResumedFrom) {
+			if st.From >= 0 && st.At.After(f.at) && (r.ResumedFrom < 0 || st.From < r.ResumedFrom) {
 				r.ResumedFrom = st.From
 			}
 		}
@@ -1448,6 +1448,18 @@ func (c *cluster) measure(f *faultCtx, final coordinator.Job, starts []trainStar
 		r.finding("after the %s the job made no progress for %s (from step %d) although a new leader was named %s after the fault: "+
 			"the workers' API requests to the lost coordinator hang until the client's timeout (see the workers' \"checkpoint round abandoned\" lines)",
 			r.Fault, r.MaxGap.Round(100*time.Millisecond), r.MaxGapStep, r.Detect.Round(100*time.Millisecond))
+	}
+	if g, ok := tr.firstGenAfter(f.at, false); ok && f.oldLeader != "" {
+		// Losing a coordinator should not disturb the workers.
+		why := "no worker logged a failure"
+		for _, st := range starts {
+			if st.Failed != "" && st.At.After(f.at) {
+				why = fmt.Sprintf("%s: %s", st.Worker, truncate(st.Failed, 300))
+				break
+			}
+		}
+		r.finding("the %s broke the workers' generation (generation %d formed %s after the fault; %d steps redone): %s",
+			r.Fault, g.Gen, g.At.Sub(f.at).Round(100*time.Millisecond), r.StepsLost, why)
 	}
 	if f.oldLeader != "" {
 		if at, l, ok := tr.newLeaderAfter(f.at, f.oldLeader); ok {
@@ -1505,8 +1517,8 @@ func (c *cluster) checkCheckpoints(r *result, final coordinator.Job, committed [
 	}
 	// The retained ones must verify on the shared volume.
 	in, _ := json.Marshal(final.Retained)
-	cmd := exec.Command("docker", "run", "--rm", "-i", "--network", "none", "-v", ckptVol+":/ckpt:ro",
-		"--entrypoint", "/bin/chaosinfra", c.image, "verify", "--root", "/ckpt")
+	cmd := exec.Command("docker", "run", "--rm", "-i", "--network", "none", "-v", ckptVol+":/checkpoints:ro",
+		"--entrypoint", "/usr/local/bin/chaosinfra", c.image, "verify", "--root", "/checkpoints")
 	cmd.Stdin = bytes.NewReader(in)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -1576,6 +1588,12 @@ func (c *cluster) checkWorkerLogs(r *result, job string, since time.Time, gens m
 				r.fail("%s fell back from a damaged committed checkpoint: %s", w, truncate(line, 300))
 			case "checkpoint round abandoned":
 				abandoned++
+			case "generation failed":
+				var ef struct {
+					Err string `json:"err"`
+				}
+				_ = json.Unmarshal([]byte(line), &ef)
+				found = append(found, trainStart{Worker: w, Gen: e.Gen, From: -1, At: e.Time, Failed: ef.Err})
 			case "training":
 				starts[key{w, e.Gen}]++
 				if e.FromStep == nil {
@@ -1612,12 +1630,14 @@ func (c *cluster) checkWorkerLogs(r *result, job string, since time.Time, gens m
 	return found
 }
 
-// trainStart is a worker's "training" log line: it began a generation.
+// trainStart is a worker's "training" log line: it began a generation
+// (From: the step), or its "generation failed" line (From -1, Failed: why).
 type trainStart struct {
 	Worker string
 	Gen    uint64
 	From   int64
 	At     time.Time
+	Failed string
 }
 
 func (c *cluster) checkNoProbeJob(r *result) {

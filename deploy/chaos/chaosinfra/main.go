@@ -11,7 +11,7 @@
 //	                  --repeat-for, one JSON line per attempt; --when-isolated
 //	                  first waits until the container lost its network (JSON
 //	                  lines {"waiting":true}, then {"isolated_ms":T})
-//	chaosinfra verify --root /ckpt < manifests.json
+//	chaosinfra verify --root /checkpoints < manifests.json
 //	                  checks committed checkpoints (the coordinator's JSON
 //	                  records) against the shard files on the volume; prints
 //	                  one JSON result per manifest
@@ -279,7 +279,7 @@ type VerifyResult struct {
 
 func runVerify(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	root := fs.String("root", "/ckpt", "checkpoint volume")
+	root := fs.String("root", "/checkpoints", "checkpoint volume")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
