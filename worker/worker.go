@@ -111,8 +111,25 @@ func Run(ctx context.Context, o Options) error {
 		if rank < 0 || a.Canceled || a.Status != coordinator.StatusRunning || cur != nil {
 			continue
 		}
+		if staleAssignment(ctx, o, a) {
+			// We joined late (e.g. restarted within the coordinator's debounce):
+			// this generation has committed past its start, so replaying it would
+			// redo work. Leaving and re-joining forms a fresh generation.
+			o.Log.Warn("assignment is older than the job's last commit; re-joining", "job", a.Job, "generation", a.Generation)
+			if reg, err = rejoin(ctx, o, reg, host); err != nil {
+				return err
+			}
+			continue
+		}
 		cur = startRun(ctx, o, a, rank)
 	}
+}
+
+// staleAssignment reports whether the job committed a checkpoint newer than
+// the one the assignment's generation started from.
+func staleAssignment(ctx context.Context, o Options, a coordinator.Assignment) bool {
+	view, err := o.Coordinator.Checkpoints(ctx, a.Job)
+	return err == nil && view.Checkpoint != nil && (a.Checkpoint == nil || view.Checkpoint.Step > a.Checkpoint.Step)
 }
 
 // rejoin drops the worker's registration, waits long enough for the

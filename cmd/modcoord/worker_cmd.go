@@ -48,7 +48,10 @@ func cmdWorker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	client, err := coordinator.NewClient(splitList(*coords), token)
+	// A short timeout: a request on an open connection to a partitioned
+	// coordinator gets no reset and would otherwise hang for 30 s.
+	client, err := coordinator.NewClient(splitList(*coords), token,
+		coordinator.WithHTTPClient(&http.Client{Timeout: 5 * time.Second}))
 	if err != nil {
 		return err
 	}

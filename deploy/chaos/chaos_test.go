@@ -37,7 +37,9 @@ import (
 //	CHAOS_ARTIFACTS  where logs and report.json go (default a new temp dir)
 //	CHAOS_KEEP=1     leave the cluster up at the end (for debugging)
 //	CHAOS_FAULTS     comma-separated subset of worker-kill, leader-kill,
-//	                 leader-partition, restart-all (default all)
+//	                 leader-partition, restart-all, worker-bounce (default all)
+//	CHAOS_STRICT=1   findings (misbehaviour that left the guarantees intact)
+//	                 fail the suite too
 
 const (
 	project   = "modcoord-chaos"
