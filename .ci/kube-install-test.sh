@@ -243,6 +243,25 @@ pods_of() { kubectl -n "$1" get pods -l "$2" -o name | wc -l; }
 expect_pods() { # NS SELECTOR WANT
   [ "$(pods_of "$1" "$2")" -eq "$3" ]
 }
+# pod_or_failed_create NS POD: the pod exists, or a controller failed to
+# create a pod (e.g. Pod Security admission refused it), which ends the wait.
+pod_or_failed_create() {
+  kubectl -n "$1" get pod "$2" && return 0
+  kubectl -n "$1" get events --field-selector reason=FailedCreate -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' > "$work/failed-create"
+  [ -s "$work/failed-create" ]
+}
+failed_create() {
+  if [ -s "$work/failed-create" ]; then
+    cat "$work/failed-create" >&2
+    die "$1: the controllers failed to create pods (above)"
+  fi
+}
+# helm_run ARGS...: helm, failing on Pod Security warnings, which mean the
+# controllers' pod creation will be refused.
+helm_run() {
+  helm "$@" 2>&1 | tee "$work/helm.out"
+  if grep -q "violate PodSecurity" "$work/helm.out"; then die "helm $1: the pod templates violate the restricted Pod Security Standard"; fi
+}
 check_release() {
   local ns=$1 rel=$2 revision=$3
   local st
@@ -255,7 +274,8 @@ check_release() {
     n=$((n + 1))
     echo "  statefulset $name: $replicas replicas"
     for (( i=0; i<replicas; i++ )); do
-      wait_for "pod $ns/$name-$i" 90 kubectl -n "$ns" get pod "$name-$i"
+      wait_for "pod $ns/$name-$i" 90 pod_or_failed_create "$ns" "$name-$i"
+      failed_create "$ns"
     done
     wait_for "exactly $replicas pods of $name" 90 expect_pods "$ns" "app.kubernetes.io/instance=$rel,app.kubernetes.io/component=$(kubectl -n "$ns" get statefulset "$name" -o jsonpath='{.spec.selector.matchLabels.app\.kubernetes\.io/component}')" "$replicas"
   done < <(kubectl -n "$ns" get statefulsets -l "app.kubernetes.io/instance=$rel" -o jsonpath='{range .items[*]}{.metadata.name} {.spec.replicas}{"\n"}{end}')
@@ -275,14 +295,14 @@ check_release() {
 secret_data() { kubectl -n "$1" get secret "$2" -o jsonpath='{.data}'; }
 
 phase "install: default values"
-helm install modcoord "$chart" -n mc-default --timeout 2m
+helm_run install modcoord "$chart" -n mc-default --timeout 2m
 check_release mc-default modcoord 1
 token_before=$(secret_data mc-default modcoord-token)
 nats_before=$(secret_data mc-default modcoord-nats)
 [ -n "$token_before" ] && [ -n "$nats_before" ] || die "generated Secrets missing"
 
 phase "install: non-default values"
-helm install gpu "$chart" -n mc-gpu -f helm/modcoord/ci/nondefault-values.yaml --timeout 2m
+helm_run install gpu "$chart" -n mc-gpu -f helm/modcoord/ci/nondefault-values.yaml --timeout 2m
 check_release mc-gpu gpu 1
 kubectl -n mc-gpu get servicemonitor mc-gpu >/dev/null || die "ServiceMonitor not created"
 kubectl -n mc-gpu get configmap mc-gpu-dashboard >/dev/null || die "dashboard ConfigMap not created"
@@ -300,17 +320,17 @@ nats:
     - {operator: Exists}
 EOF
 pernode=(-f helm/modcoord/ci/pernode-values.yaml -f "$work/pernode-test.yaml")
-helm install pn "$chart" -n mc-pernode "${pernode[@]}" --timeout 2m
+helm_run install pn "$chart" -n mc-pernode "${pernode[@]}" --timeout 2m
 check_release mc-pernode pn 1
 
 phase "upgrade"
-helm upgrade modcoord "$chart" -n mc-default --set worker.replicas=3 --timeout 2m
+helm_run upgrade modcoord "$chart" -n mc-default --set worker.replicas=3 --timeout 2m
 check_release mc-default modcoord 2
 [ "$(secret_data mc-default modcoord-token)" = "$token_before" ] || die "upgrade changed the generated API token"
 [ "$(secret_data mc-default modcoord-nats)" = "$nats_before" ] || die "upgrade changed the generated NATS passwords"
-helm upgrade gpu "$chart" -n mc-gpu -f helm/modcoord/ci/nondefault-values.yaml --set worker.replicas=6 --timeout 2m
+helm_run upgrade gpu "$chart" -n mc-gpu -f helm/modcoord/ci/nondefault-values.yaml --set worker.replicas=6 --timeout 2m
 check_release mc-gpu gpu 2
-helm upgrade pn "$chart" -n mc-pernode "${pernode[@]}" --set nats.config.maxPending=512MB --timeout 2m
+helm_run upgrade pn "$chart" -n mc-pernode "${pernode[@]}" --set nats.config.maxPending=512MB --timeout 2m
 check_release mc-pernode pn 2
 
 phase "uninstall"

@@ -78,22 +78,28 @@ echo "== modcoord-nats:$tag with the chart's configuration"
 grep -q 'routes: $NATS_ROUTES' "$work/nats.conf" || die "could not extract nats.conf from the chart:\n$(cat "$work/nats.conf")"
 password=1234567890123456 # all digits: unquoted, the config parser would read a number
 route_password=abcdef0123456789
-start_nats() { # NAME
-  docker run -d --name "$run_id-$1" --hostname "$1" --network "$net" --network-alias "$1" "${hard[@]}" \
+start_nats() { # NAME ROUTES [EXTRA DOCKER ARGS]
+  local name=$1 routes=$2; shift 2
+  docker run -d --name "$run_id-$name" --hostname "$name" --network "$net" --network-alias "$name" "${hard[@]}" "$@" \
     -v "$work/nats.conf:/etc/nats/nats.conf:ro" \
-    -e POD_NAME="$1" \
+    -e POD_NAME="$name" \
     -e NATS_PASSWORD="\"$password\"" \
     -e NATS_ROUTE_PASSWORD="\"$route_password\"" \
-    -e NATS_ROUTES="[\"nats-route://route:$route_password@nats-0:6222\", \"nats-route://route:$route_password@nats-1:6222\"]" \
+    -e NATS_ROUTES="$routes" \
     "modcoord-nats:$tag" --config /etc/nats/nats.conf >/dev/null
 }
-start_nats nats-0
-start_nats nats-1
+# StatefulSet topology: every server lists every server's route.
+both="[\"nats-route://route:$route_password@nats-0:6222\", \"nats-route://route:$route_password@nats-1:6222\"]"
+start_nats nats-0 "$both"
+start_nats nats-1 "$both"
 ip0=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" "$run_id-nats-0")
 ip1=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" "$run_id-nats-1")
 wait_for "nats-0 /healthz" 30 curl -fsS --max-time 2 "http://$ip0:8222/healthz"
 wait_for "nats-1 /healthz" 30 curl -fsS --max-time 2 "http://$ip1:8222/healthz"
-routes_up() { curl -fsS --max-time 2 "http://$1:8222/routez" | grep -q '"num_routes": [1-9]'; }
+# peers IP: how many other servers IP has routes to. Not num_routes: with
+# pool_size each peer counts several connections.
+peers() { curl -fsS --max-time 2 "http://$1:8222/routez" | grep -o '"remote_name": "[^"]*"' | sort -u | wc -l; }
+routes_up() { [ "$(peers "$1")" -ge 1 ]; }
 wait_for "a route between nats-0 and nats-1" 30 routes_up "$ip0"
 routes_up "$ip1" || die "nats-1 has no route"
 # nats_connect IP USER PASS: the server's answer to CONNECT + PING.
@@ -113,3 +119,19 @@ reply=$(nats_connect "$ip1" modcoord wrong-password)
 reply=$(nats_connect "$ip0" "" "")
 [[ "$reply" == *"Authorization Violation"* ]] || die "no credentials were not refused: $reply"
 echo "nats: auth and routes OK"
+
+echo "== modcoord-nats:$tag, per-node topology: one seed name for all servers"
+# As with the chart's headless Service, one DNS name resolves to every
+# server (a shared network alias); each must skip its own address and
+# still find the others.
+seed="[\"nats-route://route:$route_password@nats-seed:6222\"]"
+for n in node-a node-b node-c; do start_nats "$n" "$seed" --network-alias nats-seed; done
+ips=()
+for n in node-a node-b node-c; do
+  ips+=("$(docker inspect -f "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" "$run_id-$n")")
+done
+full_mesh() { [ "$(peers "$1")" -eq 2 ]; }
+for ip in "${ips[@]}"; do
+  wait_for "routes from $ip to the other two servers" 60 full_mesh "$ip"
+done
+echo "nats: per-node seed routes formed a full mesh"
