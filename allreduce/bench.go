@@ -25,12 +25,14 @@ type BenchOptions struct {
 	Floats  int // float32s per rank's vector
 	Reps    int // timed repetitions of each ring; the median is reported
 	// ChunkBytes and Window tune the NATS ring (zero: defaults). The TCP
-	// ring uses the same chunk size.
+	// ring keeps its own 1 MiB chunks (tcpChunkFloats) whatever they are.
 	ChunkBytes int
 	Window     int
 	// MaxPayload is the embedded server's max_payload; zero keeps the
 	// NATS default of 1 MiB.
 	MaxPayload int
+	// Gather is the NATS ring's all-gather; zero means DefaultGather.
+	Gather GatherMode
 }
 
 // BenchResult is what Bench measured. Bus bandwidth is 2(N-1)/N times the
@@ -42,6 +44,7 @@ type BenchResult struct {
 	Reps          int     `json:"reps"`
 	ChunkBytes    int     `json:"chunk_bytes"`
 	PipelineDepth int     `json:"pipeline_depth"`
+	Gather        string  `json:"gather"`
 	MaxPayload    int     `json:"max_payload"`
 	NATSSeconds   float64 `json:"nats_seconds"`
 	TCPSeconds    float64 `json:"tcp_seconds"`
@@ -148,6 +151,7 @@ func Bench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 	res := BenchResult{
 		Workers: o.Workers, Floats: o.Floats, Reps: o.Reps,
 		ChunkBytes: 4 * chunk, PipelineDepth: o.Window,
+		Gather:         natsRings[0].Gather().String(),
 		MaxPayload:     natsRings[0].t.MaxMessage(),
 		NATSSeconds:    median(natsTimes),
 		TCPSeconds:     median(tcpTimes),
@@ -188,7 +192,7 @@ func dialBenchRings(url, user, password string, o BenchOptions) ([]*Ring, func()
 		}
 		transports = append(transports, t)
 		r, err := NewRing(t, Config{Job: "bench", Generation: 1, Rank: w, World: o.Workers,
-			Deadline: 2 * time.Minute, ChunkBytes: o.ChunkBytes, Window: o.Window})
+			Deadline: 2 * time.Minute, ChunkBytes: o.ChunkBytes, Window: o.Window, Gather: o.Gather})
 		if err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("bench: %w", err)

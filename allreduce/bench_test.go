@@ -24,7 +24,7 @@ func TestBenchSmall(t *testing.T) {
 	if res.NATSBusBW <= 0 || res.TCPBusBW <= 0 || res.Ratio <= 0 || res.NATSSeconds <= 0 || res.TCPSeconds <= 0 {
 		t.Errorf("non-positive measurement: %+v", res)
 	}
-	if res.ChunkBytes != 16<<10 || res.PipelineDepth != DefaultWindow || res.MaxPayload <= res.ChunkBytes {
+	if res.ChunkBytes != 16<<10 || res.PipelineDepth != DefaultWindow || res.MaxPayload <= res.ChunkBytes || res.Gather != "fanout" {
 		t.Errorf("reported configuration %+v", res)
 	}
 	if _, err := Bench(context.Background(), BenchOptions{Workers: 1, Floats: 10, Reps: 1}); err == nil {
@@ -54,7 +54,7 @@ func BenchmarkAllReduce(b *testing.B) {
 			})
 		})
 		b.Run(fmt.Sprintf("tcp/workers=%d", world), func(b *testing.B) {
-			rings, closeAll, err := dialTCPRings(world, DefaultChunkBytes/4)
+			rings, closeAll, err := dialTCPRings(world, tcpChunkFloats)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -1,7 +1,8 @@
 // Package allreduce sums float32 gradient vectors across data-parallel
-// workers with a ring reduce-scatter and all-gather, over NATS or in
-// memory, and sums a few float64 scalars (loss, squared gradient norm) in
-// a fixed rank order.
+// workers with a ring reduce-scatter and an all-gather (by default each
+// owner publishing its range once to a subject every rank subscribes to;
+// optionally around the ring), over NATS or in memory, and sums a few
+// float64 scalars (loss, squared gradient norm) in a fixed rank order.
 //
 // Results are bit-identical from run to run for a given world size: every
 // element is summed along a fixed chain of ranks whatever the timing (see

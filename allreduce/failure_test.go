@@ -13,6 +13,23 @@ import (
 // within the deadline, and every live rank must name the dead one.
 func TestDeadRankFailsEveryRankWithinDeadline(t *testing.T) {
 	checkGoroutines(t)
+	for _, tt := range []struct {
+		name     string
+		gather   GatherMode
+		inGather bool // die in the all-gather rather than the reduce-scatter
+		sends    int64
+	}{
+		{"fan-out, dies in reduce-scatter", GatherFanout, false, 10},
+		{"fan-out, dies in all-gather", GatherFanout, true, 5},
+		{"fan-out, dies before its first broadcast", GatherFanout, true, 0},
+		{"ring, dies in reduce-scatter", GatherRing, false, 10},
+		{"ring, dies in all-gather", GatherRing, true, 5},
+	} {
+		t.Run(tt.name, func(t *testing.T) { deadRank(t, tt.gather, tt.inGather, tt.sends) })
+	}
+}
+
+func deadRank(t *testing.T, gather GatherMode, inGather bool, sends int64) {
 	const world, n, dead = 4, 4096, 2
 	const deadline = time.Second
 	mt := NewMemTransport(headerSize + 4*32)
@@ -23,7 +40,7 @@ func TestDeadRankFailsEveryRankWithinDeadline(t *testing.T) {
 		if r == dead {
 			tr = cut
 		}
-		ring, err := NewRing(tr, Config{Job: "j", Generation: 1, Rank: r, World: world, Deadline: deadline, Window: 2})
+		ring, err := NewRing(tr, Config{Job: "j", Generation: 1, Rank: r, World: world, Deadline: deadline, Window: 2, Gather: gather})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -36,11 +53,21 @@ func TestDeadRankFailsEveryRankWithinDeadline(t *testing.T) {
 	if errs, _ := onAllRanks(world, func(r int) error { return rings[r].AllReduce(context.Background(), 1, bufs[r]) }); errors.Join(errs...) != nil {
 		t.Fatal(errors.Join(errs...))
 	}
-	cut.cutAfter(10)
-	errs, took := onAllRanks(world, func(r int) error { return rings[r].AllReduce(context.Background(), 2, bufs[r]) })
+	if inGather {
+		if errs, _ := onAllRanks(world, func(r int) error { return rings[r].ReduceScatter(context.Background(), 2, bufs[r]) }); errors.Join(errs...) != nil {
+			t.Fatal(errors.Join(errs...))
+		}
+	}
+	cut.cutAfter(sends)
+	errs, took := onAllRanks(world, func(r int) error {
+		if inGather {
+			return rings[r].AllGather(context.Background(), 2, bufs[r])
+		}
+		return rings[r].AllReduce(context.Background(), 2, bufs[r])
+	})
 	for r, err := range errs {
 		if err == nil {
-			t.Errorf("rank %d: all-reduce succeeded with rank %d dead", r, dead)
+			t.Errorf("rank %d: collective succeeded with rank %d dead", r, dead)
 			continue
 		}
 		if took[r] >= deadline {
@@ -118,9 +145,25 @@ func TestStaleMessagesDropped(t *testing.T) {
 		mutate(&h)
 		stale = append(stale, h)
 	}
+	// And on the broadcast subject of the fan-out all-gather, from rank 0:
+	// every other rank hears them, rank 0 discards them as its own echo.
+	gatherBase := base
+	gatherBase.phase = phaseGather
+	staleGather := []header{}
+	for _, mutate := range []func(*header){
+		func(h *header) { h.gen-- },
+		func(h *header) { h.job = jobHash("x") },
+		func(h *header) { h.seq = 2 }, // the finished all-gather
+	} {
+		h := gatherBase
+		mutate(&h)
+		staleGather = append(staleGather, h)
+	}
 	before := make([]Stats, world)
 	for r := range world {
 		before[r] = rings[r].Stats()
+	}
+	for r := range world {
 		for _, h := range stale {
 			h.from = uint16((r + world - 1) % world)
 			msg := make([]byte, headerSize+4*int(h.count))
@@ -128,6 +171,13 @@ func TestStaleMessagesDropped(t *testing.T) {
 			if err := mt.Send(InboxSubject(cfg.Job, cfg.Generation, r), msg); err != nil {
 				t.Fatal(err)
 			}
+		}
+	}
+	for _, h := range staleGather {
+		msg := make([]byte, headerSize+4*int(h.count))
+		h.put(msg)
+		if err := mt.Send(GatherSubject(cfg.Job, cfg.Generation), msg); err != nil {
+			t.Fatal(err)
 		}
 	}
 	xs := randomVectors(rng, world, n)
@@ -141,8 +191,15 @@ func TestStaleMessagesDropped(t *testing.T) {
 		if i, ok := sameBits(bufs[r], want); !ok {
 			t.Fatalf("rank %d: element %d differs after stale messages", r, i)
 		}
-		if got := rings[r].Stats().Stale - before[r].Stale; got != uint64(len(stale)) {
-			t.Errorf("rank %d: %d stale messages counted, %d sent", r, got, len(stale))
+		sent := len(stale)
+		if r != 0 {
+			sent += len(staleGather)
+		}
+		if got := rings[r].Stats().Stale - before[r].Stale; got != uint64(sent) {
+			t.Errorf("rank %d: %d stale messages counted, %d sent", r, got, sent)
+		}
+		if got := rings[r].Stats().Invalid - before[r].Invalid; got != 0 {
+			t.Errorf("rank %d: %d messages counted invalid (own broadcasts must be discarded quietly)", r, got)
 		}
 	}
 }
@@ -195,9 +252,32 @@ func TestInvalidMessagesDropped(t *testing.T) {
 	badVersion[2] = 9
 	bad["bad version"] = badVersion
 
-	before := rings[1].Stats()
+	// Fan-out all-gather chunks (seq 4) that do not fit, from rank 0 on the
+	// broadcast subject: ranks 1 and 2 must drop them.
+	gatherBase := base
+	gatherBase.phase, gatherBase.seq = phaseGather, 4
+	withGather := func(mutate func(*header)) []byte {
+		h := gatherBase
+		mutate(&h)
+		return encode(h, 4*int(h.count))
+	}
+	badGather := map[string][]byte{
+		"fan-out hop":                  withGather(func(h *header) { h.hop = 1 }),
+		"fan-out chunk beyond segment": withGather(func(h *header) { h.chunk = 5 }),
+		"fan-out huge chunk":           withGather(func(h *header) { h.chunk = 1<<32 - 1 }),
+		"fan-out chunk of wrong size":  withGather(func(h *header) { h.count = 15 }),
+		"fan-out from outside":         withGather(func(h *header) { h.from = 3 }),
+		"fan-out count beyond message": encode(gatherBase, 4*15),
+	}
+
+	before := []Stats{rings[0].Stats(), rings[1].Stats(), rings[2].Stats()}
 	for name, msg := range bad {
 		if err := mt.Send(InboxSubject(cfg.Job, cfg.Generation, 1), msg); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	for name, msg := range badGather {
+		if err := mt.Send(GatherSubject(cfg.Job, cfg.Generation), msg); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 	}
@@ -213,8 +293,12 @@ func TestInvalidMessagesDropped(t *testing.T) {
 			t.Fatalf("rank %d: element %d differs after invalid messages", r, i)
 		}
 	}
-	if got := rings[1].Stats().Invalid - before.Invalid; got != uint64(len(bad)) {
-		t.Errorf("%d invalid messages counted, %d sent", got, len(bad))
+	// Rank 0 discards its own broadcasts but not the one claiming another
+	// sender.
+	for r, want := range []int{1, len(bad) + len(badGather), len(badGather)} {
+		if got := rings[r].Stats().Invalid - before[r].Invalid; got != uint64(want) {
+			t.Errorf("rank %d: %d invalid messages counted, %d sent", r, got, want)
+		}
 	}
 }
 
@@ -224,21 +308,33 @@ func TestMismatchedCollectivesFailFast(t *testing.T) {
 	checkGoroutines(t)
 	const deadline = 5 * time.Second
 	tests := []struct {
-		name string
-		call func(ring *Ring, rank int, buf []float32) error
+		name   string
+		call   func(ring *Ring, rank int, buf []float32) error
+		gather func(rank int) GatherMode // nil: the default
 	}{
 		{"different collectives", func(ring *Ring, rank int, buf []float32) error {
 			if rank == 0 {
 				return ring.ReduceScatter(context.Background(), 1, buf)
 			}
 			return ring.AllGather(context.Background(), 1, buf)
-		}},
+		}, nil},
 		{"different steps", func(ring *Ring, rank int, buf []float32) error {
 			return ring.ReduceScatter(context.Background(), uint64(rank), buf)
-		}},
+		}, nil},
+		{"different all-gathers", func(ring *Ring, rank int, buf []float32) error {
+			return ring.AllGather(context.Background(), 1, buf)
+		}, func(rank int) GatherMode { return gatherModes[rank] }},
+		{"different all-gathers, ring first", func(ring *Ring, rank int, buf []float32) error {
+			return ring.AllGather(context.Background(), 1, buf)
+		}, func(rank int) GatherMode { return gatherModes[1-rank] }},
 	}
 	for _, tt := range tests {
-		rings, _ := memRings(t, 2, 16, func(c *Config) { c.Deadline = deadline })
+		rings, _ := memRings(t, 2, 16, func(c *Config) {
+			c.Deadline = deadline
+			if tt.gather != nil {
+				c.Gather = tt.gather(c.Rank)
+			}
+		})
 		errs, took := onAllRanks(2, func(r int) error { return tt.call(rings[r], r, make([]float32, 64)) })
 		for r, err := range errs {
 			if !errors.Is(err, ErrMismatch) && !errors.Is(err, ErrAborted) {

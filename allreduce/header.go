@@ -18,6 +18,9 @@ const (
 	phaseScalarBroadcast
 	phaseHeartbeat
 	phaseAbort
+	// phaseGather is the fan-out all-gather: an owner's chunk published
+	// once to the generation's broadcast subject (GatherSubject).
+	phaseGather
 	phaseEnd // first invalid value
 )
 
@@ -26,7 +29,7 @@ func (p phase) String() string {
 	case phaseReduceScatter:
 		return "reduce-scatter"
 	case phaseAllGather:
-		return "all-gather"
+		return "ring all-gather"
 	case phaseScalarReduce:
 		return "scalar-reduce"
 	case phaseScalarBroadcast:
@@ -35,6 +38,8 @@ func (p phase) String() string {
 		return "heartbeat"
 	case phaseAbort:
 		return "abort"
+	case phaseGather:
+		return "fan-out all-gather"
 	}
 	return fmt.Sprintf("phase(%d)", uint8(p))
 }
@@ -43,7 +48,7 @@ func (p phase) String() string {
 // vector collectives, float64 for scalars, bytes (a reason) for aborts.
 func (p phase) elemSize() int {
 	switch p {
-	case phaseReduceScatter, phaseAllGather:
+	case phaseReduceScatter, phaseAllGather, phaseGather:
 		return 4
 	case phaseScalarReduce, phaseScalarBroadcast:
 		return 8

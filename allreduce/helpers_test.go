@@ -34,6 +34,10 @@ func checkGoroutines(t *testing.T) {
 	})
 }
 
+// gatherModes are the all-gather algorithms every collective test runs
+// with.
+var gatherModes = []GatherMode{GatherFanout, GatherRing}
+
 // memRings makes world Rings over one MemTransport whose messages hold
 // chunkFloats floats; mutate adjusts each rank's Config.
 func memRings(t *testing.T, world, chunkFloats int, mutate func(*Config)) ([]*Ring, *MemTransport) {

@@ -11,15 +11,24 @@ import (
 type collective interface {
 	// accepts says whether data messages of phase p belong to it.
 	accepts(p phase) bool
+	// ready says whether every rank this collective sends data to is
+	// known to listen (has been heard from). Until then data messages are
+	// kept back, since applying one may send.
+	ready() bool
 	// pump sends what the collective can send unprompted (its own data,
-	// as far as the pipeline window allows). Called only once the right
-	// neighbour is known to listen.
+	// as far as the pipeline window allows). Called only once ready.
 	pump() error
 	// deliver applies a data message of this collective whose header
 	// parsed and matched seq, phase and step. It returns an error wrapping
 	// errInvalid or errDuplicate for a message to drop.
 	deliver(h header, msg []byte) error
 	finished() bool
+}
+
+// waiter is implemented by collectives that can tell which peer they are
+// still waiting for data from; deadlineError uses it.
+type waiter interface {
+	waitingFor() int // a rank, or -1
 }
 
 var (
@@ -88,7 +97,7 @@ func (r *Ring) run(ctx context.Context, op string, step uint64, c collective) (e
 		}
 	}
 	for {
-		if r.peers[r.right].heard {
+		if c.ready() {
 			for len(r.deferred) > 0 {
 				msg := r.deferred[0]
 				r.deferred = r.deferred[1:]
@@ -198,8 +207,8 @@ func (r *Ring) dispatch(cur *current, msg []byte) error {
 	case !cur.c.accepts(h.phase) || h.step != cur.step:
 		return &PeerError{Op: cur.op, Step: cur.step, Rank: from,
 			Err: fmt.Errorf("%w: it sent %s of step %d as collective %d, this rank runs %s of step %d",
-				ErrMismatch, h.phase, h.step, h.seq, cur.op, cur.step)}
-	case !r.peers[r.right].heard:
+				ErrMismatch, h.phase, h.step, h.seq, r.describe(cur), cur.step)}
+	case !cur.c.ready():
 		r.deferred = append(r.deferred, msg)
 		return nil
 	}
@@ -215,6 +224,18 @@ func (r *Ring) dispatch(cur *current, msg []byte) error {
 		return fmt.Errorf("%s step %d chunk %d hop %d from rank %d: %w", cur.op, cur.step, h.chunk, h.hop, from, err)
 	}
 	return nil
+}
+
+// describe names cur's collective, with the all-gather's algorithm, for
+// errors about what a peer sent.
+func (r *Ring) describe(cur *current) string {
+	if _, ok := cur.c.(*gatherPass); ok {
+		return cur.op + " (fan-out)"
+	}
+	if rp, ok := cur.c.(*ringPass); ok && rp.phase == phaseAllGather {
+		return cur.op + " (ring)"
+	}
+	return cur.op
 }
 
 func (r *Ring) drop(reason string) {
@@ -262,7 +283,8 @@ func (r *Ring) silentPeer(cur *current, now time.Time, limit time.Duration) (int
 
 // deadlineError names the most likely culprit when time is up: a peer
 // quiet for two heartbeat periods, else a peer still in an earlier
-// collective, else the left neighbour, whose data this rank waits for.
+// collective, else the peer whose data this rank waits for (the left
+// neighbour in a ring pass).
 func (r *Ring) deadlineError(cur *current, now time.Time) error {
 	e := &PeerError{Op: cur.op, Step: cur.step, Rank: r.left}
 	if p, quiet := r.silentPeer(cur, now, 2*r.beatEvery); p >= 0 {
@@ -275,6 +297,13 @@ func (r *Ring) deadlineError(cur *current, now time.Time) error {
 			e.Rank = i
 			e.Err = fmt.Errorf("%w: deadline %v passed with the peer still in collective %d, this rank in %d",
 				ErrSilent, r.cfg.Deadline, p.seq, cur.seq)
+			return e
+		}
+	}
+	if w, ok := cur.c.(waiter); ok {
+		if p := w.waitingFor(); p >= 0 {
+			e.Rank = p
+			e.Err = fmt.Errorf("%w: deadline %v passed waiting for data from rank %d", ErrSilent, r.cfg.Deadline, p)
 			return e
 		}
 	}
@@ -321,8 +350,9 @@ func (r *Ring) abort(cur *current, cause error) {
 		h.chunk = uint32(pe.Rank)
 	}
 	reason := cause.Error()
-	if len(reason) > maxAbortReason {
-		reason = reason[:maxAbortReason]
+	// Cut to what the transport carries too: an abort it refuses is lost.
+	if limit := min(maxAbortReason, r.t.MaxMessage()-headerSize); len(reason) > limit {
+		reason = reason[:limit]
 	}
 	h.count = uint32(len(reason))
 	msg := r.ctrlBuf[:headerSize+len(reason)]
@@ -340,7 +370,47 @@ func (r *Ring) header(cur *current, p phase) header {
 }
 
 func (r *Ring) send(cur *current, to int, msg []byte) error {
-	if err := r.t.Send(r.inboxes[to], msg); err != nil {
+	return r.sendTo(cur, to, msg)
+}
+
+// broadcast is sendTo's rank for the fan-out subject.
+const broadcast = -1
+
+// sendData sends a data message made of h and buf[lo:hi], the rank's own
+// floats, to rank to's inbox or (to == broadcast) the fan-out subject.
+//
+// When buf is already in wire order, the message is built in place: the
+// headerSize bytes of buf just before lo are saved, overwritten with the
+// header, sent, and restored. The transport is done with a message when
+// Send returns, and nothing else touches buf during a collective (receipts
+// are applied on this goroutine too), so nobody sees the header there.
+// That saves copying every own chunk into sendBuf first.
+func (r *Ring) sendData(cur *current, to int, h header, buf []float32, lo, hi int) error {
+	const headerFloats = headerSize / 4
+	if !littleEndian || lo < headerFloats {
+		msg := r.sendBuf[:headerSize+4*(hi-lo)]
+		h.put(msg)
+		putF32(msg[headerSize:], buf[lo:hi])
+		return r.sendTo(cur, to, msg)
+	}
+	msg := nativeBytes(buf[lo-headerFloats : hi])
+	var saved [headerSize]byte
+	copy(saved[:], msg)
+	h.put(msg)
+	err := r.sendTo(cur, to, msg)
+	copy(msg, saved[:])
+	return err
+}
+
+func (r *Ring) sendTo(cur *current, to int, msg []byte) error {
+	subject := r.gatherSubj
+	if to != broadcast {
+		subject = r.inboxes[to]
+	}
+	if err := r.t.Send(subject, msg); err != nil {
+		if to == broadcast {
+			return fmt.Errorf("%s step %d: publish to all ranks: %w", cur.op, cur.step, err)
+		}
 		return fmt.Errorf("%s step %d: send to rank %d: %w", cur.op, cur.step, to, err)
 	}
 	r.stats.sentBytes.Add(uint64(len(msg)))

@@ -2,24 +2,27 @@ package allreduce
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 )
 
 // MemTransport is an in-process Transport: every rank of a ring shares one
-// MemTransport. Each inbox has an unbounded queue drained by its own
+// MemTransport. Each listener has an unbounded queue drained by its own
 // goroutine, so Send never blocks (as a NATS publish does not wait for the
-// subscriber) and a ring of senders cannot deadlock.
+// subscriber) and a ring of senders cannot deadlock. An inbox may have
+// several listeners; each gets its own copy of every message, the sender
+// included if it listens (as NATS does without NoEcho).
 type MemTransport struct {
 	maxMessage int
 
 	mu      sync.Mutex
-	inboxes map[string]*memInbox
+	inboxes map[string][]*memInbox
 }
 
 // NewMemTransport returns an empty in-memory network whose messages may be
 // up to maxMessage bytes.
 func NewMemTransport(maxMessage int) *MemTransport {
-	return &MemTransport{maxMessage: maxMessage, inboxes: map[string]*memInbox{}}
+	return &MemTransport{maxMessage: maxMessage, inboxes: map[string][]*memInbox{}}
 }
 
 type memInbox struct {
@@ -40,31 +43,28 @@ func (t *MemTransport) Send(inbox string, msg []byte) error {
 		return fmt.Errorf("send to %s: message of %d bytes exceeds %d", inbox, len(msg), t.maxMessage)
 	}
 	t.mu.Lock()
-	in := t.inboxes[inbox]
+	// Listen and stop replace the slice rather than modify it, so this
+	// snapshot stays valid outside the lock.
+	ins := t.inboxes[inbox]
 	t.mu.Unlock()
-	if in == nil {
-		return nil
+	for _, in := range ins {
+		cp := append([]byte(nil), msg...)
+		in.mu.Lock()
+		if !in.stopped {
+			in.queue = append(in.queue, cp)
+			in.wake.Signal()
+		}
+		in.mu.Unlock()
 	}
-	cp := append([]byte(nil), msg...)
-	in.mu.Lock()
-	if !in.stopped {
-		in.queue = append(in.queue, cp)
-		in.wake.Signal()
-	}
-	in.mu.Unlock()
 	return nil
 }
 
-// Listen implements Transport. An inbox has at most one listener.
+// Listen implements Transport.
 func (t *MemTransport) Listen(inbox string, handle func([]byte)) (func() error, error) {
 	in := &memInbox{exited: make(chan struct{})}
 	in.wake = sync.NewCond(&in.mu)
 	t.mu.Lock()
-	if t.inboxes[inbox] != nil {
-		t.mu.Unlock()
-		return nil, fmt.Errorf("listen on %s: inbox already has a listener", inbox)
-	}
-	t.inboxes[inbox] = in
+	t.inboxes[inbox] = append(slices.Clip(t.inboxes[inbox]), in)
 	t.mu.Unlock()
 
 	go in.deliver(handle)
@@ -73,7 +73,12 @@ func (t *MemTransport) Listen(inbox string, handle func([]byte)) (func() error, 
 	stop := func() error {
 		once.Do(func() {
 			t.mu.Lock()
-			delete(t.inboxes, inbox)
+			rest := slices.DeleteFunc(slices.Clone(t.inboxes[inbox]), func(x *memInbox) bool { return x == in })
+			if len(rest) == 0 {
+				delete(t.inboxes, inbox)
+			} else {
+				t.inboxes[inbox] = rest
+			}
 			t.mu.Unlock()
 			in.mu.Lock()
 			in.stopped = true

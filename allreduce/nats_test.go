@@ -12,6 +12,7 @@ import (
 
 	"github.com/modcoord/modcoord/shard"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
 
@@ -62,6 +63,10 @@ func natsServer(t *testing.T, auth natsAuth, maxPayload int32) string {
 }
 
 func natsRings(t *testing.T, url string, client NATSOptions, world int, deadline time.Duration, wrap func(rank int, tr Transport) Transport) []*Ring {
+	return natsRingsGather(t, url, client, world, deadline, GatherDefault, wrap)
+}
+
+func natsRingsGather(t *testing.T, url string, client NATSOptions, world int, deadline time.Duration, gather GatherMode, wrap func(rank int, tr Transport) Transport) []*Ring {
 	t.Helper()
 	rings := make([]*Ring, world)
 	for r := range rings {
@@ -75,7 +80,7 @@ func natsRings(t *testing.T, url string, client NATSOptions, world int, deadline
 		if wrap != nil {
 			used = wrap(r, tr)
 		}
-		ring, err := NewRing(used, Config{Job: "nats-test", Generation: 3, Rank: r, World: world, Deadline: deadline})
+		ring, err := NewRing(used, Config{Job: "nats-test", Generation: 3, Rank: r, World: world, Deadline: deadline, Gather: gather})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,10 +96,12 @@ func natsRings(t *testing.T, url string, client NATSOptions, world int, deadline
 func TestNATSAllReduceWithAuth(t *testing.T) {
 	checkGoroutines(t)
 	const world, n, maxPayload = 3, 5000, 4096
-	for _, auth := range natsAuths(t) {
-		t.Run(auth.name, func(t *testing.T) {
+	for i, auth := range natsAuths(t) {
+		// Each credential with each all-gather, without running all six.
+		gather := gatherModes[i%len(gatherModes)]
+		t.Run(fmt.Sprintf("%s, %v all-gather", auth.name, gather), func(t *testing.T) {
 			url := natsServer(t, auth, maxPayload)
-			rings := natsRings(t, url, auth.client, world, 5*time.Second, nil)
+			rings := natsRingsGather(t, url, auth.client, world, 5*time.Second, gather, nil)
 			if want := (maxPayload - headerSize) / 4 / shard.Align * shard.Align; rings[0].ChunkFloats() != want {
 				t.Errorf("%d floats per chunk under max_payload %d, want %d", rings[0].ChunkFloats(), maxPayload, want)
 			}
@@ -150,12 +157,18 @@ func TestNATSRejectsBadCredentials(t *testing.T) {
 // collective: the others must name it within the deadline.
 func TestNATSDeadRank(t *testing.T) {
 	checkGoroutines(t)
+	for _, gather := range gatherModes {
+		t.Run(gather.String(), func(t *testing.T) { natsDeadRank(t, gather) })
+	}
+}
+
+func natsDeadRank(t *testing.T, gather GatherMode) {
 	const world, n, dead = 3, 20000, 1
 	const deadline = time.Second
 	auth := natsAuths(t)[0]
 	url := natsServer(t, auth, 4096)
 	var cut *cutTransport
-	rings := natsRings(t, url, auth.client, world, deadline, func(r int, tr Transport) Transport {
+	rings := natsRingsGather(t, url, auth.client, world, deadline, gather, func(r int, tr Transport) Transport {
 		if r != dead {
 			return tr
 		}
@@ -226,6 +239,45 @@ func TestNATSSubjectPermissions(t *testing.T) {
 	for r, b := range bufs {
 		if b[0] != 11 || b[1] != 22 || b[2] != 33 {
 			t.Errorf("rank %d: %v, want [11 22 33]", r, b)
+		}
+	}
+}
+
+// TestNATSCallerConnectionEcho: on a connection the caller made (without
+// NoEcho) the server sends a rank its own broadcasts back; the Ring must
+// discard them quietly and still produce the fixed-order sum.
+func TestNATSCallerConnectionEcho(t *testing.T) {
+	checkGoroutines(t)
+	const world, n = 3, 30000
+	auth := natsAuths(t)[0]
+	url := natsServer(t, auth, 8192)
+	rings := make([]*Ring, world)
+	for r := range rings {
+		nc, err := nats.Connect(url, nats.UserInfo(auth.client.User, auth.client.Password))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		ring, err := NewRing(NewNATSTransport(nc), Config{Job: "echo", Generation: 1, Rank: r, World: world, Deadline: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ring.Close() })
+		rings[r] = ring
+	}
+	xs := randomVectors(rand.New(rand.NewPCG(6, 6)), world, n)
+	want := ringOrderSum(xs)
+	bufs := cloneAll(xs)
+	errs, _ := onAllRanks(world, func(r int) error { return rings[r].AllReduce(ctxTimeout(t, 10*time.Second), 1, bufs[r]) })
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+		if i, ok := sameBits(bufs[r], want); !ok {
+			t.Fatalf("rank %d: element %d differs", r, i)
+		}
+		if st := rings[r].Stats(); st.Invalid != 0 || st.Duplicate != 0 || st.Stale != 0 {
+			t.Errorf("rank %d: own broadcasts counted as drops: %+v", r, st)
 		}
 	}
 }

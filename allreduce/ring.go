@@ -2,6 +2,8 @@ package allreduce
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"regexp"
 	"sync"
@@ -18,10 +20,48 @@ const (
 	// sent beyond those it has received. See docs/allreduce.md for why.
 	DefaultWindow = 4
 	// DefaultChunkBytes caps a chunk's payload when the transport allows
-	// more: NATS's default max_payload, and large enough that per-message
-	// costs vanish next to copying.
-	DefaultChunkBytes = 1 << 20
+	// more. A whole message (payload and 48-byte header) stays within
+	// 32 KiB, nats.go's read buffer, so that it is a small allocation in
+	// the client and fits the server's 64 KiB read buffer: larger
+	// messages cost more copying and zeroing than their fewer per-message
+	// costs save (measurements in docs/allreduce.md). A multiple of 64
+	// bytes, so of shard.Align floats.
+	DefaultChunkBytes = 32<<10 - 64
+	// DefaultGather is the all-gather algorithm of a Config that names
+	// none.
+	DefaultGather = GatherFanout
 )
+
+// GatherMode says how AllGather (and so AllReduce's second half) moves
+// the owners' ranges. Every rank of a ring must use the same mode: a rank
+// receiving the other mode's messages fails the collective with
+// ErrMismatch.
+type GatherMode int
+
+const (
+	// GatherDefault (the zero value) means DefaultGather.
+	GatherDefault GatherMode = iota
+	// GatherFanout publishes each chunk of a rank's own range once to the
+	// generation's broadcast subject (GatherSubject), which every rank
+	// subscribes to: one publish per chunk instead of World-1 forwards,
+	// and one hop instead of World-1.
+	GatherFanout
+	// GatherRing passes the ranges around the ring, World-1 hops, like
+	// the reduce-scatter.
+	GatherRing
+)
+
+func (g GatherMode) String() string {
+	switch g {
+	case GatherDefault:
+		return "default"
+	case GatherFanout:
+		return "fanout"
+	case GatherRing:
+		return "ring"
+	}
+	return fmt.Sprintf("GatherMode(%d)", int(g))
+}
 
 // Config identifies one rank of one ring and tunes it.
 type Config struct {
@@ -41,6 +81,8 @@ type Config struct {
 	ChunkBytes int
 	// Window is the pipeline depth; zero means DefaultWindow.
 	Window int
+	// Gather picks the all-gather algorithm; zero means DefaultGather.
+	Gather GatherMode
 	// Metrics, when set, receives durations, bytes and drops.
 	Metrics *Metrics
 }
@@ -57,12 +99,14 @@ type Ring struct {
 	cfg         Config
 	job         uint64
 	inboxes     []string
+	gatherSubj  string // broadcast subject, fan-out all-gather only
 	left, right int
 	chunkFloats int
 	beatEvery   time.Duration
 	silentAfter time.Duration
 
 	stopListen func() error
+	stopGather func() error
 	inbox      chan []byte
 	done       chan struct{}
 	closeOnce  sync.Once
@@ -122,6 +166,12 @@ func NewRing(t Transport, cfg Config) (*Ring, error) {
 	if cfg.Window <= 0 {
 		cfg.Window = DefaultWindow
 	}
+	if cfg.Gather == GatherDefault {
+		cfg.Gather = DefaultGather
+	}
+	if cfg.Gather != GatherFanout && cfg.Gather != GatherRing {
+		return nil, fmt.Errorf("new ring: unknown all-gather mode %v", cfg.Gather)
+	}
 	payload := min(cfg.ChunkBytes, t.MaxMessage()-headerSize)
 	chunkFloats := payload / 4 / shard.Align * shard.Align
 	if chunkFloats < shard.Align {
@@ -137,9 +187,9 @@ func NewRing(t Transport, cfg Config) (*Ring, error) {
 		chunkFloats: chunkFloats,
 		beatEvery:   cfg.Deadline / 10,
 		silentAfter: cfg.Deadline / 2,
-		// Enough for everything a neighbour can legally send ahead (the
-		// window argument in docs/allreduce.md) plus heartbeats, so the
-		// transport's delivery goroutine rarely waits on us.
+		// Enough for everything peers can legally send ahead (the window
+		// arguments in docs/allreduce.md) plus heartbeats, so the
+		// transport's delivery goroutines rarely wait on us.
 		inbox:   make(chan []byte, 4*cfg.World*cfg.Window+4*cfg.World+16),
 		done:    make(chan struct{}),
 		peers:   make([]peerState, cfg.World),
@@ -154,6 +204,19 @@ func NewRing(t Transport, cfg Config) (*Ring, error) {
 		return nil, fmt.Errorf("new ring rank %d: %w", cfg.Rank, err)
 	}
 	r.stopListen = stop
+	r.stopGather = func() error { return nil }
+	// Both subscriptions are in place (Listen returns once they are)
+	// before this rank sends anything, so a peer that hears from it may
+	// publish to either.
+	if cfg.Gather == GatherFanout && cfg.World > 1 {
+		r.gatherSubj = GatherSubject(cfg.Job, cfg.Generation)
+		stopGather, err := t.Listen(r.gatherSubj, r.receiveGather)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("new ring rank %d: %w", cfg.Rank, err)
+		}
+		r.stopGather = stopGather
+	}
 	return r, nil
 }
 
@@ -166,12 +229,23 @@ func (r *Ring) receive(msg []byte) {
 	}
 }
 
+// receiveGather is receive for the broadcast subject. It discards this
+// rank's own broadcasts, which a transport may echo back (MemTransport,
+// or a NATS connection the caller made without NoEcho), before they cost
+// the collective anything.
+func (r *Ring) receiveGather(msg []byte) {
+	if len(msg) >= headerSize && int(binary.LittleEndian.Uint16(msg[4:])) == r.cfg.Rank {
+		return
+	}
+	r.receive(msg)
+}
+
 // Close stops listening. A collective running concurrently fails with
 // ErrClosed. Close does not close the transport.
 func (r *Ring) Close() error {
 	r.closeOnce.Do(func() {
 		close(r.done)
-		r.closeErr = r.stopListen()
+		r.closeErr = errors.Join(r.stopListen(), r.stopGather())
 	})
 	return r.closeErr
 }
@@ -187,6 +261,9 @@ func (r *Ring) ChunkFloats() int { return r.chunkFloats }
 
 // Window is the pipeline depth in use.
 func (r *Ring) Window() int { return r.cfg.Window }
+
+// Gather is the all-gather algorithm in use.
+func (r *Ring) Gather() GatherMode { return r.cfg.Gather }
 
 // Stats returns the message counters.
 func (r *Ring) Stats() Stats {
@@ -206,6 +283,9 @@ func (r *Ring) ReduceScatter(ctx context.Context, step uint64, buf []float32) er
 // AllGather copies every rank's range of buf to all ranks: afterwards buf
 // on every rank equals the concatenation of the owners' ranges.
 func (r *Ring) AllGather(ctx context.Context, step uint64, buf []float32) error {
+	if r.cfg.Gather == GatherFanout {
+		return r.run(ctx, "all-gather", step, r.newGatherPass(buf))
+	}
 	return r.run(ctx, "all-gather", step, r.newRingPass(phaseAllGather, buf))
 }
 

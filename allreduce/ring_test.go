@@ -37,23 +37,27 @@ func TestAllReduceMatchesFixedOrder(t *testing.T) {
 			}
 		}
 
+		// Both all-gathers, twice each: every run must give the same bits.
 		var first [][]float32
-		for run := range 2 {
-			rings, _ := memRings(t, world, chunk, func(c *Config) { c.Window = window; c.Generation = uint64(run) })
+		for run := range 2 * len(gatherModes) {
+			gather := gatherModes[run%len(gatherModes)]
+			rings, _ := memRings(t, world, chunk, func(c *Config) {
+				c.Window, c.Generation, c.Gather = window, uint64(run), gather
+			})
 			bufs := cloneAll(xs)
 			errs, _ := onAllRanks(world, func(r int) error {
 				return rings[r].AllReduce(ctxTimeout(t, 10e9), 1, bufs[r])
 			})
 			for r, err := range errs {
 				if err != nil {
-					t.Fatalf("world %d n %d chunk %d window %d rank %d: %v", world, n, chunk, window, r, err)
+					t.Fatalf("world %d n %d chunk %d window %d %v all-gather rank %d: %v", world, n, chunk, window, gather, r, err)
 				}
 				if i, ok := sameBits(bufs[r], want); !ok {
-					t.Fatalf("world %d n %d chunk %d window %d rank %d: element %d = %v, fixed order gives %v",
-						world, n, chunk, window, r, i, bufs[r][i], want[i])
+					t.Fatalf("world %d n %d chunk %d window %d %v all-gather rank %d: element %d = %v, fixed order gives %v",
+						world, n, chunk, window, gather, r, i, bufs[r][i], want[i])
 				}
 			}
-			if run == 1 {
+			if run > 0 {
 				for r := range bufs {
 					if i, ok := sameBits(bufs[r], first[r]); !ok {
 						t.Fatalf("world %d n %d: rank %d element %d differs between runs", world, n, r, i)
@@ -84,11 +88,21 @@ func rankOrderSum(xs [][]float32) []float32 {
 
 func TestReduceScatterAndAllGatherSeparately(t *testing.T) {
 	checkGoroutines(t)
-	for _, tt := range []struct{ world, n, chunk int }{
-		{1, 10, 16}, {2, 1, 16}, {3, 2, 16}, {4, 100, 16}, {5, 1000, 32}, {8, 4099, 64},
-	} {
+	type test struct {
+		world, n, chunk int
+		gather          GatherMode
+	}
+	var tests []test
+	for _, g := range gatherModes {
+		for _, tt := range []test{
+			{1, 10, 16, g}, {2, 1, 16, g}, {3, 2, 16, g}, {4, 100, 16, g}, {5, 1000, 32, g}, {8, 4099, 64, g},
+		} {
+			tests = append(tests, tt)
+		}
+	}
+	for _, tt := range tests {
 		rng := rand.New(rand.NewPCG(uint64(tt.world), uint64(tt.n)))
-		rings, _ := memRings(t, tt.world, tt.chunk, nil)
+		rings, _ := memRings(t, tt.world, tt.chunk, func(c *Config) { c.Gather = tt.gather })
 		xs := randomVectors(rng, tt.world, tt.n)
 		want := ringOrderSum(xs)
 		bufs := cloneAll(xs)
@@ -116,10 +130,10 @@ func TestReduceScatterAndAllGatherSeparately(t *testing.T) {
 		})
 		for r, err := range errs {
 			if err != nil {
-				t.Fatalf("world %d n %d: all-gather rank %d: %v", tt.world, tt.n, r, err)
+				t.Fatalf("world %d n %d: %v all-gather rank %d: %v", tt.world, tt.n, tt.gather, r, err)
 			}
 			if i, ok := sameBits(bufs[r], want); !ok {
-				t.Fatalf("world %d n %d: all-gather rank %d element %d = %v, want %v", tt.world, tt.n, r, i, bufs[r][i], want[i])
+				t.Fatalf("world %d n %d: %v all-gather rank %d element %d = %v, want %v", tt.world, tt.n, tt.gather, r, i, bufs[r][i], want[i])
 			}
 		}
 	}
@@ -167,8 +181,14 @@ func TestScalarsRankOrder(t *testing.T) {
 // while slow ones finish, which exercises buffering of early messages.
 func TestCollectivesInSequence(t *testing.T) {
 	checkGoroutines(t)
+	for _, gather := range gatherModes {
+		collectivesInSequence(t, gather)
+	}
+}
+
+func collectivesInSequence(t *testing.T, gather GatherMode) {
 	const world, n = 5, 777
-	rings, _ := memRings(t, world, 16, func(c *Config) { c.Window = 2 })
+	rings, _ := memRings(t, world, 16, func(c *Config) { c.Window, c.Gather = 2, gather })
 	rng := rand.New(rand.NewPCG(31, 32))
 	for step := uint64(1); step <= 5; step++ {
 		xs := randomVectors(rng, world, n)
@@ -188,10 +208,10 @@ func TestCollectivesInSequence(t *testing.T) {
 		})
 		for r, err := range errs {
 			if err != nil {
-				t.Fatalf("step %d rank %d: %v", step, r, err)
+				t.Fatalf("%v all-gather step %d rank %d: %v", gather, step, r, err)
 			}
 			if i, ok := sameBits(bufs[r], want); !ok {
-				t.Fatalf("step %d rank %d element %d differs", step, r, i)
+				t.Fatalf("%v all-gather step %d rank %d element %d differs", gather, step, r, i)
 			}
 			if norms[r][0] != 10 {
 				t.Fatalf("step %d rank %d: scalar sum %v, want 10", step, r, norms[r][0])
@@ -214,6 +234,7 @@ func TestNewRingRejects(t *testing.T) {
 		{"rank outside world", Config{Job: "j", Rank: 3, World: 3}, mt},
 		{"negative rank", Config{Job: "j", Rank: -1, World: 3}, mt},
 		{"messages too small", Config{Job: "j", World: 2}, NewMemTransport(headerSize + 4*shard.Align - 1)},
+		{"unknown all-gather", Config{Job: "j", World: 2, Gather: 7}, mt},
 	}
 	for _, tt := range tests {
 		if r, err := NewRing(tt.t, tt.cfg); err == nil {
@@ -265,7 +286,7 @@ func TestPassChunking(t *testing.T) {
 		{"transport limit wins over the minimum", 2, 2 * 6000, 1024, 1024, 6},
 	}
 	for _, tt := range tests {
-		rings, _ := memRings(t, tt.world, tt.maxChunk, nil)
+		rings, _ := memRings(t, tt.world, tt.maxChunk, func(c *Config) { c.ChunkBytes = 4 * tt.maxChunk })
 		if got := rings[0].newRingPass(phaseReduceScatter, make([]float32, tt.n)).chunk; got != tt.wantChunk {
 			t.Errorf("%s: chunk of %d floats, want %d", tt.name, got, tt.wantChunk)
 		}

@@ -57,11 +57,7 @@ const (
 
 func (r *Ring) newRingPass(p phase, buf []float32) *ringPass {
 	rp := &ringPass{r: r, phase: p, buf: buf, layout: r.Layout(len(buf))}
-	// Rank 0's segment is the longest. Every rank computes the same chunk
-	// from the length and the world, so headers agree.
-	perSegment := (rp.layout.Len(0) + minChunksPerSegment - 1) / minChunksPerSegment
-	perSegment = (perSegment + shard.Align - 1) / shard.Align * shard.Align
-	rp.chunk = min(r.chunkFloats, max(perSegment, minChunkFloats))
+	rp.chunk = r.passChunk(rp.layout)
 	hops := r.cfg.World - 1
 	rp.recvBase = make([]int, hops+1)
 	for k := range hops {
@@ -71,6 +67,15 @@ func (r *Ring) newRingPass(p phase, buf []float32) *ringPass {
 	rp.got = make([]bool, rp.want)
 	rp.first = rp.chunks(rp.sendSeg(0))
 	return rp
+}
+
+// passChunk is the chunk, in floats, of a pass over layout. Rank 0's
+// segment is the longest. Every rank computes the same chunk from the
+// length and the world, so headers agree.
+func (r *Ring) passChunk(layout shard.Layout) int {
+	perSegment := (layout.Len(0) + minChunksPerSegment - 1) / minChunksPerSegment
+	perSegment = (perSegment + shard.Align - 1) / shard.Align * shard.Align
+	return min(r.chunkFloats, max(perSegment, minChunkFloats))
 }
 
 func (rp *ringPass) mod(i int) int {
@@ -94,12 +99,20 @@ func (rp *ringPass) chunks(seg int) int {
 
 // span is the part of buf that chunk c of segment seg covers.
 func (rp *ringPass) span(seg, c int) []float32 {
+	a, b := rp.bounds(seg, c)
+	return rp.buf[a:b]
+}
+
+// bounds is span as indices into buf.
+func (rp *ringPass) bounds(seg, c int) (int, int) {
 	lo, hi := rp.layout.Range(seg)
 	a := lo + c*rp.chunk
-	return rp.buf[a:min(a+rp.chunk, hi)]
+	return a, min(a+rp.chunk, hi)
 }
 
 func (rp *ringPass) accepts(p phase) bool { return p == rp.phase }
+
+func (rp *ringPass) ready() bool { return rp.r.peers[rp.r.right].heard }
 
 func (rp *ringPass) finished() bool { return rp.received == rp.want && rp.next == rp.first }
 
@@ -112,13 +125,10 @@ func (rp *ringPass) finished() bool { return rp.received == rp.want && rp.next =
 func (rp *ringPass) pump() error {
 	r := rp.r
 	for rp.next < rp.first && rp.sent-rp.received < r.cfg.Window {
-		data := rp.span(rp.sendSeg(0), rp.next)
-		msg := r.sendBuf[:headerSize+4*len(data)]
+		lo, hi := rp.bounds(rp.sendSeg(0), rp.next)
 		h := r.header(r.cur(), rp.phase)
-		h.chunk, h.count = uint32(rp.next), uint32(len(data))
-		h.put(msg)
-		putF32(msg[headerSize:], data)
-		if err := r.send(r.cur(), r.right, msg); err != nil {
+		h.chunk, h.count = uint32(rp.next), uint32(hi-lo)
+		if err := r.sendData(r.cur(), r.right, h, rp.buf, lo, hi); err != nil {
 			return fmt.Errorf("hop 0 chunk %d: %w", rp.next, err)
 		}
 		rp.next++

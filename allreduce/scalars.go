@@ -24,6 +24,8 @@ func (sp *scalarPass) accepts(p phase) bool {
 	return p == phaseScalarReduce || p == phaseScalarBroadcast
 }
 
+func (sp *scalarPass) ready() bool { return sp.r.peers[sp.r.right].heard }
+
 func (sp *scalarPass) isFirst() bool { return sp.r.cfg.Rank == 0 }
 func (sp *scalarPass) isLast() bool  { return sp.r.cfg.Rank == sp.r.cfg.World-1 }
 

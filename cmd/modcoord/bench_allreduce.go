@@ -22,6 +22,7 @@ func benchAllreduce(ctx context.Context, args []string) error {
 	fs.IntVar(&o.ChunkBytes, "chunk-bytes", 0, "NATS message payload cap in bytes (0: default, limited by max_payload)")
 	fs.IntVar(&o.Window, "depth", 0, "pipeline depth in chunks (0: default)")
 	fs.IntVar(&o.MaxPayload, "max-payload", 0, "embedded server's max_payload in bytes (0: NATS default, 1 MiB)")
+	gather := fs.String("gather", "fanout", "NATS all-gather: fanout (one publish per chunk to every rank) or ring")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of text")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: modcoord bench allreduce [flags]")
@@ -33,6 +34,14 @@ func benchAllreduce(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench allreduce: unexpected arguments %q", fs.Args())
 	}
+	switch *gather {
+	case "fanout":
+		o.Gather = allreduce.GatherFanout
+	case "ring":
+		o.Gather = allreduce.GatherRing
+	default:
+		return fmt.Errorf("bench allreduce: --gather %q: want fanout or ring", *gather)
+	}
 	res, err := allreduce.Bench(ctx, o)
 	if err != nil {
 		return err
@@ -42,8 +51,8 @@ func benchAllreduce(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("all-reduce of %d float32s (%.1f MiB) on %d workers, median of %d\n",
 		res.Floats, float64(4*res.Floats)/(1<<20), res.Workers, res.Reps)
-	fmt.Printf("  NATS ring: %8.1f MB/s bus bandwidth  (%.3f s; chunk %d B, depth %d, max_payload %d B, %.0f MiB allocated per all-reduce)\n",
-		res.NATSBusBW, res.NATSSeconds, res.ChunkBytes, res.PipelineDepth, res.MaxPayload, float64(res.NATSAllocBytes)/(1<<20))
+	fmt.Printf("  NATS ring: %8.1f MB/s bus bandwidth  (%.3f s; %s all-gather, chunk %d B, depth %d, max_payload %d B, %.0f MiB allocated per all-reduce)\n",
+		res.NATSBusBW, res.NATSSeconds, res.Gather, res.ChunkBytes, res.PipelineDepth, res.MaxPayload, float64(res.NATSAllocBytes)/(1<<20))
 	fmt.Printf("  TCP ring:  %8.1f MB/s bus bandwidth  (%.3f s)\n", res.TCPBusBW, res.TCPSeconds)
 	fmt.Printf("  ratio NATS/TCP: %.2f; results bit-identical: %v\n", res.Ratio, res.Identical)
 	return nil
