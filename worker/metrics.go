@@ -20,6 +20,7 @@ type Metrics struct {
 	Workers           prometheus.Gauge
 	RouterSelected    *prometheus.GaugeVec
 	CheckpointSeconds *prometheus.HistogramVec
+	CheckpointSkipped prometheus.Counter
 	Ring              *allreduce.Metrics
 }
 
@@ -53,8 +54,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "modcoord_checkpoint_seconds", Help: "Checkpoint time: stall (training paused for the snapshot) and write (snapshot to durable shard).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}, []string{"phase"}),
+		CheckpointSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modcoord_checkpoint_skipped_total",
+			Help: "Periodic checkpoint rounds this worker skipped because the previous one was still being written or reported.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSeconds} {
+	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSeconds, m.CheckpointSkipped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -91,6 +96,12 @@ func (m *Metrics) observeStep(cfg mod.Config, batch, world int, res StepResult, 
 			per = cfg.TopK()
 		}
 		m.RouterSelected.WithLabelValues(strconv.Itoa(l)).Set(local * float64(per))
+	}
+}
+
+func (m *Metrics) skippedCheckpoint() {
+	if m != nil {
+		m.CheckpointSkipped.Inc()
 	}
 }
 

@@ -31,8 +31,14 @@ type Options struct {
 	CheckpointDir string
 	LeaseTTL      time.Duration // etcd lease; a dead worker is noticed after this
 	RingDeadline  time.Duration // a silent peer fails a collective after this
-	Metrics       *Metrics      // may be nil
-	Log           *slog.Logger
+	// RingWindow and RingChunkBytes tune the all-reduce pipeline (0: the
+	// allreduce defaults, sized for loopback; a cluster with more latency
+	// per hop wants a deeper window). Every worker of a job must use the
+	// same chunk size.
+	RingWindow     int
+	RingChunkBytes int
+	Metrics        *Metrics // may be nil
+	Log            *slog.Logger
 	// OnStep, if set, sees every step's result (tests compare loss curves).
 	OnStep func(job string, generation uint64, rank int, res StepResult)
 }
@@ -208,7 +214,7 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 	}
 	ring, err := allreduce.NewRing(o.Transport, allreduce.Config{
 		Job: a.Job, Generation: a.Generation, Rank: rank, World: len(a.Members),
-		Deadline: o.RingDeadline, Metrics: o.Metrics.ring(),
+		Deadline: o.RingDeadline, Window: o.RingWindow, ChunkBytes: o.RingChunkBytes, Metrics: o.Metrics.ring(),
 	})
 	if err != nil {
 		close(ready)
@@ -259,8 +265,13 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		if rep != nil {
 			rep.send(res, time.Since(t0))
 		}
-		if res.Stop || res.Step == a.TotalSteps || (every > 0 && res.Step%every == 0) {
+		switch {
+		case res.Stop || res.Step == a.TotalSteps:
 			if err := ck.start(ctx); err != nil {
+				return err
+			}
+		case every > 0 && res.Step%every == 0:
+			if err := ck.startUnlessBusy(ctx, res.Step); err != nil {
 				return err
 			}
 		}
@@ -441,6 +452,30 @@ func (c *checkpointer) committed(ctx context.Context, resp coordinator.ShardResp
 			c.log.Warn("delete old checkpoint", "dir", dir, "err", err)
 		}
 	}
+}
+
+// startUnlessBusy starts a periodic checkpoint, unless the previous one is
+// still being written or reported: then this round is skipped rather than
+// stalling training. Waiting would hold this rank out of the ring, and a
+// report can take seconds while the coordinators elect a new leader; its
+// peers would then declare it silent and break the generation. A skipped
+// round is never committed (this rank's shard is missing), so the next
+// one supersedes it, as after a failover.
+func (c *checkpointer) startUnlessBusy(ctx context.Context, step int64) error {
+	if c.pending != nil {
+		select {
+		case err := <-c.pending:
+			c.pending = nil
+			if err != nil {
+				return err
+			}
+		default:
+			c.log.Warn("checkpoint round skipped: the previous one is still being written or reported", "step", step)
+			c.o.Metrics.skippedCheckpoint()
+			return nil
+		}
+	}
+	return c.start(ctx)
 }
 
 // wait blocks until the checkpoint in flight is written and reported.

@@ -40,8 +40,13 @@ func cmdWorker(ctx context.Context, args []string) error {
 	metricsAddr := fs.String("metrics", ":9090", "listen address for /metrics and /healthz (empty: off)")
 	lease := fs.Duration("lease", 10*time.Second, "etcd lease TTL: how soon a dead worker is noticed")
 	deadline := fs.Duration("ring-deadline", 60*time.Second, "how long a collective waits for a silent peer before failing")
+	window := fs.Int("ring-window", 0, "all-reduce pipeline depth in chunks (0: the default, sized for one host; raise it on a cluster with more latency per hop, see docs/allreduce.md)")
+	chunkBytes := fs.Int("ring-chunk-bytes", 0, "all-reduce message payload in bytes (0: the default); every worker of a job must use the same value")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *window < 0 || *chunkBytes < 0 {
+		return fmt.Errorf("--ring-window %d, --ring-chunk-bytes %d: need 0 (the default) or a positive value", *window, *chunkBytes)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	token, err := readToken(*tokenFile)
@@ -49,9 +54,12 @@ func cmdWorker(ctx context.Context, args []string) error {
 		return err
 	}
 	// A short timeout: a request on an open connection to a partitioned
-	// coordinator gets no reset and would otherwise hang for 30 s.
+	// coordinator gets no reset and would otherwise hang for 30 s. Enough
+	// retries (about 35 s of backoff) to outlast a raft election after the
+	// leader dies, so that a progress or checkpoint report is not dropped.
 	client, err := coordinator.NewClient(splitList(*coords), token,
-		coordinator.WithHTTPClient(&http.Client{Timeout: 5 * time.Second}))
+		coordinator.WithHTTPClient(&http.Client{Timeout: 5 * time.Second}),
+		coordinator.WithRetries(20, 100*time.Millisecond))
 	if err != nil {
 		return err
 	}
@@ -90,7 +98,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 	log.Info("worker starting", "id", *id, "cluster", *cluster, "blas", mod.BLASEngine(), "checkpoints", *ckDir)
 	err = worker.Run(ctx, worker.Options{
 		ID: *id, Cluster: *cluster, Etcd: etcdCli, Coordinator: client, Transport: tr,
-		CheckpointDir: *ckDir, LeaseTTL: *lease, RingDeadline: *deadline, Metrics: metrics, Log: log,
+		CheckpointDir: *ckDir, LeaseTTL: *lease, RingDeadline: *deadline, RingWindow: *window, RingChunkBytes: *chunkBytes, Metrics: metrics, Log: log,
 	})
 	if errors.Is(err, context.Canceled) {
 		return nil

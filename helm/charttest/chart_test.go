@@ -85,6 +85,9 @@ var cases = []renderCase{
 			if got, want := args["--etcd"], "http://modcoord-etcd.modcoord.svc.cluster.local:2379"; got != want {
 				t.Errorf("worker --etcd=%q, want %q", got, want)
 			}
+			if _, ok := args["--ring-window"]; ok {
+				t.Errorf("worker --ring-window=%q with the default ringWindow 0, want the flag left out", args["--ring-window"])
+			}
 			r.absent(t, "ServiceMonitor", "DaemonSet")
 		},
 	},
@@ -119,6 +122,9 @@ var cases = []renderCase{
 			}
 			if args["--checkpoint-dir"] != "/mnt/checkpoints" {
 				t.Errorf("--checkpoint-dir=%q, want /mnt/checkpoints", args["--checkpoint-dir"])
+			}
+			if args["--ring-window"] != "32" {
+				t.Errorf("--ring-window=%q, want 32 from worker.ringWindow", args["--ring-window"])
 			}
 			// Nothing bundled, nothing generated.
 			r.absent(t, "Secret", "DaemonSet", "PersistentVolumeClaim")
