@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/modcoord/modcoord/isoflop"
 	"github.com/modcoord/modcoord/mod"
+	"github.com/modcoord/modcoord/mod/isoflop"
 )
 
 // cmdIsoflop runs the isoFLOP comparison of dense and MoD models (issue 8).
@@ -22,6 +22,9 @@ func cmdIsoflop(ctx context.Context, args []string) error {
 	batch := fs.Int("batch", 16, "sequences per training step")
 	seqLen := fs.Int("seq-len", 128, "tokens per sequence")
 	jsonOut := fs.Bool("json", false, "print a JSON summary as the last line of stdout")
+	timingRounds := fs.Int("timing-rounds", isoflop.DefaultTiming().Rounds, "after the sweep, time each budget's best runs in turn this many rounds, for step-time ratios under equal load (0: skip)")
+	retime := fs.Bool("retime", false, "train nothing: read --out's runs.json, time its best runs and rewrite summary.md and isoflop.png")
+	timingSteps := fs.Int("timing-steps", isoflop.DefaultTiming().Steps, "timed steps per model per timing round")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -42,10 +45,29 @@ func cmdIsoflop(ctx context.Context, args []string) error {
 	if *seqLen < 2 {
 		return fmt.Errorf("--seq-len %d: need at least 2 tokens so that MoD has a choice to make", *seqLen)
 	}
+	if *timingRounds < 0 || *timingSteps < 1 {
+		return fmt.Errorf("--timing-rounds %d, --timing-steps %d: need rounds ≥ 0 and steps ≥ 1", *timingRounds, *timingSteps)
+	}
 	opt := isoflop.Options{
 		Budgets: bs, Shapes: ss, Variants: isoflop.DefaultVariants(),
 		SeqLen: *seqLen, Batch: *batch, Schedule: isoflop.DefaultSchedule(),
+		Timing: isoflop.Timing{Rounds: *timingRounds, Steps: *timingSteps},
 		OutDir: *out, Progress: os.Stderr,
+	}
+	if *retime {
+		if opt.Timing.Rounds < 1 {
+			return fmt.Errorf("--retime with --timing-rounds 0 would do nothing; give at least 1 round")
+		}
+		ds, err := mod.LoadDataset(*data)
+		if err != nil {
+			return fmt.Errorf("--data %s: %w", *data, err)
+		}
+		rep, err := isoflop.Retime(ctx, ds, opt)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "isoflop: timed the best runs of %d budgets in %.0fs; wrote %s, %s\n", len(rep.Best), rep.WallS, rep.Paths.Summary, rep.Paths.Plot)
+		return printIsoflopReport(rep, *jsonOut)
 	}
 	// Plan before loading the corpus so that a bad budget is reported at once.
 	if _, _, err := isoflop.Plan(opt.Budgets, opt.Shapes, opt.Variants, opt.SeqLen, opt.Batch); err != nil {
@@ -66,7 +88,12 @@ func cmdIsoflop(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "isoflop: %d runs in %.0fs; wrote %s, %s, %s, %s\n",
 		rep.NumRuns, rep.WallS, rep.Paths.CSV, rep.Paths.JSON, rep.Paths.Plot, rep.Paths.Summary)
-	if *jsonOut {
+	return printIsoflopReport(rep, *jsonOut)
+}
+
+// printIsoflopReport prints the report as JSON, or summary.md as text.
+func printIsoflopReport(rep isoflop.Report, jsonOut bool) error {
+	if jsonOut {
 		return json.NewEncoder(os.Stdout).Encode(rep)
 	}
 	summary, err := os.ReadFile(rep.Paths.Summary)

@@ -55,6 +55,7 @@ func TestSweepPipeline(t *testing.T) {
 	largest := ModelConfig(tinyShapes()[2], DefaultVariants()[0], tinySeq).TrainFLOPs(tinyBatch).Total()
 	budgets := []float64{6 * largest, 13.5 * largest}
 	opt := tinyOptions(t, budgets...)
+	opt.Timing = Timing{Rounds: 2, Steps: 2}
 	rep, err := Sweep(context.Background(), ds, opt)
 	if err != nil {
 		t.Fatal(err)
@@ -114,6 +115,36 @@ func TestSweepPipeline(t *testing.T) {
 	checkSummary(t, rep.Paths.Summary, len(budgets)*len(opt.Variants))
 	if len(rep.Best) != len(budgets) {
 		t.Errorf("best runs for %d budgets, want %d", len(rep.Best), len(budgets))
+	}
+	for _, bb := range rep.Best {
+		for _, v := range opt.Variants {
+			if ts := bb.TimedStepS[v.Name]; !(ts > 0) {
+				t.Errorf("budget %g: %s timed at %v s/step, want a positive interleaved timing", bb.Budget, v.Name, ts)
+			}
+		}
+	}
+
+	// Retime reads the same runs back and times them again, training nothing.
+	again, err := Retime(context.Background(), ds, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.NumRuns != want || len(again.Best) != len(budgets) {
+		t.Errorf("retime: %d runs, %d budgets; want %d and %d", again.NumRuns, len(again.Best), want, len(budgets))
+	}
+	for i, bb := range again.Best {
+		if bb.Budget != rep.Best[i].Budget || len(bb.TimedStepS) != len(opt.Variants) {
+			t.Errorf("retime: budget %g has timings %v, want one per variant", bb.Budget, bb.TimedStepS)
+		}
+	}
+	checkSummary(t, rep.Paths.Summary, len(budgets)*len(opt.Variants))
+}
+
+func TestRetimeNeedsRuns(t *testing.T) {
+	opt := tinyOptions(t, 1e9)
+	opt.Timing = Timing{Rounds: 1, Steps: 1}
+	if _, err := Retime(context.Background(), tinyCorpus(t), opt); err == nil || !strings.Contains(err.Error(), "runs.json") {
+		t.Errorf("Retime on an empty directory: error %v, want one naming runs.json", err)
 	}
 }
 

@@ -19,15 +19,14 @@ type Shape struct {
 func (s Shape) String() string { return fmt.Sprintf("%dx%dx%d", s.DModel, s.Layers, s.Heads) }
 
 // DefaultShapes is the size family of the sweep, smallest first: 14k,
-// 41k, 80k, 131k, 230k and 492k parameters (seq_len 128, vocabulary 256,
-// embeddings and LM head included), about ×1.8 a step and 35× in all.
+// 41k, 80k, 131k, 230k, 492k and 853k parameters (seq_len 128, vocabulary
+// 256, embeddings and LM head included), about ×1.8 a step and 60× in all.
 // Width and depth grow together with the head dimension held at 16 (8 for
 // the smallest) and mostly even layer counts, so that MoD routes half the
-// layers. The range brackets the compute-optimal size of every default
-// budget: Chinchilla's N ≈ √(C/120) gives 29k, 50k and 91k parameters for
-// 1e11, 3e11 and 1e12 FLOPs, and MoD's optimum is expected to be larger,
-// so each budget has shapes on both sides of its minimum. Going wider than
-// 96 would only add the most expensive runs to the right arm; going
+// layers. The range brackets the compute-optimal size of the default
+// budgets: Chinchilla's N ≈ √(C/120) gives 50k, 91k and 158k parameters
+// for 3e11, 1e12 and 3e12 FLOPs, and MoD's optimum is expected to be
+// larger, so the larger shapes are there for MoD's right arm. Going
 // narrower than 16 is all elementwise overhead on a CPU.
 func DefaultShapes() []Shape {
 	return []Shape{
@@ -37,6 +36,7 @@ func DefaultShapes() []Shape {
 		{DModel: 64, Layers: 2, Heads: 4},
 		{DModel: 64, Layers: 4, Heads: 4},
 		{DModel: 96, Layers: 4, Heads: 6},
+		{DModel: 128, Layers: 4, Heads: 8},
 	}
 }
 

@@ -16,6 +16,19 @@ type BudgetBest struct {
 	// shape trained at this budget: their true optimum may lie outside the
 	// family, so the comparison there is a bound, not an optimum.
 	AtEdge []string `json:"at_edge,omitempty"`
+	// TimedStepS is each best run's median seconds per training step from
+	// the interleaved timing phase (TimeBest), where all of them ran under
+	// the same load; empty when the phase was skipped.
+	TimedStepS map[string]float64 `json:"timed_step_s,omitempty"`
+}
+
+// stepS is the step time the summary compares: the interleaved timing
+// when there is one, else the run's own median.
+func (bb BudgetBest) stepS(variant string) float64 {
+	if t, ok := bb.TimedStepS[variant]; ok {
+		return t
+	}
+	return bb.Best[variant].MedianStepS
 }
 
 // Best finds, for every budget in results, each variant's run with the
@@ -81,7 +94,7 @@ func WriteSummary(w io.Writer, best []BudgetBest, skipped int) error {
 	sb.WriteString("Validation loss is mean cross-entropy in nats per byte over the whole validation split, with top-k routing as in training; ")
 	sb.WriteString("\"causal\" is the same split routed by the learned causal decision, as when sampling. ")
 	sb.WriteString("\"vs dense\" columns compare with the best dense run at the same budget; ")
-	sb.WriteString("step time is the median wall-clock seconds per training step. ")
+	sb.WriteString("step time is the median wall-clock seconds per training step, from the interleaved timing phase when it ran (the best run of every variant timed in turn, under the same load), else from the run itself. ")
 	sb.WriteString("A * marks a best run at the edge of the shape family (its optimum may lie outside it).\n\n")
 	sb.WriteString("| budget (FLOPs) | variant | best shape | params | steps | val loss | Δ loss vs dense | causal val loss | fwd FLOPs/seq | fwd FLOPs vs dense | s/step | s/step vs dense |\n")
 	sb.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -97,12 +110,12 @@ func WriteSummary(w io.Writer, best []BudgetBest, skipped int) error {
 			if hasDense {
 				dLoss = fmt.Sprintf("%+.4f", r.ValLoss-dense.ValLoss)
 				fwdRel = fmt.Sprintf("%.2f×", r.ForwardFLOPs/dense.ForwardFLOPs)
-				if dense.MedianStepS > 0 {
-					stepRel = fmt.Sprintf("%.2f×", r.MedianStepS/dense.MedianStepS)
+				if d := bb.stepS("dense"); d > 0 {
+					stepRel = fmt.Sprintf("%.2f×", bb.stepS(v)/d)
 				}
 			}
 			fmt.Fprintf(&sb, "| %.3g | %s | %s | %d | %d | %.4f | %s | %.4f | %.3g | %s | %.4f | %s |\n",
-				bb.Budget, v, shape, r.Params, r.Steps, r.ValLoss, dLoss, r.ValLossCausal, r.ForwardFLOPs, fwdRel, r.MedianStepS, stepRel)
+				bb.Budget, v, shape, r.Params, r.Steps, r.ValLoss, dLoss, r.ValLossCausal, r.ForwardFLOPs, fwdRel, bb.stepS(v), stepRel)
 		}
 	}
 	if skipped > 0 {

@@ -20,6 +20,9 @@ type Options struct {
 	SeqLen   int
 	Batch    int
 	Schedule Schedule
+	// Timing is the interleaved timing of each budget's best runs after
+	// the sweep; the zero value skips it.
+	Timing   Timing
 	OutDir   string
 	Progress io.Writer // per-run progress; nil discards it
 }
@@ -102,10 +105,43 @@ func Sweep(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
 	rep.WallS = time.Since(start).Seconds()
 	rep.NumRuns = len(rep.Runs)
 	rep.Best = Best(rep.Runs)
+	if runErr == nil {
+		if err := TimeBest(ctx, ds, rep.Best, opt, opt.Timing); err != nil {
+			runErr = err
+		}
+	}
 	if err := writeReports(rep.Paths, rep.Runs, rep.Best, len(skipped)); err != nil {
 		return rep, errors.Join(runErr, err)
 	}
 	return rep, runErr
+}
+
+// Retime re-reads a finished sweep's runs.json from opt.OutDir, times its
+// best runs (opt.Timing) and rewrites summary.md and isoflop.png, without
+// training anything: for re-measuring step times on a quieter machine.
+func Retime(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
+	rep := Report{Paths: Paths{
+		CSV: filepath.Join(opt.OutDir, RunsCSV), JSON: filepath.Join(opt.OutDir, RunsJSON),
+		Plot: filepath.Join(opt.OutDir, PlotPNG), Summary: filepath.Join(opt.OutDir, SummaryMD),
+	}}
+	runs, err := ReadJSON(rep.Paths.JSON)
+	if err != nil {
+		return rep, fmt.Errorf("retime: %w", err)
+	}
+	if len(runs) == 0 {
+		return rep, fmt.Errorf("retime: %s has no runs; run the sweep first", rep.Paths.JSON)
+	}
+	start := time.Now()
+	rep.Runs, rep.NumRuns = runs, len(runs)
+	rep.Best = Best(runs)
+	for _, bb := range rep.Best {
+		rep.Budgets = append(rep.Budgets, bb.Budget)
+	}
+	if err := TimeBest(ctx, ds, rep.Best, opt, opt.Timing); err != nil {
+		return rep, err
+	}
+	rep.WallS = time.Since(start).Seconds()
+	return rep, writeReports(rep.Paths, rep.Runs, rep.Best, 0)
 }
 
 // writeRuns rewrites runs.csv and runs.json with every finished run; it is

@@ -1,0 +1,104 @@
+package isoflop
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/modcoord/modcoord/mod"
+	"github.com/modcoord/modcoord/worker"
+)
+
+// Timing says how the best runs of each budget are timed against each
+// other after the sweep. A run's own wall-clock is measured minutes apart
+// from its rivals', under whatever else the machine was doing then; the
+// step-time ratios in the summary come instead from this phase, where the
+// best model of every variant runs Steps steps in turn, Rounds times over,
+// so that all of them see the same load.
+type Timing struct {
+	Rounds int // rounds of every model in turn; 0 skips the phase
+	Steps  int // timed steps per model per round, after one untimed step
+}
+
+// DefaultTiming is 3 rounds of 10 steps.
+func DefaultTiming() Timing { return Timing{Rounds: 3, Steps: 10} }
+
+// TimeBest times the best run of every variant at each budget, interleaved
+// (see Timing), and records each one's median step time in
+// BudgetBest.TimedStepS. The models are freshly initialised: step time
+// does not depend on the weights.
+func TimeBest(ctx context.Context, ds *mod.Dataset, best []BudgetBest, opt Options, t Timing) error {
+	if t.Rounds < 1 || t.Steps < 1 {
+		return nil
+	}
+	progress := opt.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	for i := range best {
+		bb := &best[i]
+		variants := sortedKeys(bb.Best)
+		trainers := make([]*worker.Trainer, len(variants))
+		for j, v := range variants {
+			r := bb.Best[v]
+			variant, ok := variantByName(opt.Variants, v)
+			if !ok {
+				closeAll(trainers)
+				return fmt.Errorf("time budget %.3g: variant %q is not one of the sweep's", bb.Budget, v)
+			}
+			cfg := ModelConfig(Shape{DModel: r.DModel, Layers: r.Layers, Heads: r.Heads}, variant, r.SeqLen)
+			tr, err := worker.NewTrainer(worker.TrainerConfig{
+				Model: cfg, Optim: opt.Schedule.For(r.Steps), GlobalBatch: r.Batch,
+				TotalSteps: int64(r.Steps), Seed: dataSeed, Rank: 0, World: 1,
+			}, ds, nil)
+			if err != nil {
+				closeAll(trainers)
+				return fmt.Errorf("time budget %.3g, %s: %w", bb.Budget, v, err)
+			}
+			trainers[j] = tr
+			if _, err := tr.Step(ctx); err != nil { // warm-up: first-touch of buffers
+				closeAll(trainers)
+				return fmt.Errorf("time budget %.3g, %s: %w", bb.Budget, v, err)
+			}
+		}
+		samples := make([][]float64, len(variants))
+		for range t.Rounds {
+			for j, tr := range trainers {
+				for range t.Steps {
+					t0 := time.Now()
+					if _, err := tr.Step(ctx); err != nil {
+						closeAll(trainers)
+						return fmt.Errorf("time budget %.3g, %s: %w", bb.Budget, variants[j], err)
+					}
+					samples[j] = append(samples[j], time.Since(t0).Seconds())
+				}
+			}
+		}
+		closeAll(trainers)
+		bb.TimedStepS = map[string]float64{}
+		for j, v := range variants {
+			bb.TimedStepS[v] = median(samples[j])
+			fmt.Fprintf(progress, "timing %.3g %s %s: %.4f s/step (median of %d, interleaved)\n",
+				bb.Budget, v, bb.Best[v].Shape, bb.TimedStepS[v], len(samples[j]))
+		}
+	}
+	return nil
+}
+
+func closeAll(trainers []*worker.Trainer) {
+	for _, tr := range trainers {
+		if tr != nil {
+			tr.Close()
+		}
+	}
+}
+
+func variantByName(vs []Variant, name string) (Variant, bool) {
+	for _, v := range vs {
+		if v.Name == name {
+			return v, true
+		}
+	}
+	return Variant{}, false
+}
