@@ -283,6 +283,7 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		return err
 	}
 	if rank == 0 {
+		rep.flush(o.RingDeadline)
 		// The job is complete once its final checkpoint is committed, which
 		// happens when the last rank's shard report arrives.
 		if err := waitCommitted(ctx, o.Coordinator, a.Job, tr.StepsDone(), 2*o.RingDeadline+10*time.Second); err != nil {
@@ -502,8 +503,9 @@ func (c *checkpointer) close() {
 // training: only the latest report waits to be sent. A cancel answer asks
 // every rank to stop.
 type reporter struct {
-	latest chan coordinator.ProgressReport
-	done   chan struct{}
+	latest    chan coordinator.ProgressReport
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 func newReporter(ctx context.Context, o Options, a coordinator.Assignment, tr *Trainer, log *slog.Logger) *reporter {
@@ -545,7 +547,18 @@ func (r *reporter) send(res StepResult, took time.Duration) {
 	r.latest <- p
 }
 
+// flush sends the last report and waits, at most timeout, until it is
+// through; the final step then shows in the job's progress before the job
+// completes, even when a coordinator failover held earlier reports up.
+func (r *reporter) flush(timeout time.Duration) {
+	r.closeOnce.Do(func() { close(r.latest) })
+	select {
+	case <-r.done:
+	case <-time.After(timeout):
+	}
+}
+
 func (r *reporter) close() {
-	close(r.latest)
+	r.closeOnce.Do(func() { close(r.latest) })
 	<-r.done
 }
