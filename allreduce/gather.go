@@ -1,10 +1,6 @@
 package allreduce
 
-import (
-	"fmt"
-
-	"github.com/modcoord/modcoord/shard"
-)
+import "fmt"
 
 // gatherPass is the fan-out all-gather (GatherFanout). Rank r publishes
 // each chunk of its own segment (its range, shard.Layout) once to the
@@ -20,10 +16,8 @@ import (
 // 2·Window·(World-1) chunks, and it cannot deadlock: docs/allreduce.md
 // has both arguments.
 type gatherPass struct {
-	r      *Ring
-	buf    []float32
-	layout shard.Layout
-	chunk  int // floats per chunk in this pass
+	r *Ring
+	chunking
 
 	base     []int  // base[p] is the index in got of rank p's chunk 0
 	got      []bool // chunks received, by rank and chunk
@@ -35,8 +29,8 @@ type gatherPass struct {
 }
 
 func (r *Ring) newGatherPass(buf []float32) *gatherPass {
-	gp := &gatherPass{r: r, buf: buf, layout: r.Layout(len(buf))}
-	gp.chunk = r.passChunk(gp.layout)
+	layout := r.Layout(len(buf))
+	gp := &gatherPass{r: r, chunking: chunking{buf: buf, layout: layout, chunk: r.passChunk(layout)}}
 	w := r.cfg.World
 	gp.base = make([]int, w+1)
 	for p := range w {
@@ -51,24 +45,6 @@ func (r *Ring) newGatherPass(buf []float32) *gatherPass {
 	gp.recv = make([]int, w)
 	gp.own = gp.chunks(r.cfg.Rank)
 	return gp
-}
-
-func (gp *gatherPass) chunks(seg int) int {
-	n, c := gp.layout.Len(seg), gp.chunk
-	return (n + c - 1) / c
-}
-
-// span is the part of buf that chunk c of segment seg covers.
-func (gp *gatherPass) span(seg, c int) []float32 {
-	a, b := gp.bounds(seg, c)
-	return gp.buf[a:b]
-}
-
-// bounds is span as indices into buf.
-func (gp *gatherPass) bounds(seg, c int) (int, int) {
-	lo, hi := gp.layout.Range(seg)
-	a := lo + c*gp.chunk
-	return a, min(a+gp.chunk, hi)
 }
 
 func (gp *gatherPass) accepts(p phase) bool { return p == phaseGather }

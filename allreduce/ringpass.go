@@ -29,11 +29,9 @@ import (
 // in float32. It depends only on World and s, never on timing, so the
 // result is bit-identical from run to run.
 type ringPass struct {
-	r      *Ring
-	phase  phase
-	buf    []float32
-	layout shard.Layout
-	chunk  int // floats per chunk in this pass
+	r     *Ring
+	phase phase
+	chunking
 
 	// recvBase[k] is the index in got of hop k's first chunk.
 	recvBase []int
@@ -56,8 +54,8 @@ const (
 )
 
 func (r *Ring) newRingPass(p phase, buf []float32) *ringPass {
-	rp := &ringPass{r: r, phase: p, buf: buf, layout: r.Layout(len(buf))}
-	rp.chunk = r.passChunk(rp.layout)
+	layout := r.Layout(len(buf))
+	rp := &ringPass{r: r, phase: p, chunking: chunking{buf: buf, layout: layout, chunk: r.passChunk(layout)}}
 	hops := r.cfg.World - 1
 	rp.recvBase = make([]int, hops+1)
 	for k := range hops {
@@ -92,22 +90,30 @@ func (rp *ringPass) sendSeg(k int) int {
 
 func (rp *ringPass) recvSeg(k int) int { return rp.sendSeg(k + 1) }
 
-func (rp *ringPass) chunks(seg int) int {
-	n, c := rp.layout.Len(seg), rp.chunk
+// chunking is how a pass cuts buf: segment s is rank s's range
+// (layout), cut into chunks of chunk floats, the last one shorter.
+type chunking struct {
+	buf    []float32
+	layout shard.Layout
+	chunk  int // floats per chunk in this pass
+}
+
+func (ck chunking) chunks(seg int) int {
+	n, c := ck.layout.Len(seg), ck.chunk
 	return (n + c - 1) / c
 }
 
 // span is the part of buf that chunk c of segment seg covers.
-func (rp *ringPass) span(seg, c int) []float32 {
-	a, b := rp.bounds(seg, c)
-	return rp.buf[a:b]
+func (ck chunking) span(seg, c int) []float32 {
+	a, b := ck.bounds(seg, c)
+	return ck.buf[a:b]
 }
 
 // bounds is span as indices into buf.
-func (rp *ringPass) bounds(seg, c int) (int, int) {
-	lo, hi := rp.layout.Range(seg)
-	a := lo + c*rp.chunk
-	return a, min(a+rp.chunk, hi)
+func (ck chunking) bounds(seg, c int) (int, int) {
+	lo, hi := ck.layout.Range(seg)
+	a := lo + c*ck.chunk
+	return a, min(a+ck.chunk, hi)
 }
 
 func (rp *ringPass) accepts(p phase) bool { return p == rp.phase }
