@@ -734,24 +734,6 @@ func (tr *tracker) progressAfter(t time.Time, gen uint64, step int64) (coordinat
 	return best, found
 }
 
-// firstCommitAfter is the checkpoint past step that the tracker first saw
-// earliest after t, and when it saw it.
-func (tr *tracker) firstCommitAfter(t time.Time, step int64) (ckKey, time.Time, bool) {
-	var best ckKey
-	var bestAt time.Time
-	found := false
-	for k := range tr.committed {
-		seen := tr.firstSeen[k]
-		if k.Step <= step || !seen.After(t) {
-			continue
-		}
-		if !found || seen.Before(bestAt) {
-			best, bestAt, found = k, seen, true
-		}
-	}
-	return best, bestAt, found
-}
-
 // maxGap is the longest time after t without a progress report (the
 // first one counts from t), and the step reported before it.
 func (tr *tracker) maxGap(t time.Time) (time.Duration, int64) {
@@ -1422,17 +1404,8 @@ func (c *cluster) measure(f *faultCtx, final coordinator.Job, starts []trainStar
 	if p, ok := tr.progressAfter(f.at, f.genAtFault, last); ok {
 		r.Resume, r.Resumed = p.At.Sub(f.at), true
 		r.note("first progress after the fault: step %d of generation %d", p.Step, p.Generation)
-	} else if k, seen, ok := tr.firstCommitAfter(f.at, last); ok {
-		// Training can outrun its progress reports: rank 0 reports only its
-		// latest step, and a report stuck on the lost coordinator until the
-		// client's timeout can leave a short job finished before the next
-		// one gets through. A checkpoint committed past the fault's step is
-		// proof of progress too; the poll that first saw it bounds when.
-		r.Resume, r.Resumed = seen.Sub(f.at), true
-		r.note("no progress report got through after the fault before the job finished; first commit after it: step %d of generation %d, seen %v after the fault",
-			k.Step, k.Gen, r.Resume.Round(time.Millisecond))
 	} else {
-		r.fail("no progress seen after the fault (no progress report and no checkpoint committed past step %d)", last)
+		r.fail("no progress seen after the fault")
 	}
 	// The work lost is what the next generation had to redo.
 	var lastCommitBefore int64
