@@ -9,11 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOFLAGS="${GOFLAGS:--mod=mod}"
 out=$(mktemp -d "${TMPDIR:-/tmp}/modcoord-isoflop.XXXXXX")
-trap 'rm -rf "$out"' EXIT
+# Keep the outputs of a failed run for a look; drop them after a pass.
+trap 'rc=$?; if [ "$rc" = 0 ]; then rm -rf "$out"; else echo "isoflop pipeline: FAIL (rc $rc); outputs kept in $out" >&2; fi' EXIT
 go build -o "$out/modcoord" ./cmd/modcoord
 start=$(date +%s)
-# The 10-minute bound is the issue's; past it this fails rather than hangs.
-timeout 600 "$out/modcoord" isoflop --budgets 3e11 --out "$out/sweep" --json > "$out/report.json"
+# The 10-minute bound (for the sweep itself, not the build) is the
+# issue's; past it this fails rather than hangs.
+timeout -k 10 600 "$out/modcoord" isoflop --budgets 3e11 --out "$out/sweep" --json > "$out/report.json"
 took=$(( $(date +%s) - start ))
 python3 - "$out" <<'PY'
 import csv, json, os, sys

@@ -212,6 +212,9 @@ func NewRing(t Transport, cfg Config) (*Ring, error) {
 		r.gatherSubj = GatherSubject(cfg.Job, cfg.Generation)
 		stopGather, err := t.Listen(r.gatherSubj, r.receiveGather)
 		if err != nil {
+			// Release a handler blocked handing a message to the inbox
+			// nobody will read, so that stop can wait for it.
+			close(r.done)
 			stop()
 			return nil, fmt.Errorf("new ring rank %d: %w", cfg.Rank, err)
 		}

@@ -34,7 +34,8 @@ type Options struct {
 	// RingWindow and RingChunkBytes tune the all-reduce pipeline (0: the
 	// allreduce defaults, sized for loopback; a cluster with more latency
 	// per hop wants a deeper window). Every worker of a job must use the
-	// same chunk size.
+	// same values: a rank sizes what it accepts ahead of time by its own
+	// window, and cuts chunks by its own chunk size.
 	RingWindow     int
 	RingChunkBytes int
 	Metrics        *Metrics // may be nil

@@ -40,7 +40,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 	metricsAddr := fs.String("metrics", ":9090", "listen address for /metrics and /healthz (empty: off)")
 	lease := fs.Duration("lease", 10*time.Second, "etcd lease TTL: how soon a dead worker is noticed")
 	deadline := fs.Duration("ring-deadline", 60*time.Second, "how long a collective waits for a silent peer before failing")
-	window := fs.Int("ring-window", 0, "all-reduce pipeline depth in chunks (0: the default, sized for one host; raise it on a cluster with more latency per hop, see docs/allreduce.md)")
+	window := fs.Int("ring-window", 0, "all-reduce pipeline depth in chunks (0: the default, sized for one host; raise it on a cluster with more latency per hop, see docs/allreduce.md); every worker of a job must use the same value")
 	chunkBytes := fs.Int("ring-chunk-bytes", 0, "all-reduce message payload in bytes (0: the default); every worker of a job must use the same value")
 	if err := fs.Parse(args); err != nil {
 		return err

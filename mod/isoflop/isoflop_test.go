@@ -138,6 +138,38 @@ func TestSweepPipeline(t *testing.T) {
 		}
 	}
 	checkSummary(t, rep.Paths.Summary, len(budgets)*len(opt.Variants))
+	checkSummaryUsesTimings(t, again.Paths.Summary, again.Best)
+}
+
+// checkSummaryUsesTimings checks that every row's s/step is the
+// interleaved timing, not the run's own median.
+func checkSummaryUsesTimings(t *testing.T, path string, best []BudgetBest) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string][]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) > 3 {
+			rows[strings.TrimSpace(cells[1])+"/"+strings.TrimSpace(cells[2])] = cells
+		}
+	}
+	for _, bb := range best {
+		for v, ts := range bb.TimedStepS {
+			key := strconv.FormatFloat(bb.Budget, 'g', 3, 64) + "/" + v
+			cells, ok := rows[key]
+			if !ok {
+				t.Errorf("summary.md has no row %s", key)
+				continue
+			}
+			// The s/step column is the second to last cell before the trailing "|".
+			if got, want := strings.TrimSpace(cells[len(cells)-3]), strconv.FormatFloat(ts, 'f', 4, 64); got != want {
+				t.Errorf("summary.md row %s: s/step %s, want the interleaved timing %s", key, got, want)
+			}
+		}
+	}
 }
 
 func TestRetimeNeedsRuns(t *testing.T) {

@@ -117,8 +117,9 @@ func Sweep(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
 }
 
 // Retime re-reads a finished sweep's runs.json from opt.OutDir, times its
-// best runs (opt.Timing) and rewrites summary.md and isoflop.png, without
-// training anything: for re-measuring step times on a quieter machine.
+// best runs (opt.Timing) and rewrites summary.md (and isoflop.png, which
+// does not depend on the timings), without training anything: for
+// re-measuring step times on a quieter machine.
 func Retime(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
 	rep := Report{Paths: Paths{
 		CSV: filepath.Join(opt.OutDir, RunsCSV), JSON: filepath.Join(opt.OutDir, RunsJSON),
@@ -141,7 +142,12 @@ func Retime(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
 		return rep, err
 	}
 	rep.WallS = time.Since(start).Seconds()
-	return rep, writeReports(rep.Paths, rep.Runs, rep.Best, 0)
+	// runs.csv and runs.json are left as the sweep wrote them. The count of
+	// skipped runs is not in runs.json, so summary.md loses that line.
+	if err := writeFileAtomic(rep.Paths.Summary, func(f *os.File) error { return WriteSummary(f, rep.Best, 0) }); err != nil {
+		return rep, err
+	}
+	return rep, writeFileAtomic(rep.Paths.Plot, func(f *os.File) error { return WritePlot(f, rep.Runs) })
 }
 
 // writeRuns rewrites runs.csv and runs.json with every finished run; it is

@@ -42,11 +42,9 @@ func TimeBest(ctx context.Context, ds *mod.Dataset, best []BudgetBest, opt Optio
 		trainers := make([]*worker.Trainer, len(variants))
 		for j, v := range variants {
 			r := bb.Best[v]
-			variant, ok := variantByName(opt.Variants, v)
-			if !ok {
-				closeAll(trainers)
-				return fmt.Errorf("time budget %.3g: variant %q is not one of the sweep's", bb.Budget, v)
-			}
+			// Rebuilt from what the run recorded, so that a runs.json from a
+			// sweep with other variants is timed as it was trained.
+			variant := Variant{Name: r.Variant, Capacity: r.Capacity}
 			cfg := ModelConfig(Shape{DModel: r.DModel, Layers: r.Layers, Heads: r.Heads}, variant, r.SeqLen)
 			tr, err := worker.NewTrainer(worker.TrainerConfig{
 				Model: cfg, Optim: opt.Schedule.For(r.Steps), GlobalBatch: r.Batch,
@@ -66,6 +64,10 @@ func TimeBest(ctx context.Context, ds *mod.Dataset, best []BudgetBest, opt Optio
 		for range t.Rounds {
 			for j, tr := range trainers {
 				for range t.Steps {
+					if err := ctx.Err(); err != nil {
+						closeAll(trainers)
+						return fmt.Errorf("time budget %.3g: %w", bb.Budget, err)
+					}
 					t0 := time.Now()
 					if _, err := tr.Step(ctx); err != nil {
 						closeAll(trainers)
@@ -92,13 +94,4 @@ func closeAll(trainers []*worker.Trainer) {
 			tr.Close()
 		}
 	}
-}
-
-func variantByName(vs []Variant, name string) (Variant, bool) {
-	for _, v := range vs {
-		if v.Name == name {
-			return v, true
-		}
-	}
-	return Variant{}, false
 }
