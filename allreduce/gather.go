@@ -92,18 +92,10 @@ func (gp *gatherPass) deliver(h header, msg []byte) error {
 	if h.hop != 0 {
 		return fmt.Errorf("%w: fan-out chunk with hop %d", errInvalid, h.hop)
 	}
-	if int64(h.chunk) >= int64(gp.chunks(from)) {
-		return fmt.Errorf("%w: chunk %d of segment %d, which has %d", errInvalid, h.chunk, from, gp.chunks(from))
+	dst, err := gp.claim(h, from, gp.got, gp.base[from])
+	if err != nil {
+		return err
 	}
-	c := int(h.chunk)
-	dst := gp.span(from, c)
-	if int(h.count) != len(dst) {
-		return fmt.Errorf("%w: chunk %d of segment %d has %d floats, message %d", errInvalid, c, from, len(dst), h.count)
-	}
-	if gp.got[gp.base[from]+c] {
-		return fmt.Errorf("%w: chunk %d of rank %d", errDuplicate, c, from)
-	}
-	gp.got[gp.base[from]+c] = true
 	gp.recv[from]++
 	gp.received++
 	getF32(dst, msg[headerSize:])

@@ -2,7 +2,6 @@ package allreduce
 
 import (
 	"context"
-	"encoding/binary"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -49,8 +48,7 @@ func (v *rankView) Send(subject string, msg []byte) error {
 func (v *rankView) Listen(subject string, handle func([]byte)) (func() error, error) {
 	return v.Transport.Listen(subject, func(msg []byte) {
 		if isGatherData(msg) {
-			from := int(binary.LittleEndian.Uint16(msg[4:]))
-			if from != v.rank {
+			if from, _ := senderOf(msg); from != v.rank {
 				v.f.mu.Lock()
 				v.f.delivered[v.rank][from]++
 				v.f.mu.Unlock()

@@ -129,6 +129,15 @@ var errMalformed = errors.New("malformed message")
 // parseHeader decodes and checks the parts of a header that need no
 // context: size, magic, version, phase, and that count elements of the
 // phase's size are exactly what follows. It never indexes past msg.
+// senderOf reads only the from field of msg, for filtering before the
+// whole header is checked; ok is false when msg is too short to have one.
+func senderOf(msg []byte) (rank int, ok bool) {
+	if len(msg) < headerSize {
+		return 0, false
+	}
+	return int(binary.LittleEndian.Uint16(msg[4:])), true
+}
+
 func parseHeader(msg []byte) (header, error) {
 	if len(msg) < headerSize {
 		return header{}, fmt.Errorf("%w: %d bytes, header alone is %d", errMalformed, len(msg), headerSize)
@@ -141,7 +150,7 @@ func parseHeader(msg []byte) (header, error) {
 	}
 	h := header{
 		phase: phase(msg[3]),
-		from:  binary.LittleEndian.Uint16(msg[4:]),
+		from:  binary.LittleEndian.Uint16(msg[4:]), // senderOf reads the same
 		hop:   binary.LittleEndian.Uint16(msg[6:]),
 		job:   binary.LittleEndian.Uint64(msg[8:]),
 		gen:   binary.LittleEndian.Uint64(msg[16:]),

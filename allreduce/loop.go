@@ -369,11 +369,7 @@ func (r *Ring) header(cur *current, p phase) header {
 	return header{phase: p, from: uint16(r.cfg.Rank), job: r.job, gen: r.cfg.Generation, seq: cur.seq, step: cur.step}
 }
 
-func (r *Ring) send(cur *current, to int, msg []byte) error {
-	return r.sendTo(cur, to, msg)
-}
-
-// broadcast is sendTo's rank for the fan-out subject.
+// broadcast is send's rank for the fan-out subject.
 const broadcast = -1
 
 // sendData sends a data message made of h and buf[lo:hi], the rank's own
@@ -391,18 +387,20 @@ func (r *Ring) sendData(cur *current, to int, h header, buf []float32, lo, hi in
 		msg := r.sendBuf[:headerSize+4*(hi-lo)]
 		h.put(msg)
 		putF32(msg[headerSize:], buf[lo:hi])
-		return r.sendTo(cur, to, msg)
+		return r.send(cur, to, msg)
 	}
 	msg := nativeBytes(buf[lo-headerFloats : hi])
 	var saved [headerSize]byte
 	copy(saved[:], msg)
 	h.put(msg)
-	err := r.sendTo(cur, to, msg)
+	err := r.send(cur, to, msg)
 	copy(msg, saved[:])
 	return err
 }
 
-func (r *Ring) sendTo(cur *current, to int, msg []byte) error {
+// send sends msg to rank to's inbox, or (to == broadcast) to the fan-out
+// subject.
+func (r *Ring) send(cur *current, to int, msg []byte) error {
 	subject := r.gatherSubj
 	if to != broadcast {
 		subject = r.inboxes[to]

@@ -2,7 +2,6 @@ package allreduce
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"regexp"
@@ -237,7 +236,7 @@ func (r *Ring) receive(msg []byte) {
 // or a NATS connection the caller made without NoEcho), before they cost
 // the collective anything.
 func (r *Ring) receiveGather(msg []byte) {
-	if len(msg) >= headerSize && int(binary.LittleEndian.Uint16(msg[4:])) == r.cfg.Rank {
+	if from, ok := senderOf(msg); ok && from == r.cfg.Rank {
 		return
 	}
 	r.receive(msg)

@@ -116,6 +116,25 @@ func (ck chunking) bounds(seg, c int) (int, int) {
 	return a, min(a+ck.chunk, hi)
 }
 
+// claim checks that h is a chunk of segment seg with the right count and
+// not yet received, marks got[base+chunk], and returns where it goes.
+// Every check runs before buf is touched.
+func (ck chunking) claim(h header, seg int, got []bool, base int) ([]float32, error) {
+	if int64(h.chunk) >= int64(ck.chunks(seg)) {
+		return nil, fmt.Errorf("%w: chunk %d of segment %d, which has %d", errInvalid, h.chunk, seg, ck.chunks(seg))
+	}
+	c := int(h.chunk)
+	dst := ck.span(seg, c)
+	if int(h.count) != len(dst) {
+		return nil, fmt.Errorf("%w: chunk %d of segment %d has %d floats, message %d", errInvalid, c, seg, len(dst), h.count)
+	}
+	if got[base+c] {
+		return nil, fmt.Errorf("%w: chunk %d of segment %d, hop %d", errDuplicate, c, seg, h.hop)
+	}
+	got[base+c] = true
+	return dst, nil
+}
+
 func (rp *ringPass) accepts(p phase) bool { return p == rp.phase }
 
 func (rp *ringPass) ready() bool { return rp.r.peers[rp.r.right].heard }
@@ -156,19 +175,10 @@ func (rp *ringPass) deliver(h header, msg []byte) error {
 	if hop >= r.cfg.World-1 {
 		return fmt.Errorf("%w: hop %d of %d", errInvalid, hop, r.cfg.World-1)
 	}
-	seg := rp.recvSeg(hop)
-	if int64(h.chunk) >= int64(rp.chunks(seg)) {
-		return fmt.Errorf("%w: chunk %d of segment %d, which has %d", errInvalid, h.chunk, seg, rp.chunks(seg))
+	dst, err := rp.claim(h, rp.recvSeg(hop), rp.got, rp.recvBase[hop])
+	if err != nil {
+		return err
 	}
-	c := int(h.chunk)
-	dst := rp.span(seg, c)
-	if int(h.count) != len(dst) {
-		return fmt.Errorf("%w: chunk %d of segment %d has %d floats, message %d", errInvalid, c, seg, len(dst), h.count)
-	}
-	if rp.got[rp.recvBase[hop]+c] {
-		return fmt.Errorf("%w: hop %d chunk %d", errDuplicate, hop, c)
-	}
-	rp.got[rp.recvBase[hop]+c] = true
 	rp.received++
 
 	payload := msg[headerSize:]

@@ -4,8 +4,9 @@ package allreduce
 // order per sender, like NATS core: a message to an inbox nobody listens
 // on is lost, and one with several listeners reaches each of them (the
 // fan-out all-gather's broadcast subject has every rank listening; a
-// sender may or may not hear its own message). The Ring builds inbox names (InboxSubject) and copes with
-// loss by its deadline. Implementations must be safe for concurrent use.
+// sender may or may not hear its own message). The Ring builds inbox
+// names (InboxSubject, GatherSubject) and copes with loss by its
+// deadline. Implementations must be safe for concurrent use.
 type Transport interface {
 	// Send delivers msg to inbox. It does not wait for the receiver, and
 	// the transport is done with msg when Send returns, so the caller may

@@ -464,20 +464,31 @@ func (c *checkpointer) committed(ctx context.Context, resp coordinator.ShardResp
 // round is never committed (this rank's shard is missing), so the next
 // one supersedes it, as after a failover.
 func (c *checkpointer) startUnlessBusy(ctx context.Context, step int64) error {
-	if c.pending != nil {
-		select {
-		case err := <-c.pending:
-			c.pending = nil
-			if err != nil {
-				return err
-			}
-		default:
-			c.log.Warn("checkpoint round skipped: the previous one is still being written or reported", "step", step)
-			c.o.Metrics.skippedCheckpoint()
-			return nil
-		}
+	busy, err := c.inFlight()
+	if err != nil {
+		return err
+	}
+	if busy {
+		c.log.Warn("checkpoint round skipped: the previous one is still being written or reported", "step", step)
+		c.o.Metrics.skippedCheckpoint()
+		return nil
 	}
 	return c.start(ctx)
+}
+
+// inFlight reports, without blocking, whether a checkpoint is still being
+// written or reported; the result of one that has finished is collected.
+func (c *checkpointer) inFlight() (bool, error) {
+	if c.pending == nil {
+		return false, nil
+	}
+	select {
+	case err := <-c.pending:
+		c.pending = nil
+		return false, err
+	default:
+		return true, nil
+	}
 }
 
 // wait blocks until the checkpoint in flight is written and reported.

@@ -23,8 +23,8 @@ func cmdIsoflop(ctx context.Context, args []string) error {
 	seqLen := fs.Int("seq-len", 128, "tokens per sequence")
 	jsonOut := fs.Bool("json", false, "print a JSON summary as the last line of stdout")
 	timingRounds := fs.Int("timing-rounds", isoflop.DefaultTiming().Rounds, "after the sweep, time each budget's best runs in turn this many rounds, for step-time ratios under equal load (0: skip)")
-	retime := fs.Bool("retime", false, "train nothing: read --out's runs.json, time its best runs and rewrite summary.md and isoflop.png")
 	timingSteps := fs.Int("timing-steps", isoflop.DefaultTiming().Steps, "timed steps per model per timing round")
+	retime := fs.Bool("retime", false, "train nothing: read --out's runs.json, time its best runs and rewrite summary.md and isoflop.png")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -44,6 +44,14 @@ type Paths struct {
 	Summary string `json:"summary"`
 }
 
+// pathsIn names the output files in dir.
+func pathsIn(dir string) Paths {
+	return Paths{
+		CSV: filepath.Join(dir, RunsCSV), JSON: filepath.Join(dir, RunsJSON),
+		Plot: filepath.Join(dir, PlotPNG), Summary: filepath.Join(dir, SummaryMD),
+	}
+}
+
 // Report is what a sweep produced: every finished run, the best per variant
 // per budget, and where the files are.
 type Report struct {
@@ -66,10 +74,7 @@ func Sweep(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
 	if progress == nil {
 		progress = io.Discard
 	}
-	rep := Report{Budgets: opt.Budgets, Paths: Paths{
-		CSV: filepath.Join(opt.OutDir, RunsCSV), JSON: filepath.Join(opt.OutDir, RunsJSON),
-		Plot: filepath.Join(opt.OutDir, PlotPNG), Summary: filepath.Join(opt.OutDir, SummaryMD),
-	}}
+	rep := Report{Budgets: opt.Budgets, Paths: pathsIn(opt.OutDir)}
 	runs, skipped, err := Plan(opt.Budgets, opt.Shapes, opt.Variants, opt.SeqLen, opt.Batch)
 	if err != nil {
 		return rep, err
@@ -106,7 +111,7 @@ func Sweep(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
 	rep.NumRuns = len(rep.Runs)
 	rep.Best = Best(rep.Runs)
 	if runErr == nil {
-		if err := TimeBest(ctx, ds, rep.Best, opt, opt.Timing); err != nil {
+		if err := TimeBest(ctx, ds, rep.Best, opt); err != nil {
 			runErr = err
 		}
 	}
@@ -121,10 +126,7 @@ func Sweep(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
 // does not depend on the timings), without training anything: for
 // re-measuring step times on a quieter machine.
 func Retime(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
-	rep := Report{Paths: Paths{
-		CSV: filepath.Join(opt.OutDir, RunsCSV), JSON: filepath.Join(opt.OutDir, RunsJSON),
-		Plot: filepath.Join(opt.OutDir, PlotPNG), Summary: filepath.Join(opt.OutDir, SummaryMD),
-	}}
+	rep := Report{Paths: pathsIn(opt.OutDir)}
 	runs, err := ReadJSON(rep.Paths.JSON)
 	if err != nil {
 		return rep, fmt.Errorf("retime: %w", err)
@@ -138,16 +140,13 @@ func Retime(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
 	for _, bb := range rep.Best {
 		rep.Budgets = append(rep.Budgets, bb.Budget)
 	}
-	if err := TimeBest(ctx, ds, rep.Best, opt, opt.Timing); err != nil {
+	if err := TimeBest(ctx, ds, rep.Best, opt); err != nil {
 		return rep, err
 	}
 	rep.WallS = time.Since(start).Seconds()
 	// runs.csv and runs.json are left as the sweep wrote them. The count of
 	// skipped runs is not in runs.json, so summary.md loses that line.
-	if err := writeFileAtomic(rep.Paths.Summary, func(f *os.File) error { return WriteSummary(f, rep.Best, 0) }); err != nil {
-		return rep, err
-	}
-	return rep, writeFileAtomic(rep.Paths.Plot, func(f *os.File) error { return WritePlot(f, rep.Runs) })
+	return rep, writeSummaryAndPlot(rep.Paths, rep.Runs, rep.Best, 0)
 }
 
 // writeRuns rewrites runs.csv and runs.json with every finished run; it is
@@ -166,6 +165,12 @@ func writeReports(p Paths, runs []Result, best []BudgetBest, skipped int) error 
 	if err := writeRuns(p, runs); err != nil {
 		return err
 	}
+	return writeSummaryAndPlot(p, runs, best, skipped)
+}
+
+// writeSummaryAndPlot writes summary.md and, when there is a run to draw,
+// isoflop.png.
+func writeSummaryAndPlot(p Paths, runs []Result, best []BudgetBest, skipped int) error {
 	if err := writeFileAtomic(p.Summary, func(f *os.File) error { return WriteSummary(f, best, skipped) }); err != nil {
 		return err
 	}

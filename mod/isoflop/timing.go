@@ -25,10 +25,11 @@ type Timing struct {
 func DefaultTiming() Timing { return Timing{Rounds: 3, Steps: 10} }
 
 // TimeBest times the best run of every variant at each budget, interleaved
-// (see Timing), and records each one's median step time in
+// (see Timing; opt.Timing says how long), and records each one's median step time in
 // BudgetBest.TimedStepS. The models are freshly initialised: step time
 // does not depend on the weights.
-func TimeBest(ctx context.Context, ds *mod.Dataset, best []BudgetBest, opt Options, t Timing) error {
+func TimeBest(ctx context.Context, ds *mod.Dataset, best []BudgetBest, opt Options) error {
+	t := opt.Timing
 	if t.Rounds < 1 || t.Steps < 1 {
 		return nil
 	}
@@ -37,53 +38,56 @@ func TimeBest(ctx context.Context, ds *mod.Dataset, best []BudgetBest, opt Optio
 		progress = io.Discard
 	}
 	for i := range best {
-		bb := &best[i]
-		variants := sortedKeys(bb.Best)
-		trainers := make([]*worker.Trainer, len(variants))
-		for j, v := range variants {
-			r := bb.Best[v]
-			// Rebuilt from what the run recorded, so that a runs.json from a
-			// sweep with other variants is timed as it was trained.
-			variant := Variant{Name: r.Variant, Capacity: r.Capacity}
-			cfg := ModelConfig(Shape{DModel: r.DModel, Layers: r.Layers, Heads: r.Heads}, variant, r.SeqLen)
-			tr, err := worker.NewTrainer(worker.TrainerConfig{
-				Model: cfg, Optim: opt.Schedule.For(r.Steps), GlobalBatch: r.Batch,
-				TotalSteps: int64(r.Steps), Seed: dataSeed, Rank: 0, World: 1,
-			}, ds, nil)
-			if err != nil {
-				closeAll(trainers)
-				return fmt.Errorf("time budget %.3g, %s: %w", bb.Budget, v, err)
-			}
-			trainers[j] = tr
-			if _, err := tr.Step(ctx); err != nil { // warm-up: first-touch of buffers
-				closeAll(trainers)
-				return fmt.Errorf("time budget %.3g, %s: %w", bb.Budget, v, err)
-			}
+		if err := timeBudget(ctx, ds, &best[i], opt.Schedule, t, progress); err != nil {
+			return err
 		}
-		samples := make([][]float64, len(variants))
-		for range t.Rounds {
-			for j, tr := range trainers {
-				for range t.Steps {
-					if err := ctx.Err(); err != nil {
-						closeAll(trainers)
-						return fmt.Errorf("time budget %.3g: %w", bb.Budget, err)
-					}
-					t0 := time.Now()
-					if _, err := tr.Step(ctx); err != nil {
-						closeAll(trainers)
-						return fmt.Errorf("time budget %.3g, %s: %w", bb.Budget, variants[j], err)
-					}
-					samples[j] = append(samples[j], time.Since(t0).Seconds())
+	}
+	return nil
+}
+
+// timeBudget times the best runs of one budget and sets bb.TimedStepS.
+func timeBudget(ctx context.Context, ds *mod.Dataset, bb *BudgetBest, sched Schedule, t Timing, progress io.Writer) error {
+	variants := sortedKeys(bb.Best)
+	trainers := make([]*worker.Trainer, len(variants))
+	defer closeAll(trainers)
+	for j, v := range variants {
+		r := bb.Best[v]
+		// Rebuilt from what the run recorded, so that a runs.json from a
+		// sweep with other variants is timed as it was trained.
+		variant := Variant{Name: r.Variant, Capacity: r.Capacity}
+		cfg := ModelConfig(Shape{DModel: r.DModel, Layers: r.Layers, Heads: r.Heads}, variant, r.SeqLen)
+		tr, err := worker.NewTrainer(worker.TrainerConfig{
+			Model: cfg, Optim: sched.For(r.Steps), GlobalBatch: r.Batch,
+			TotalSteps: int64(r.Steps), Seed: dataSeed, Rank: 0, World: 1,
+		}, ds, nil)
+		if err != nil {
+			return fmt.Errorf("time budget %.3g, %s: %w", bb.Budget, v, err)
+		}
+		trainers[j] = tr
+		if _, err := tr.Step(ctx); err != nil { // warm-up: first-touch of buffers
+			return fmt.Errorf("time budget %.3g, %s: %w", bb.Budget, v, err)
+		}
+	}
+	samples := make([][]float64, len(variants))
+	for range t.Rounds {
+		for j, tr := range trainers {
+			for range t.Steps {
+				if err := ctx.Err(); err != nil {
+					return fmt.Errorf("time budget %.3g: %w", bb.Budget, err)
 				}
+				t0 := time.Now()
+				if _, err := tr.Step(ctx); err != nil {
+					return fmt.Errorf("time budget %.3g, %s: %w", bb.Budget, variants[j], err)
+				}
+				samples[j] = append(samples[j], time.Since(t0).Seconds())
 			}
 		}
-		closeAll(trainers)
-		bb.TimedStepS = map[string]float64{}
-		for j, v := range variants {
-			bb.TimedStepS[v] = median(samples[j])
-			fmt.Fprintf(progress, "timing %.3g %s %s: %.4f s/step (median of %d, interleaved)\n",
-				bb.Budget, v, bb.Best[v].Shape, bb.TimedStepS[v], len(samples[j]))
-		}
+	}
+	bb.TimedStepS = map[string]float64{}
+	for j, v := range variants {
+		bb.TimedStepS[v] = median(samples[j])
+		fmt.Fprintf(progress, "timing %.3g %s %s: %.4f s/step (median of %d, interleaved)\n",
+			bb.Budget, v, bb.Best[v].Shape, bb.TimedStepS[v], len(samples[j]))
 	}
 	return nil
 }
