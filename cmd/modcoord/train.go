@@ -102,7 +102,8 @@ func cmdTrain(ctx context.Context, args []string) error {
 			*steps = ck.TotalSteps
 		}
 		if *steps <= resumeFrom.Manifest.Step {
-			return fmt.Errorf("--steps %d: the checkpoint is already at step %d", *steps, resumeFrom.Manifest.Step)
+			return fmt.Errorf("--steps %d: the checkpoint in %s is already at step %d, so there is nothing to train; pass --steps above %d to train further",
+				*steps, *resume, resumeFrom.Manifest.Step, resumeFrom.Manifest.Step)
 		}
 	}
 	if *dense {
