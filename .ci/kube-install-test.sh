@@ -15,7 +15,7 @@
 # Releases (one namespace each):
 #   modcoord  default values
 #   gpu       helm/modcoord/ci/nondefault-values.yaml (existing Secrets, PVCs,
-#             ServiceMonitor CRD created first)
+#             ServiceMonitor and PrometheusRule CRDs created first)
 #   pn        helm/modcoord/ci/pernode-values.yaml (NATS DaemonSet: a Node
 #             object is registered so the DaemonSet controller makes a Pod)
 # Each: install, helm status deployed, StatefulSets/DaemonSet and their Pods
@@ -213,10 +213,11 @@ metadata:
     kubernetes.io/hostname: kubetest-node-0
     nvidia.com/gpu.present: "true"
 EOF
-# The ServiceMonitor CRD, so the non-default release's ServiceMonitor is a
-# real API object. Minimal schema: the chart test checks its fields.
-kubectl apply -f deploy/kubetest/servicemonitor-crd.yaml
+# The ServiceMonitor and PrometheusRule CRDs, so the non-default release's
+# are real API objects. Minimal schemas: the chart test checks the fields.
+kubectl apply -f deploy/kubetest/servicemonitor-crd.yaml -f deploy/kubetest/prometheusrule-crd.yaml
 wait_for "ServiceMonitor CRD established" 60 kubectl wait --for=condition=Established --timeout=5s crd/servicemonitors.monitoring.coreos.com
+wait_for "PrometheusRule CRD established" 60 kubectl wait --for=condition=Established --timeout=5s crd/prometheusrules.monitoring.coreos.com
 for ns in mc-default mc-gpu mc-pernode; do
   kubectl create namespace "$ns"
   # Pods that violate the "restricted" Pod Security Standard are rejected.
@@ -305,6 +306,8 @@ phase "install: non-default values"
 helm_run install gpu "$chart" -n mc-gpu -f helm/modcoord/ci/nondefault-values.yaml --timeout 2m
 check_release mc-gpu gpu 1
 kubectl -n mc-gpu get servicemonitor mc-gpu >/dev/null || die "ServiceMonitor not created"
+alerts=$(kubectl -n mc-gpu get prometheusrule mc-gpu -o jsonpath='{.spec.groups[*].rules[*].alert}') || die "PrometheusRule not created"
+[ "$(wc -w <<<"$alerts")" -eq 4 ] || die "PrometheusRule has alerts '$alerts', want 4"
 kubectl -n mc-gpu get configmap mc-gpu-dashboard >/dev/null || die "dashboard ConfigMap not created"
 gpus=$(kubectl -n mc-gpu get pod mc-gpu-worker-0 -o jsonpath='{.spec.containers[0].resources.limits.nvidia\.com/gpu}')
 [ "$gpus" = 1 ] || die "worker pod nvidia.com/gpu limit is '$gpus', want 1"

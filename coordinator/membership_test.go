@@ -129,6 +129,14 @@ func TestMembershipGenerations(t *testing.T) {
 			t.Fatalf("shard %d: committed %v, %v", rank, res.Committed, err)
 		}
 	}
+	// An alert on checkpoints falling behind compares these two series.
+	m := scrape(t, tc.urls()[0])
+	if got := m[`modcoord_checkpoint_committed_step{job="`+sub.ID+`"}`]; got != 10 {
+		t.Errorf("modcoord_checkpoint_committed_step = %v after the commit at step 10", got)
+	}
+	if got := m[`modcoord_job_steps_done{job="`+sub.ID+`"}`]; got != 12 {
+		t.Errorf("modcoord_job_steps_done = %v after progress to step 12", got)
+	}
 	stopKeepAlive()
 	j = waitJob(t, c, sub.ID, "a generation without expired c", members("w-a", "w-b"))
 	if j.StartStep != 10 || j.Ledger.StepsDone != 10 || j.Ledger.FLOPsSpent != 12*j.Ledger.FLOPsPerStep {

@@ -15,6 +15,7 @@ type stateCollector struct {
 	live *atomic.Int64
 
 	budgetRemaining, flopsUsed, flopsSpent, stepsDone, stepsTotal *prometheus.Desc
+	checkpointStep, checkpointEvery                               *prometheus.Desc
 	loss, generation, members, status, workers, leader, commit    *prometheus.Desc
 }
 
@@ -27,6 +28,10 @@ func newMetricsRegistry(fsm *FSM, node *Node, live *atomic.Int64) *prometheus.Re
 		flopsSpent:      prometheus.NewDesc("modcoord_flops_spent_total", "FLOPs the cluster spent on the job, redone steps included.", job, nil),
 		stepsDone:       prometheus.NewDesc("modcoord_job_steps_done", "Steps completed.", job, nil),
 		stepsTotal:      prometheus.NewDesc("modcoord_job_steps_total", "Steps the job's budget buys.", job, nil),
+		// With the next two an alert can see checkpoints falling behind:
+		// steps_done − committed_step growing past a few checkpoint_every.
+		checkpointStep:  prometheus.NewDesc("modcoord_checkpoint_committed_step", "Step of the job's last committed checkpoint (0: none yet).", job, nil),
+		checkpointEvery: prometheus.NewDesc("modcoord_job_checkpoint_every_steps", "The job's checkpoint interval in steps (its spec's checkpoint_every).", job, nil),
 		loss:            prometheus.NewDesc("modcoord_train_loss", "Last reported training loss.", job, nil),
 		generation:      prometheus.NewDesc("modcoord_generation", "Current membership generation.", job, nil),
 		members:         prometheus.NewDesc("modcoord_job_members", "Workers in the current generation.", job, nil),
@@ -42,7 +47,7 @@ func newMetricsRegistry(fsm *FSM, node *Node, live *atomic.Int64) *prometheus.Re
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.budgetRemaining, c.flopsUsed, c.flopsSpent, c.stepsDone, c.stepsTotal,
-		c.loss, c.generation, c.members, c.status, c.workers, c.leader, c.commit} {
+		c.checkpointStep, c.checkpointEvery, c.loss, c.generation, c.members, c.status, c.workers, c.leader, c.commit} {
 		ch <- d
 	}
 }
@@ -58,6 +63,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.flopsSpent, prometheus.CounterValue, l.FLOPsSpent, j.ID)
 		gauge(c.stepsDone, float64(l.StepsDone), j.ID)
 		gauge(c.stepsTotal, float64(l.TotalSteps), j.ID)
+		committed := int64(0)
+		if j.Checkpoint != nil {
+			committed = j.Checkpoint.Step
+		}
+		gauge(c.checkpointStep, float64(committed), j.ID)
+		gauge(c.checkpointEvery, float64(j.Spec.CheckpointEvery), j.ID)
 		gauge(c.generation, float64(j.Generation), j.ID)
 		if j.Status.Active() {
 			gauge(c.members, float64(len(j.Members)), j.ID)

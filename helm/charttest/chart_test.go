@@ -88,7 +88,7 @@ var cases = []renderCase{
 			if _, ok := args["--ring-window"]; ok {
 				t.Errorf("worker --ring-window=%q with the default ringWindow 0, want the flag left out", args["--ring-window"])
 			}
-			r.absent(t, "ServiceMonitor", "DaemonSet")
+			r.absent(t, "ServiceMonitor", "PrometheusRule", "DaemonSet")
 		},
 	},
 	{
@@ -143,6 +143,14 @@ var cases = []renderCase{
 			}
 			r.checkServiceMonitorTargets(t, sm, []string{"mc-gpu-coordinator-headless", "mc-gpu-worker-headless"})
 			r.checkDashboard(t, "mc-gpu-dashboard")
+			pr := r.get(t, "PrometheusRule", "mc-gpu").obj.(*prometheusRule)
+			if pr.Metadata.Labels["release"] != "kube-prometheus-stack" {
+				t.Error("prometheusRule.labels not applied")
+			}
+			checkAlerts(t, pr, "ml", "mc-gpu", map[string]string{
+				"ModcoordJobStalled":               "[20m]",
+				"ModcoordCheckpointsFallingBehind": "> 4 * max",
+			})
 		},
 	},
 	{
@@ -257,6 +265,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"external etcd without URL", []string{"etcd.enabled=false"}, "etcd.url"},
 		{"creds without secret", []string{"nats.enabled=false", "nats.url=nats://n:4222", "nats.auth.password=abc", "nats.auth.credsKey=c"}, "existingSecret"},
 		{"bad duration", []string{"worker.lease=10 seconds"}, "lease"},
+		{"bad alert window", []string{"prometheusRule.stallWindow=ten minutes"}, "stallWindow"},
+		{"zero checkpoint lag", []string{"prometheusRule.checkpointLagFactor=0"}, "checkpointLagFactor"},
 	}
 	for _, b := range bad {
 		t.Run(b.name, func(t *testing.T) {
@@ -319,7 +329,7 @@ type manifest struct {
 	source     string // the template file
 	kind, name string
 	raw        []byte
-	obj        any // a typed k8s.io/api object, or *serviceMonitor
+	obj        any // a typed k8s.io/api object, *serviceMonitor or *prometheusRule
 	meta       metav1.Object
 }
 
@@ -377,6 +387,12 @@ func parse(t *testing.T, out []byte, release string) *rendered {
 				t.Fatalf("%s: ServiceMonitor does not decode strictly: %v", src, err)
 			}
 			m.obj, m.meta = sm, &sm.Metadata
+		case probe.APIVersion == "monitoring.coreos.com/v1" && probe.Kind == "PrometheusRule":
+			pr := &prometheusRule{}
+			if err := yaml.UnmarshalStrict([]byte(doc), pr); err != nil {
+				t.Fatalf("%s: PrometheusRule does not decode strictly: %v", src, err)
+			}
+			m.obj, m.meta = pr, &pr.Metadata
 		default:
 			obj, gvk, err := decoder.Decode([]byte(doc), nil, nil)
 			if err != nil {
@@ -486,6 +502,26 @@ type serviceMonitor struct {
 			Relabelings       []relabelCfg `json:"relabelings,omitempty"`
 			MetricRelabelings []relabelCfg `json:"metricRelabelings,omitempty"`
 		} `json:"endpoints"`
+	} `json:"spec"`
+}
+
+// prometheusRule mirrors monitoring.coreos.com/v1 PrometheusRule
+// (prometheus-operator pkg/apis/monitoring/v1), alerting rules only.
+type prometheusRule struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ObjectMeta `json:"metadata"`
+	Spec       struct {
+		Groups []struct {
+			Name  string `json:"name"`
+			Rules []struct {
+				Alert       string            `json:"alert"`
+				Expr        string            `json:"expr"`
+				For         string            `json:"for,omitempty"`
+				Labels      map[string]string `json:"labels,omitempty"`
+				Annotations map[string]string `json:"annotations,omitempty"`
+			} `json:"rules"`
+		} `json:"groups"`
 	} `json:"spec"`
 }
 
@@ -1120,4 +1156,93 @@ func (r *rendered) checkDashboard(t *testing.T, name string) {
 	if cm.Labels["grafana_dashboard"] != "1" {
 		t.Error("dashboard ConfigMap lacks the Grafana sidecar label")
 	}
+}
+
+// checkAlerts checks every alert of the chart's PrometheusRule: it has a
+// severity, a summary and a duration; its expression's brackets balance;
+// each series it reads is one modcoord exports (exportedMetrics) and is
+// selected by this release's namespace and Service, so two releases never
+// alert on each other's jobs. want maps an alert to a fragment its
+// expression must contain (a value that came from values.yaml).
+func checkAlerts(t *testing.T, pr *prometheusRule, namespace, fullname string, want map[string]string) {
+	t.Helper()
+	exported := exportedMetrics(t)
+	selector := regexp.MustCompile(`\b(modcoord_[a-z_]+)(\{[^}]*\})?`)
+	grouping := regexp.MustCompile(`\b(by|on|without|ignoring)\s*\([^)]*\)`) // label names, not series
+	seen := map[string]bool{}
+	for _, g := range pr.Spec.Groups {
+		for _, rule := range g.Rules {
+			seen[rule.Alert] = true
+			if rule.Labels["severity"] == "" || rule.Annotations["summary"] == "" || rule.For == "" {
+				t.Errorf("alert %s: needs labels.severity, annotations.summary and for", rule.Alert)
+			}
+			if !balanced(rule.Expr) {
+				t.Errorf("alert %s: unbalanced brackets in %q", rule.Alert, rule.Expr)
+			}
+			matches := selector.FindAllStringSubmatch(grouping.ReplaceAllString(rule.Expr, ""), -1)
+			if len(matches) == 0 {
+				t.Errorf("alert %s reads no modcoord series: %q", rule.Alert, rule.Expr)
+			}
+			for _, m := range matches {
+				if !exported[m[1]] {
+					t.Errorf("alert %s reads %s, which modcoord does not export", rule.Alert, m[1])
+				}
+				if !strings.Contains(m[2], fmt.Sprintf("namespace=%q", namespace)) || !strings.Contains(m[2], fmt.Sprintf("service=\"%s-", fullname)) {
+					t.Errorf("alert %s: %s%s is not limited to namespace %s and the release's Services", rule.Alert, m[1], m[2], namespace)
+				}
+			}
+			if frag, ok := want[rule.Alert]; ok && !strings.Contains(rule.Expr, frag) {
+				t.Errorf("alert %s: expression lacks %q: %s", rule.Alert, frag, rule.Expr)
+			}
+		}
+	}
+	for _, a := range []string{"ModcoordNoRaftLeader", "ModcoordJobStalled", "ModcoordCheckpointsFallingBehind", "ModcoordCheckpointsSkipped"} {
+		if !seen[a] {
+			t.Errorf("PrometheusRule has no alert %s", a)
+		}
+	}
+}
+
+// exportedMetrics collects the modcoord_* metric names written as string
+// literals in the packages that export metrics.
+func exportedMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	names := map[string]bool{}
+	lit := regexp.MustCompile(`"(modcoord_[a-z_]+)"`)
+	for _, dir := range []string{"../../coordinator", "../../worker", "../../checkpoint"} {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("metric sources in %s: %v", dir, err)
+		}
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range lit.FindAllSubmatch(b, -1) {
+				names[string(m[1])] = true
+			}
+		}
+	}
+	return names
+}
+
+func balanced(s string) bool {
+	var stack []rune
+	pairs := map[rune]rune{')': '(', ']': '[', '}': '{'}
+	for _, c := range s {
+		switch c {
+		case '(', '[', '{':
+			stack = append(stack, c)
+		case ')', ']', '}':
+			if len(stack) == 0 || stack[len(stack)-1] != pairs[c] {
+				return false
+			}
+			stack = stack[:len(stack)-1]
+		}
+	}
+	return len(stack) == 0
 }
