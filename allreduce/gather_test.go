@@ -87,14 +87,7 @@ func TestFanoutWindowBoundsInFlight(t *testing.T) {
 	want := ringOrderSum(xs)
 	bufs := cloneAll(xs)
 	errs, _ := onAllRanks(world, func(r int) error { return rings[r].AllReduce(context.Background(), 1, bufs[r]) })
-	for r, err := range errs {
-		if err != nil {
-			t.Fatalf("rank %d: %v", r, err)
-		}
-		if i, ok := sameBits(bufs[r], want); !ok {
-			t.Fatalf("rank %d: element %d differs", r, i)
-		}
-	}
+	requireSums(t, "window bound", errs, bufs, want)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.published[0] != 40 {

@@ -120,6 +120,20 @@ func cloneAll(xs [][]float32) [][]float32 {
 	return out
 }
 
+// requireSums fails the test unless every rank's collective succeeded
+// and left want in its buffer, bit for bit; what names the case.
+func requireSums(t *testing.T, what string, errs []error, bufs [][]float32, want []float32) {
+	t.Helper()
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("%s: rank %d: %v", what, r, err)
+		}
+		if i, ok := sameBits(bufs[r], want); !ok {
+			t.Fatalf("%s: rank %d: element %d = %v, want %v", what, r, i, bufs[r][i], want[i])
+		}
+	}
+}
+
 func sameBits(a, b []float32) (int, bool) {
 	for i := range a {
 		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {

@@ -2,6 +2,7 @@ package allreduce
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -48,15 +49,7 @@ func TestAllReduceMatchesFixedOrder(t *testing.T) {
 			errs, _ := onAllRanks(world, func(r int) error {
 				return rings[r].AllReduce(ctxTimeout(t, 10e9), 1, bufs[r])
 			})
-			for r, err := range errs {
-				if err != nil {
-					t.Fatalf("world %d n %d chunk %d window %d %v all-gather rank %d: %v", world, n, chunk, window, gather, r, err)
-				}
-				if i, ok := sameBits(bufs[r], want); !ok {
-					t.Fatalf("world %d n %d chunk %d window %d %v all-gather rank %d: element %d = %v, fixed order gives %v",
-						world, n, chunk, window, gather, r, i, bufs[r][i], want[i])
-				}
-			}
+			requireSums(t, fmt.Sprintf("world %d n %d chunk %d window %d %v all-gather", world, n, chunk, window, gather), errs, bufs, want)
 			if run > 0 {
 				for r := range bufs {
 					if i, ok := sameBits(bufs[r], first[r]); !ok {
@@ -128,14 +121,7 @@ func TestReduceScatterAndAllGatherSeparately(t *testing.T) {
 		errs, _ = onAllRanks(tt.world, func(r int) error {
 			return rings[r].AllGather(context.Background(), 3, bufs[r])
 		})
-		for r, err := range errs {
-			if err != nil {
-				t.Fatalf("world %d n %d: %v all-gather rank %d: %v", tt.world, tt.n, tt.gather, r, err)
-			}
-			if i, ok := sameBits(bufs[r], want); !ok {
-				t.Fatalf("world %d n %d: %v all-gather rank %d element %d = %v, want %v", tt.world, tt.n, tt.gather, r, i, bufs[r][i], want[i])
-			}
-		}
+		requireSums(t, fmt.Sprintf("world %d n %d: %v all-gather", tt.world, tt.n, tt.gather), errs, bufs, want)
 	}
 }
 
@@ -294,14 +280,7 @@ func TestPassChunking(t *testing.T) {
 		want := ringOrderSum(xs)
 		bufs := cloneAll(xs)
 		errs, _ := onAllRanks(tt.world, func(r int) error { return rings[r].AllReduce(context.Background(), 1, bufs[r]) })
-		for r, err := range errs {
-			if err != nil {
-				t.Fatalf("%s: rank %d: %v", tt.name, r, err)
-			}
-			if i, ok := sameBits(bufs[r], want); !ok {
-				t.Fatalf("%s: rank %d element %d differs", tt.name, r, i)
-			}
-		}
+		requireSums(t, tt.name, errs, bufs, want)
 		if got := rings[0].newRingPass(phaseReduceScatter, bufs[0]).want; got != tt.wantMessages {
 			t.Errorf("%s: %d chunks to receive, want %d", tt.name, got, tt.wantMessages)
 		}

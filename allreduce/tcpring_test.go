@@ -1,6 +1,7 @@
 package allreduce
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 )
@@ -20,13 +21,6 @@ func TestTCPRingMatchesFixedOrder(t *testing.T) {
 		bufs := cloneAll(xs)
 		errs, _ := onAllRanks(tt.world, func(r int) error { return rings[r].allReduce(bufs[r]) })
 		closeAll()
-		for r, err := range errs {
-			if err != nil {
-				t.Fatalf("world %d n %d rank %d: %v", tt.world, tt.n, r, err)
-			}
-			if i, ok := sameBits(bufs[r], want); !ok {
-				t.Fatalf("world %d n %d rank %d: element %d = %v, want %v", tt.world, tt.n, r, i, bufs[r][i], want[i])
-			}
-		}
+		requireSums(t, fmt.Sprintf("world %d n %d", tt.world, tt.n), errs, bufs, want)
 	}
 }

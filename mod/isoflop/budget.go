@@ -5,7 +5,6 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 )
 
 // DefaultBudgets is the full sweep `modcoord isoflop` runs when --budgets
@@ -22,11 +21,7 @@ const CIBudget = "3e11"
 // returned in increasing order without duplicates.
 func ParseBudgets(s string) ([]float64, error) {
 	var out []float64
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
+	for _, f := range listItems(s) {
 		b, err := strconv.ParseFloat(f, 64)
 		if err != nil || math.IsNaN(b) || math.IsInf(b, 0) || b <= 0 {
 			return nil, fmt.Errorf("--budgets: %q is not a positive number of FLOPs; write e.g. --budgets %s", f, DefaultBudgets)

@@ -44,11 +44,7 @@ func DefaultShapes() []Shape {
 // e.g. "32x2x2,64x4x4".
 func ParseShapes(s string) ([]Shape, error) {
 	var out []Shape
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
+	for _, f := range listItems(s) {
 		parts := strings.Split(f, "x")
 		if len(parts) != 3 {
 			return nil, fmt.Errorf("--shapes: %q is not d_model x layers x heads; write e.g. 64x4x4", f)
@@ -80,3 +76,15 @@ func ShapesFlag(ss []Shape) string {
 
 // DefaultShapesFlag is DefaultShapes as a --shapes value.
 func DefaultShapesFlag() string { return ShapesFlag(DefaultShapes()) }
+
+// listItems splits a comma-separated flag value into its trimmed,
+// non-empty items.
+func listItems(s string) []string {
+	var items []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			items = append(items, f)
+		}
+	}
+	return items
+}
