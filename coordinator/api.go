@@ -63,9 +63,12 @@ type ProgressResponse struct {
 // checkpoint; if so, Dropped lists the checkpoints retention let go, whose
 // files may now be deleted.
 type ShardResponse struct {
-	Committed bool                 `json:"committed"`
-	Manifest  *CheckpointManifest  `json:"manifest,omitempty"`
-	Dropped   []CheckpointManifest `json:"dropped,omitempty"`
+	Committed bool                `json:"committed"`
+	Manifest  *CheckpointManifest `json:"manifest,omitempty"`
+	// Retained (oldest first, ending with Manifest) and Dropped tell the
+	// committing rank what to keep and what it may delete.
+	Retained []CheckpointManifest `json:"retained,omitempty"`
+	Dropped  []CheckpointManifest `json:"dropped,omitempty"`
 }
 
 // CheckpointsView is GET /v1/jobs/{id}/checkpoints's body.
@@ -337,7 +340,7 @@ func (s *apiServer) reportShard(w http.ResponseWriter, r *http.Request) {
 	}
 	cr := res.(CommitResult)
 	s.log.Info("checkpoint committed", "job", id, "step", cr.Manifest.Step, "generation", cr.Manifest.Generation, "dropped", len(cr.Dropped))
-	writeJSON(w, http.StatusOK, ShardResponse{Committed: true, Manifest: &cr.Manifest, Dropped: cr.Dropped})
+	writeJSON(w, http.StatusOK, ShardResponse{Committed: true, Manifest: &cr.Manifest, Retained: cr.Retained, Dropped: cr.Dropped})
 }
 
 func (s *apiServer) checkpoints(w http.ResponseWriter, r *http.Request) {

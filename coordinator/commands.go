@@ -104,7 +104,10 @@ type CommitCheckpoint struct {
 // CommitResult is the committed manifest and those that fell out of
 // retention: their files may be deleted now.
 type CommitResult struct {
-	Manifest CheckpointManifest   `json:"manifest"`
+	Manifest CheckpointManifest `json:"manifest"`
+	// Retained are the committed checkpoints kept after this commit,
+	// oldest first (the last is Manifest); Dropped fell out of them.
+	Retained []CheckpointManifest `json:"retained,omitempty"`
 	Dropped  []CheckpointManifest `json:"dropped,omitempty"`
 }
 

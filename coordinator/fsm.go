@@ -308,7 +308,7 @@ func (j *Job) reportShard(c Command) (ShardResult, error) {
 func (j *Job) commitCheckpoint(c Command) (CommitResult, error) {
 	cc := c.Commit
 	if j.Checkpoint != nil && j.Checkpoint.Step == cc.Step && j.Checkpoint.Generation == cc.Generation {
-		return CommitResult{Manifest: *j.Checkpoint.clone(), Dropped: cloneManifests(j.Dropped)}, nil // already committed
+		return CommitResult{Manifest: *j.Checkpoint.clone(), Retained: cloneManifests(j.Retained), Dropped: cloneManifests(j.Dropped)}, nil // already committed
 	}
 	if err := j.checkCurrent(cc.Generation); err != nil {
 		return CommitResult{}, err
@@ -339,7 +339,7 @@ func (j *Job) commitCheckpoint(c Command) (CommitResult, error) {
 		j.Dropped = j.Retained[:extra]
 		j.Retained = slices.Clone(j.Retained[extra:])
 	}
-	return CommitResult{Manifest: *p.clone(), Dropped: cloneManifests(j.Dropped)}, nil
+	return CommitResult{Manifest: *p.clone(), Retained: cloneManifests(j.Retained), Dropped: cloneManifests(j.Dropped)}, nil
 }
 
 func (j *Job) complete(c Command) error {

@@ -436,9 +436,10 @@ func (c *checkpointer) start(ctx context.Context) error {
 }
 
 // committed runs on the rank whose report completed the checkpoint: it
-// writes MANIFEST.json, the on-disk mark of a commit, and then deletes the
-// checkpoints that fell out of retention (only now that a newer one is
-// durable).
+// writes MANIFEST.json, the on-disk mark of a commit, and then prunes
+// (only now that a newer checkpoint is durable): the checkpoints that fell
+// out of retention, and abandoned attempts older than every retained one,
+// such as the shards of a round another rank skipped.
 func (c *checkpointer) committed(ctx context.Context, resp coordinator.ShardResponse, cfg json.RawMessage) {
 	m, err := toCheckpointManifest(resp.Manifest, cfg)
 	if err == nil {
@@ -448,11 +449,36 @@ func (c *checkpointer) committed(ctx context.Context, resp coordinator.ShardResp
 		c.log.Warn("write manifest of a committed checkpoint", "step", resp.Manifest.Step, "err", err)
 		return
 	}
-	for _, d := range resp.Dropped {
-		dir := c.store.StepDir(d.Job, d.Step, d.Generation)
-		if err := os.RemoveAll(dir); err != nil {
-			c.log.Warn("delete old checkpoint", "dir", dir, "err", err)
+	// Prune wants every commit it knows of, newest first: the retained
+	// ones, then the dropped ones (older), of which it keeps the first.
+	var commits []*checkpoint.Manifest
+	for _, group := range [][]coordinator.CheckpointManifest{resp.Retained, resp.Dropped} {
+		for i := len(group) - 1; i >= 0; i-- {
+			cm, err := toCheckpointManifest(&group[i], cfg)
+			if err != nil {
+				c.log.Warn("prune checkpoints: a committed manifest from the coordinator is invalid; deleting nothing", "step", group[i].Step, "err", err)
+				return
+			}
+			commits = append(commits, cm)
 		}
+	}
+	if len(resp.Retained) == 0 {
+		// An older coordinator names only what it dropped; without the
+		// retained list nothing else is known to be safe to delete.
+		for _, d := range resp.Dropped {
+			dir := c.store.StepDir(d.Job, d.Step, d.Generation)
+			if err := os.RemoveAll(dir); err != nil {
+				c.log.Warn("delete old checkpoint", "dir", dir, "err", err)
+			}
+		}
+		return
+	}
+	removed, err := c.store.Prune(ctx, m.Job, commits, len(resp.Retained))
+	if err != nil {
+		c.log.Warn("prune checkpoints", "err", err)
+	}
+	if len(removed) > 0 {
+		c.log.Debug("pruned checkpoints", "dirs", removed)
 	}
 }
 

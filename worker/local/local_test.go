@@ -4,7 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"math"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/modcoord/modcoord/coordinator"
 	"github.com/modcoord/modcoord/mod"
 	"github.com/modcoord/modcoord/worker"
@@ -100,9 +103,36 @@ func TestClusterMatchesSingleProcess(t *testing.T) {
 	if sub.Steps != steps {
 		t.Fatalf("budget bought %d steps, want %d", sub.Steps, steps)
 	}
+	// An abandoned attempt, as a skipped round or a failover leaves: shards
+	// of a step that was never committed. Pruning after a commit removes it.
+	store, err := checkpoint.NewDirStore(c.CheckpointDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	abandoned := store.StepDir(sub.ID, 3, 0)
+	if err := os.MkdirAll(abandoned, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(abandoned, "rank-00000.safetensors"), []byte("partial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	j := waitJob(t, ctx, c, sub.ID, ended)
 	if j.Status != coordinator.StatusCompleted || len(j.Members) != 2 && j.Generation != 1 {
 		t.Fatalf("job ended %s (%s), generation %d, members %v", j.Status, j.Reason, j.Generation, j.Members)
+	}
+	onDisk, err := store.Steps(sub.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotSteps, wantSteps []int64
+	for _, d := range onDisk {
+		gotSteps = append(gotSteps, d.Step)
+	}
+	for _, m := range j.Retained {
+		wantSteps = append(wantSteps, m.Step)
+	}
+	if !slices.Equal(gotSteps, wantSteps) {
+		t.Errorf("checkpoint steps on disk %v, want exactly the retained %v (the abandoned step 3 pruned)", gotSteps, wantSteps)
 	}
 	if j.Ledger.StepsDone != steps || j.Ledger.FLOPsUsed != float64(steps)*j.Ledger.FLOPsPerStep {
 		t.Fatalf("ledger %+v, want %d steps", j.Ledger, steps)
