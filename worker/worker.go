@@ -59,7 +59,12 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("register worker %s: %w", o.ID, err)
 	}
-	defer func() { reg.Close() }()
+	defer func() {
+		// reg is nil after a failed rejoin, which has closed the old one.
+		if reg != nil {
+			reg.Close()
+		}
+	}()
 	o.Log.Info("registered", "key", reg.Key())
 
 	var cur *run
