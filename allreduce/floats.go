@@ -66,10 +66,7 @@ func getF32(dst []float32, payload []byte) {
 // The received partial sum is always the left operand; see sumOrder.
 func addF32(dst []float32, payload []byte) {
 	if p, ok := f32View(payload); ok {
-		p = p[:len(dst)]
-		for i := range dst {
-			dst[i] = p[i] + dst[i]
-		}
+		sumF32(dst, p, dst)
 		return
 	}
 	for i := range dst {
@@ -81,10 +78,7 @@ func addF32(dst []float32, payload []byte) {
 // payload, so a partial sum is forwarded without another buffer.
 func addF32InPayload(payload []byte, own []float32) {
 	if p, ok := f32View(payload); ok {
-		p = p[:len(own)]
-		for i := range own {
-			p[i] = p[i] + own[i]
-		}
+		sumF32(p[:len(own)], p, own)
 		return
 	}
 	for i, o := range own {

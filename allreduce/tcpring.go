@@ -134,9 +134,7 @@ func (t *tcpRing) pass(reduce bool, buf []float32) error {
 				if _, rerr = io.ReadFull(t.in, nativeBytes(recv)); rerr != nil {
 					break
 				}
-				for i := range dst {
-					dst[i] = recv[i] + dst[i]
-				}
+				sumF32(dst, recv, dst)
 			} else if _, rerr = io.ReadFull(t.in, nativeBytes(dst)); rerr != nil {
 				break
 			}
