@@ -115,18 +115,11 @@ func (r *Ring) run(ctx context.Context, op string, step uint64, c collective) (e
 			r.sendBeats(cur, flagDone)
 			return nil
 		}
-		if r.nextRecv < len(r.received) {
-			msg := r.received[r.nextRecv]
-			r.received[r.nextRecv] = nil
-			r.nextRecv++
+		select {
+		case msg := <-r.inbox:
 			if err := r.dispatch(cur, msg); err != nil {
 				return err
 			}
-			continue
-		}
-		select {
-		case <-r.mail.wake:
-			r.received, r.nextRecv = r.mail.swap(r.received), 0
 		case <-helloC:
 			if r.allHeard() {
 				helloC = nil
@@ -155,12 +148,6 @@ func (r *Ring) run(ctx context.Context, op string, step uint64, c collective) (e
 // and applies, keeps, or drops it. It returns an error only when the
 // collective must fail.
 func (r *Ring) dispatch(cur *current, msg []byte) error {
-	kept := false
-	defer func() {
-		if !kept {
-			r.recycle(msg)
-		}
-	}()
 	r.stats.receivedBytes.Add(uint64(len(msg)))
 	if m := r.cfg.Metrics; m != nil {
 		m.Bytes.WithLabelValues("received").Add(float64(len(msg)))
@@ -204,12 +191,11 @@ func (r *Ring) dispatch(cur *current, msg []byte) error {
 		// A neighbour already in a later collective. What it can send
 		// ahead is bounded by the window, so more than this is a bug or
 		// an impostor.
-		if len(r.early) >= r.earlyLimit {
+		if len(r.early) >= cap(r.inbox) {
 			return &PeerError{Op: cur.op, Step: cur.step, Rank: from,
-				Err: fmt.Errorf("%w: more than %d messages for later collectives", ErrMismatch, r.earlyLimit)}
+				Err: fmt.Errorf("%w: more than %d messages for later collectives", ErrMismatch, cap(r.inbox))}
 		}
 		r.early = append(r.early, msg)
-		kept = true
 		return nil
 	case h.phase == phaseAbort:
 		suspect := from
@@ -224,7 +210,6 @@ func (r *Ring) dispatch(cur *current, msg []byte) error {
 				ErrMismatch, h.phase, h.step, h.seq, r.describe(cur), cur.step)}
 	case !cur.c.ready():
 		r.deferred = append(r.deferred, msg)
-		kept = true
 		return nil
 	}
 	err = cur.c.deliver(h, msg)

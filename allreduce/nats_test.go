@@ -35,7 +35,6 @@ func natsAuths(t *testing.T) []natsAuth {
 	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	serverTLS, clientTLS := selfSignedTLS(t)
 	return []natsAuth{
 		{"user and password",
 			func(o *server.Options) { o.Username, o.Password = "worker", "s3cret" },
@@ -46,13 +45,6 @@ func natsAuths(t *testing.T) []natsAuth {
 		{"nkey",
 			func(o *server.Options) { o.Nkeys = []*server.NkeyUser{{Nkey: pub}} },
 			NATSOptions{NKeySeedFile: seedFile}},
-		// TLS: nats.go reads the connection itself (no tap).
-		{"user and password over TLS",
-			func(o *server.Options) {
-				o.Username, o.Password = "worker", "s3cret"
-				o.TLSConfig, o.TLSTimeout = serverTLS, 5
-			},
-			NATSOptions{User: "worker", Password: "s3cret", TLS: clientTLS}},
 	}
 }
 

@@ -59,13 +59,7 @@ const DefaultNATSWriteBuffer = 256 << 10
 type NATSTransport struct {
 	nc    *nats.Conn
 	owned bool
-	taps  *tapSet // nil: every message goes through nats.go's subscriptions
-	pool  *msgPool
 }
-
-// Recycle takes back a message handed to a Listen handler once the Ring
-// is done with it.
-func (t *NATSTransport) Recycle(msg []byte) { t.pool.put(msg) }
 
 // DialNATS connects with opts; Close closes the connection. The
 // connection is made with NoEcho, so it never receives its own publishes:
@@ -76,26 +70,15 @@ func DialNATS(opts NATSOptions) (*NATSTransport, error) {
 	if err != nil {
 		return nil, err
 	}
-	var taps *tapSet
-	pool := &msgPool{}
-	if opts.TLS == nil && tapURLs(opts.URL) {
-		taps = &tapSet{}
-		d := &tapDialer{taps: taps, pool: pool}
-		d.Timeout = opts.ConnectTimeout
-		if d.Timeout <= 0 {
-			d.Timeout = nats.DefaultTimeout
-		}
-		o = append(o, nats.SetCustomDialer(d))
-	}
 	nc, err := nats.Connect(opts.URL, o...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", opts.URL, err)
 	}
-	return &NATSTransport{nc: nc, owned: true, taps: taps, pool: pool}, nil
+	return &NATSTransport{nc: nc, owned: true}, nil
 }
 
 // NewNATSTransport uses a connection the caller owns and closes.
-func NewNATSTransport(nc *nats.Conn) *NATSTransport { return &NATSTransport{nc: nc, pool: &msgPool{}} }
+func NewNATSTransport(nc *nats.Conn) *NATSTransport { return &NATSTransport{nc: nc} }
 
 func (opts NATSOptions) natsOptions() ([]nats.Option, error) {
 	set := 0
@@ -177,23 +160,14 @@ func (t *NATSTransport) Listen(inbox string, handle func([]byte)) (func() error,
 		mu      sync.Mutex
 		stopped bool
 	)
-	deliver := func(data []byte) {
+	sub, err := t.nc.Subscribe(inbox, func(m *nats.Msg) {
 		mu.Lock()
 		defer mu.Unlock()
 		if !stopped {
-			handle(data)
+			handle(m.Data)
 		}
-	}
-	if t.taps != nil {
-		if err := t.taps.add(inbox, deliver); err != nil {
-			return nil, err
-		}
-	}
-	sub, err := t.nc.Subscribe(inbox, func(m *nats.Msg) { deliver(m.Data) })
+	})
 	if err != nil {
-		if t.taps != nil {
-			t.taps.remove(inbox)
-		}
 		return nil, fmt.Errorf("subscribe to %s: %w", inbox, err)
 	}
 	if err := sub.SetPendingLimits(-1, -1); err != nil {
@@ -216,9 +190,6 @@ func (t *NATSTransport) Listen(inbox string, handle func([]byte)) (func() error,
 	var stopErr error
 	stop := func() error {
 		once.Do(func() {
-			if t.taps != nil {
-				t.taps.remove(inbox)
-			}
 			if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
 				stopErr = fmt.Errorf("unsubscribe from %s: %w", inbox, err)
 			}

@@ -95,7 +95,6 @@ var jobToken = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 // protocol, so the job must move to a new generation.
 type Ring struct {
 	t           Transport
-	recycler    recycler // t, when it reuses message buffers; else nil
 	cfg         Config
 	job         uint64
 	inboxes     []string
@@ -107,8 +106,7 @@ type Ring struct {
 
 	stopListen func() error
 	stopGather func() error
-	mail       *mailbox
-	earlyLimit int // most messages kept for later collectives
+	inbox      chan []byte
 	done       chan struct{}
 	closeOnce  sync.Once
 	closeErr   error
@@ -121,8 +119,6 @@ type Ring struct {
 	failed   error
 	peers    []peerState
 	early    [][]byte // messages of later collectives
-	received [][]byte // taken from mail, not yet dispatched from nextRecv on
-	nextRecv int
 	deferred [][]byte // data that arrived before the right neighbour was known to listen
 	sendBuf  []byte
 	ctrlBuf  []byte
@@ -190,16 +186,15 @@ func NewRing(t Transport, cfg Config) (*Ring, error) {
 		chunkFloats: chunkFloats,
 		beatEvery:   cfg.Deadline / 10,
 		silentAfter: cfg.Deadline / 2,
-		mail:        newMailbox(),
-		// Everything peers can legally send ahead (the window arguments
-		// in docs/allreduce.md), with room for heartbeats.
-		earlyLimit: 4*cfg.World*cfg.Window + 4*cfg.World + 16,
-		done:       make(chan struct{}),
-		peers:      make([]peerState, cfg.World),
-		sendBuf:    make([]byte, headerSize+4*chunkFloats),
-		ctrlBuf:    make([]byte, headerSize+maxAbortReason),
+		// Enough for everything peers can legally send ahead (the window
+		// arguments in docs/allreduce.md) plus heartbeats, so the
+		// transport's delivery goroutines rarely wait on us.
+		inbox:   make(chan []byte, 4*cfg.World*cfg.Window+4*cfg.World+16),
+		done:    make(chan struct{}),
+		peers:   make([]peerState, cfg.World),
+		sendBuf: make([]byte, headerSize+4*chunkFloats),
+		ctrlBuf: make([]byte, headerSize+maxAbortReason),
 	}
-	r.recycler, _ = t.(recycler)
 	for i := range cfg.World {
 		r.inboxes = append(r.inboxes, InboxSubject(cfg.Job, cfg.Generation, i))
 	}
@@ -216,6 +211,8 @@ func NewRing(t Transport, cfg Config) (*Ring, error) {
 		r.gatherSubj = GatherSubject(cfg.Job, cfg.Generation)
 		stopGather, err := t.Listen(r.gatherSubj, r.receiveGather)
 		if err != nil {
+			// Release a handler blocked handing a message to the inbox
+			// nobody will read, so that stop can wait for it.
 			close(r.done)
 			stop()
 			return nil, fmt.Errorf("new ring rank %d: %w", cfg.Rank, err)
@@ -225,23 +222,14 @@ func NewRing(t Transport, cfg Config) (*Ring, error) {
 	return r, nil
 }
 
-// recycler is a Transport that takes back received messages for reuse.
-type recycler interface {
-	// Recycle takes back msg, from a Listen handler, which the caller
-	// will not touch again.
-	Recycle(msg []byte)
-}
-
-// recycle hands a message the Ring is done with back to its transport.
-func (r *Ring) recycle(msg []byte) {
-	if r.recycler != nil {
-		r.recycler.Recycle(msg)
-	}
-}
-
 // receive runs on the transport's delivery goroutine. It only hands the
 // message over: all state belongs to the collective's goroutine.
-func (r *Ring) receive(msg []byte) { r.mail.put(msg) }
+func (r *Ring) receive(msg []byte) {
+	select {
+	case r.inbox <- msg:
+	case <-r.done:
+	}
+}
 
 // receiveGather is receive for the broadcast subject. It discards this
 // rank's own broadcasts, which a transport may echo back (MemTransport,
