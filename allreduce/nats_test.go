@@ -2,9 +2,17 @@ package allreduce
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"math/big"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -35,6 +43,7 @@ func natsAuths(t *testing.T) []natsAuth {
 	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	serverTLS, clientTLS := selfSignedTLS(t)
 	return []natsAuth{
 		{"user and password",
 			func(o *server.Options) { o.Username, o.Password = "worker", "s3cret" },
@@ -45,6 +54,12 @@ func natsAuths(t *testing.T) []natsAuth {
 		{"nkey",
 			func(o *server.Options) { o.Nkeys = []*server.NkeyUser{{Nkey: pub}} },
 			NATSOptions{NKeySeedFile: seedFile}},
+		{"user and password over TLS",
+			func(o *server.Options) {
+				o.Username, o.Password = "worker", "s3cret"
+				o.TLSConfig, o.TLSTimeout = serverTLS, 5
+			},
+			NATSOptions{User: "worker", Password: "s3cret", TLS: clientTLS}},
 	}
 }
 
@@ -280,4 +295,36 @@ func TestNATSCallerConnectionEcho(t *testing.T) {
 			t.Errorf("rank %d: own broadcasts counted as drops: %+v", r, st)
 		}
 	}
+}
+
+// selfSignedTLS returns a server certificate for 127.0.0.1 and a client
+// configuration that trusts it.
+func selfSignedTLS(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "modcoord-test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
+	client = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return server, client
 }

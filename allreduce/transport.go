@@ -16,13 +16,7 @@ type Transport interface {
 	// until stop is called. When Listen returns, messages sent to inbox
 	// from then on are sure to reach handle. After stop returns, handle is
 	// not running and will not be called again. handle owns msg (it may
-	// keep or modify it). handle must return quickly: a transport may
-	// call it on the goroutine that reads its connection.
-	//
-	// A transport that reuses message buffers also has a method
-	// Recycle(msg []byte), which takes back a message its handler got;
-	// the Ring calls it for every message it is done with. Both
-	// transports here have it (the recycler interface in ring.go).
+	// keep or modify it).
 	Listen(inbox string, handle func(msg []byte)) (stop func() error, err error)
 	// MaxMessage is the largest message Send accepts, in bytes.
 	MaxMessage() int
