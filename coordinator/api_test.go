@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -196,4 +199,59 @@ func listenAndClose(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// TestClientPassesOverAnUnansweringCoordinator: a coordinator that takes
+// a request and never answers (a partitioned leader on a kept-alive
+// connection) costs one request timeout, not one each time the rotation
+// comes back to it while the others still answer "no leader".
+func TestClientPassesOverAnUnansweringCoordinator(t *testing.T) {
+	var hung, flakyCalls atomic.Int64
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hung.Add(1)
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if flakyCalls.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"error":"no leader yet","code":"unavailable"}`)
+			return
+		}
+		fmt.Fprint(w, `{"jobs":[]}`)
+	}))
+	defer flaky.Close()
+
+	const timeout = 300 * time.Millisecond
+	c, err := NewClient([]string{hang.URL, flaky.URL}, testToken,
+		WithHTTPClient(&http.Client{Timeout: timeout}), WithRetries(6, 10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := c.Jobs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := hung.Load(); n != 1 {
+		t.Errorf("the unanswering coordinator got %d requests, want 1", n)
+	}
+	if d := time.Since(start); d >= 2*timeout {
+		t.Errorf("request took %v, two timeouts or more", d)
+	}
+	// Once every coordinator has failed, the client tries them again
+	// rather than giving up on the ones it passes over.
+	c2, _ := NewClient([]string{hang.URL}, testToken, WithHTTPClient(&http.Client{Timeout: 50 * time.Millisecond}), WithRetries(3, time.Millisecond))
+	before := hung.Load()
+	if _, err := c2.Jobs(context.Background()); err == nil {
+		t.Error("a client whose only coordinator never answers succeeded")
+	}
+	if n := hung.Load() - before; n != 3 {
+		t.Errorf("with one coordinator, %d attempts reached it, want 3", n)
+	}
 }

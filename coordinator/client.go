@@ -13,12 +13,14 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // Client talks to a coordinator cluster's API. It knows several
-// coordinators: on a connection failure it tries the next, and on a 5xx
+// coordinators: on a connection failure it tries the next (and passes
+// over the failed one for 10 s while another can be tried), and on a 5xx
 // (no leader yet, leader unreachable) it backs off and retries. Requests
 // that change state are safe to retry: submissions carry an idempotency
 // key, and the FSM treats repeated reports as no-ops.
@@ -31,6 +33,15 @@ type Client struct {
 	// next is the index of the coordinator to try first: the last one
 	// that answered.
 	next atomic.Int64
+
+	// avoidFor is how long a coordinator that failed without answering
+	// (refused, reset, timed out) is passed over while another may be
+	// tried. Without it the rotation comes back to a partitioned leader
+	// while the others still answer "no leader" during the election, and
+	// every visit costs a whole request timeout.
+	avoidFor time.Duration
+	mu       sync.Mutex
+	avoid    []time.Time // per address: passed over until then
 }
 
 // ClientOption adjusts a Client.
@@ -49,7 +60,7 @@ func WithRetries(attempts int, backoff time.Duration) ClientOption {
 // as http://127.0.0.1:7070). token may be empty for a cluster run with
 // --insecure-no-auth.
 func NewClient(addrs []string, token string, opts ...ClientOption) (*Client, error) {
-	c := &Client{token: token, hc: &http.Client{Timeout: 30 * time.Second}, attempts: 8, backoff: 100 * time.Millisecond}
+	c := &Client{token: token, hc: &http.Client{Timeout: 30 * time.Second}, attempts: 8, backoff: 100 * time.Millisecond, avoidFor: 10 * time.Second}
 	for _, a := range addrs {
 		a = strings.TrimRight(strings.TrimSpace(a), "/")
 		if a == "" {
@@ -66,6 +77,7 @@ func NewClient(addrs []string, token string, opts ...ClientOption) (*Client, err
 	if len(c.addrs) == 0 {
 		return nil, errors.New("no coordinator address given")
 	}
+	c.avoid = make([]time.Time, len(c.addrs))
 	for _, o := range opts {
 		o(c)
 	}
@@ -186,8 +198,16 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, hdr h
 	backoff := c.backoff
 	var lastErr error
 	for attempt := 0; attempt < c.attempts; attempt++ {
-		i := int(c.next.Load()) % len(c.addrs)
+		i := c.pick()
 		retry, err := c.once(ctx, c.addrs[i]+path, method, body, hdr, out)
+		var apiErr *APIError
+		answered := err == nil || errors.As(err, &apiErr)
+		switch {
+		case answered:
+			c.markAnswered(i, true)
+		case retry && ctx.Err() == nil: // not our own cancellation
+			c.markAnswered(i, false)
+		}
 		if err == nil {
 			return nil
 		}
@@ -199,8 +219,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, hdr h
 		// try it at once; back off after an answer (5xx: no leader yet)
 		// or once every coordinator failed.
 		c.next.CompareAndSwap(int64(i), int64((i+1)%len(c.addrs)))
-		var apiErr *APIError
-		if !errors.As(err, &apiErr) && (i+1)%len(c.addrs) != 0 {
+		if !answered && (i+1)%len(c.addrs) != 0 {
 			continue
 		}
 		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
@@ -212,6 +231,33 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, hdr h
 		backoff = min(2*backoff, 2*time.Second)
 	}
 	return fmt.Errorf("%s %s: gave up after %d attempts: %w", method, path, c.attempts, lastErr)
+}
+
+// pick is the coordinator to try: the first from next on that is not
+// being passed over, or next itself when every one is.
+func (c *Client) pick() int {
+	start := int(c.next.Load()) % len(c.addrs)
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range len(c.addrs) {
+		i := (start + k) % len(c.addrs)
+		if !now.Before(c.avoid[i]) {
+			return i
+		}
+	}
+	return start
+}
+
+// markAnswered records whether coordinator i answered at all.
+func (c *Client) markAnswered(i int, answered bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if answered {
+		c.avoid[i] = time.Time{}
+	} else {
+		c.avoid[i] = time.Now().Add(c.avoidFor)
+	}
 }
 
 // once sends a request and reports whether a failure is worth retrying.
