@@ -234,6 +234,7 @@ func TestClientPassesOverAnUnansweringCoordinator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.avoidFor = time.Second // so that the test can outwait it
 	start := time.Now()
 	if _, err := c.Jobs(context.Background()); err != nil {
 		t.Fatal(err)
@@ -243,6 +244,15 @@ func TestClientPassesOverAnUnansweringCoordinator(t *testing.T) {
 	}
 	if d := time.Since(start); d >= 2*timeout {
 		t.Errorf("request took %v, two timeouts or more", d)
+	}
+	// Once the pass-over ends, the client starts from the coordinator
+	// that last answered, not from the one it passed over.
+	time.Sleep(c.avoidFor + 100*time.Millisecond)
+	if _, err := c.Jobs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := hung.Load(); n != 1 {
+		t.Errorf("after the pass-over, the unanswering coordinator got %d requests in all, want 1", n)
 	}
 	// Once every coordinator has failed, the client tries them again
 	// rather than giving up on the ones it passes over.

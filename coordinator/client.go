@@ -209,6 +209,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, hdr h
 			c.markAnswered(i, false)
 		}
 		if err == nil {
+			// Start there next time, rather than where the rotation
+			// stood: that may be a coordinator being passed over.
+			c.next.Store(int64(i))
 			return nil
 		}
 		lastErr = err

@@ -454,6 +454,17 @@ func (c *checkpointer) committed(ctx context.Context, resp coordinator.ShardResp
 		c.log.Warn("write manifest of a committed checkpoint", "step", resp.Manifest.Step, "err", err)
 		return
 	}
+	if len(resp.Retained) == 0 {
+		// An older coordinator names only what it dropped; without the
+		// retained list nothing else is known to be safe to delete.
+		for _, d := range resp.Dropped {
+			dir := c.store.StepDir(d.Job, d.Step, d.Generation)
+			if err := os.RemoveAll(dir); err != nil {
+				c.log.Warn("delete old checkpoint", "dir", dir, "err", err)
+			}
+		}
+		return
+	}
 	// Prune wants every commit it knows of, newest first: the retained
 	// ones, then the dropped ones (older), of which it keeps the first.
 	var commits []*checkpoint.Manifest
@@ -466,17 +477,6 @@ func (c *checkpointer) committed(ctx context.Context, resp coordinator.ShardResp
 			}
 			commits = append(commits, cm)
 		}
-	}
-	if len(resp.Retained) == 0 {
-		// An older coordinator names only what it dropped; without the
-		// retained list nothing else is known to be safe to delete.
-		for _, d := range resp.Dropped {
-			dir := c.store.StepDir(d.Job, d.Step, d.Generation)
-			if err := os.RemoveAll(dir); err != nil {
-				c.log.Warn("delete old checkpoint", "dir", dir, "err", err)
-			}
-		}
-		return
 	}
 	removed, err := c.store.Prune(ctx, m.Job, commits, len(resp.Retained))
 	if err != nil {
