@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -95,7 +96,28 @@ type apiServer struct {
 	// tokenHash is SHA-256 of the token (nil: no auth). Comparing hashes
 	// keeps the comparison constant-time even in the token's length.
 	tokenHash []byte
-	proxy     http.RoundTripper
+	proxy     http.RoundTripper // a follower's forwards to the leader (newForwardTransport)
+}
+
+// A follower's forward to the leader is bounded below the workers' 5 s
+// request timeout. Just after the leader is partitioned away, followers
+// still name it; a forward that waited for it would hold the worker's
+// request until the worker gave up on this healthy follower. Bounded, it
+// answers 502 "leader unreachable; retry" and the worker retries here
+// once the election has named the new leader.
+const (
+	forwardDialTimeout     = time.Second
+	forwardResponseTimeout = 3 * time.Second
+)
+
+// newForwardTransport is the round tripper for forwards: the default
+// transport with the dial and the wait for the leader's response headers
+// bounded.
+func newForwardTransport(dial, response time.Duration) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext
+	t.ResponseHeaderTimeout = response
+	return t
 }
 
 func (s *apiServer) setToken(token string) {

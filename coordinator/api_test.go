@@ -265,3 +265,33 @@ func TestClientPassesOverAnUnansweringCoordinator(t *testing.T) {
 		t.Errorf("with one coordinator, %d attempts reached it, want 3", n)
 	}
 }
+
+// TestForwardTransportGivesUpOnASilentLeader: a leader that takes a
+// forwarded request and never answers (just partitioned away) fails the
+// forward within the response bound, so the follower can answer "leader
+// unreachable; retry" before the worker's own timeout.
+func TestForwardTransportGivesUpOnASilentLeader(t *testing.T) {
+	release := make(chan struct{})
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer silent.Close()
+	defer close(release)
+	const bound = 200 * time.Millisecond
+	hc := &http.Client{Transport: newForwardTransport(time.Second, bound)}
+	start := time.Now()
+	resp, err := hc.Get(silent.URL)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("a forward to a silent leader succeeded")
+	}
+	if d := time.Since(start); d > 5*bound {
+		t.Errorf("the forward gave up after %v, want about %v", d, bound)
+	}
+	if forwardResponseTimeout >= 5*time.Second {
+		t.Errorf("forwards wait up to %v, not below the workers' 5 s request timeout", forwardResponseTimeout)
+	}
+}

@@ -100,7 +100,8 @@ func Start(cfg Config) (*Coordinator, error) {
 	c := &Coordinator{fsm: fsm, node: node, ln: ln, log: log}
 	c.live.Store(-1)
 	c.metrics = newMetricsRegistry(fsm, node, &c.live)
-	api := &apiServer{node: node, fsm: fsm, log: log, checkData: cfg.CheckData, metrics: c.metrics}
+	api := &apiServer{node: node, fsm: fsm, log: log, checkData: cfg.CheckData, metrics: c.metrics,
+		proxy: newForwardTransport(forwardDialTimeout, forwardResponseTimeout)}
 	if cfg.Token != "" {
 		api.setToken(cfg.Token)
 	}
