@@ -66,7 +66,7 @@ func getF32(dst []float32, payload []byte) {
 // The received partial sum is always the left operand; see sumOrder.
 func addF32(dst []float32, payload []byte) {
 	if p, ok := f32View(payload); ok {
-		sumF32(dst, p, dst)
+		SumF32(dst, p, dst)
 		return
 	}
 	for i := range dst {
@@ -78,7 +78,7 @@ func addF32(dst []float32, payload []byte) {
 // payload, so a partial sum is forwarded without another buffer.
 func addF32InPayload(payload []byte, own []float32) {
 	if p, ok := f32View(payload); ok {
-		sumF32(p[:len(own)], p, own)
+		SumF32(p[:len(own)], p, own)
 		return
 	}
 	for i, o := range own {

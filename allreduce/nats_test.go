@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modcoord/modcoord/embedded"
 	"github.com/modcoord/modcoord/shard"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -67,13 +68,13 @@ func natsAuths(t *testing.T) []natsAuth {
 // max_payload so that rings must cut vectors into many messages.
 func natsServer(t *testing.T, auth natsAuth, maxPayload int32) string {
 	t.Helper()
-	opts := server.Options{MaxPayload: maxPayload}
+	opts := server.Options{MaxPayload: maxPayload, NoLog: true}
 	auth.server(&opts)
-	s, err := startNATSServer(opts)
+	s, err := embedded.StartNATSWithOptions(&opts, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { stopNATSServer(s) })
+	t.Cleanup(func() { embedded.StopNATS(s) })
 	return s.ClientURL()
 }
 

@@ -267,6 +267,13 @@ func (r *Ring) Window() int { return r.cfg.Window }
 // Gather is the all-gather algorithm in use.
 func (r *Ring) Gather() GatherMode { return r.cfg.Gather }
 
+// MaxMessage is the largest message the ring's transport carries.
+func (r *Ring) MaxMessage() int { return r.t.MaxMessage() }
+
+// MessageBytes is what one message of chunkBytes payload takes on the
+// bus, header included; a server's pending limit is sized from it.
+func MessageBytes(chunkBytes int) int { return headerSize + chunkBytes }
+
 // Stats returns the message counters.
 func (r *Ring) Stats() Stats {
 	return Stats{

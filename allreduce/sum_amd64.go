@@ -5,12 +5,12 @@ import "golang.org/x/sys/cpu"
 // hasAVX2 is fixed at start-up and never written again.
 var hasAVX2 = cpu.X86.HasAVX2
 
-// sumF32 sets dst[i] = left[i] + right[i] for i < len(dst); left and
+// SumF32 sets dst[i] = left[i] + right[i] for i < len(dst); left and
 // right hold at least len(dst) elements and may be dst itself. Each
 // element is one IEEE single-precision addition, in a vector lane or
 // not, so the bits are those of the scalar loop: vectorizing changes
 // speed, never the fixed summation order's result.
-func sumF32(dst, left, right []float32) {
+func SumF32(dst, left, right []float32) {
 	n := len(dst)
 	if n == 0 {
 		return

@@ -2,6 +2,6 @@
 
 package allreduce
 
-// sumF32 sets dst[i] = left[i] + right[i] for i < len(dst); see the amd64
+// SumF32 sets dst[i] = left[i] + right[i] for i < len(dst); see the amd64
 // version.
-func sumF32(dst, left, right []float32) { sumF32Generic(dst, left, right) }
+func SumF32(dst, left, right []float32) { sumF32Generic(dst, left, right) }

@@ -29,15 +29,15 @@ func TestSumF32MatchesScalarLoop(t *testing.T) {
 			want := make([]float32, n)
 			sumF32Generic(want, l, r)
 			cases := map[string]func() []float32{
-				"fresh dst": func() []float32 { d := make([]float32, n); sumF32(d, l, r); return d },
+				"fresh dst": func() []float32 { d := make([]float32, n); SumF32(d, l, r); return d },
 				"dst is left": func() []float32 {
 					d := append([]float32(nil), l...)
-					sumF32(d, d, r)
+					SumF32(d, d, r)
 					return d
 				},
 				"dst is right": func() []float32 {
 					d := append([]float32(nil), r...)
-					sumF32(d, l, d)
+					SumF32(d, l, d)
 					return d
 				},
 			}
@@ -56,7 +56,7 @@ func BenchmarkSumF32(b *testing.B) {
 	b.Run("vector", func(b *testing.B) {
 		b.SetBytes(4 * n)
 		for range b.N {
-			sumF32(dst, left, right)
+			SumF32(dst, left, right)
 		}
 	})
 	b.Run("scalar", func(b *testing.B) {

@@ -1,5 +1,6 @@
-// Package worker runs one rank of a data-parallel training job: it
-// registers with the cluster, receives its rank and generation, and runs
-// training steps (forward and backward with mod/, reduce-scatter, AdamW on
-// its own shard, all-gather) until the job's step budget is spent.
+// Package worker is the cluster agent of one rank: it registers in etcd
+// under a lease, waits for the coordinator's assignment (job, generation,
+// rank), runs the generation's training with a train.Trainer and the NATS
+// ring, takes part in the two-phase checkpoint commit, and reports
+// progress. The training arithmetic itself lives in package train.
 package worker

@@ -8,6 +8,7 @@ import (
 
 	"github.com/modcoord/modcoord/allreduce"
 	"github.com/modcoord/modcoord/mod"
+	"github.com/modcoord/modcoord/train"
 )
 
 // Metrics are a worker's Prometheus series. A nil *Metrics records nothing.
@@ -79,7 +80,7 @@ func (m *Metrics) ring() *allreduce.Metrics {
 	return m.Ring
 }
 
-func (m *Metrics) observeStep(cfg mod.Config, batch, world int, res StepResult, took time.Duration) {
+func (m *Metrics) observeStep(cfg mod.Config, batch, world int, res train.StepResult, took time.Duration) {
 	if m == nil {
 		return
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/modcoord/modcoord/coordinator"
 	"github.com/modcoord/modcoord/mod"
+	"github.com/modcoord/modcoord/train"
 )
 
 // Options configure a worker process.
@@ -41,7 +42,7 @@ type Options struct {
 	Metrics        *Metrics // may be nil
 	Log            *slog.Logger
 	// OnStep, if set, sees every step's result (tests compare loss curves).
-	OnStep func(job string, generation uint64, rank int, res StepResult)
+	OnStep func(job string, generation uint64, rank int, res train.StepResult)
 }
 
 // Run registers the worker and trains whatever the coordinator assigns it,
@@ -167,7 +168,7 @@ func rejoin(ctx context.Context, o Options, reg *coordinator.Registration, host 
 type run struct {
 	job        string
 	generation uint64
-	trainer    *Trainer
+	trainer    *train.Trainer
 	cancel     context.CancelFunc
 	done       chan struct{}
 	failed     bool // ended with an error another generation may fix
@@ -227,7 +228,7 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		return fmt.Errorf("join ring: %w", err)
 	}
 	defer ring.Close()
-	tr, err := NewTrainer(TrainerConfig{
+	tr, err := train.NewTrainer(train.TrainerConfig{
 		Model: spec.Model, Optim: spec.Optim, GlobalBatch: spec.Batch, TotalSteps: a.TotalSteps,
 		Seed: spec.Seed, Rank: rank, World: len(a.Members),
 	}, ds, ring)
@@ -324,7 +325,7 @@ func waitCommitted(ctx context.Context, c *coordinator.Client, job string, step 
 // restore loads the newest committed checkpoint that verifies, newest
 // first among the job's retained ones; every rank reads the same shared
 // volume, so every rank picks the same one.
-func restore(ctx context.Context, o Options, a coordinator.Assignment, tr *Trainer, store *checkpoint.DirStore, log *slog.Logger) error {
+func restore(ctx context.Context, o Options, a coordinator.Assignment, tr *train.Trainer, store *checkpoint.DirStore, log *slog.Logger) error {
 	candidates := []*coordinator.CheckpointManifest{a.Checkpoint}
 	if view, err := o.Coordinator.Checkpoints(ctx, a.Job); err == nil {
 		for i := len(view.Retained) - 1; i >= 0; i-- {
@@ -378,7 +379,7 @@ func toCheckpointManifest(c *coordinator.CheckpointManifest, cfg json.RawMessage
 type checkpointer struct {
 	o       Options
 	a       coordinator.Assignment
-	tr      *Trainer
+	tr      *train.Trainer
 	store   *checkpoint.DirStore
 	writer  *checkpoint.AsyncWriter
 	rank    int
@@ -387,7 +388,7 @@ type checkpointer struct {
 	mu      sync.Mutex
 }
 
-func newCheckpointer(o Options, a coordinator.Assignment, tr *Trainer, store *checkpoint.DirStore, rank int, log *slog.Logger) *checkpointer {
+func newCheckpointer(o Options, a coordinator.Assignment, tr *train.Trainer, store *checkpoint.DirStore, rank int, log *slog.Logger) *checkpointer {
 	return &checkpointer{o: o, a: a, tr: tr, store: store, writer: checkpoint.NewAsyncWriter(store), rank: rank, log: log}
 }
 
@@ -551,7 +552,7 @@ type reporter struct {
 	closeOnce sync.Once
 }
 
-func newReporter(ctx context.Context, o Options, a coordinator.Assignment, tr *Trainer, log *slog.Logger) *reporter {
+func newReporter(ctx context.Context, o Options, a coordinator.Assignment, tr *train.Trainer, log *slog.Logger) *reporter {
 	r := &reporter{latest: make(chan coordinator.ProgressReport, 1), done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
@@ -579,7 +580,7 @@ func newReporter(ctx context.Context, o Options, a coordinator.Assignment, tr *T
 	return r
 }
 
-func (r *reporter) send(res StepResult, took time.Duration) {
+func (r *reporter) send(res train.StepResult, took time.Duration) {
 	p := coordinator.ProgressReport{Step: res.Step, Loss: res.Loss, Tokens: int64(res.Tokens), WallS: took.Seconds()}
 	select {
 	case old := <-r.latest: // coalesce with the unsent one

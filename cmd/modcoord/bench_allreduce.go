@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/modcoord/modcoord/allreduce"
+	"github.com/modcoord/modcoord/bench"
 )
 
 // benchAllreduce implements `modcoord bench allreduce`: it runs the NATS
@@ -15,7 +16,7 @@ import (
 // prints their bus bandwidths.
 func benchAllreduce(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench allreduce", flag.ContinueOnError)
-	var o allreduce.BenchOptions
+	var o bench.AllReduceOptions
 	fs.IntVar(&o.Workers, "workers", 4, "number of ranks")
 	fs.IntVar(&o.Floats, "floats", 16777216, "float32 elements per rank's vector")
 	fs.IntVar(&o.Reps, "reps", 5, "timed repetitions; the median is reported")
@@ -42,7 +43,7 @@ func benchAllreduce(ctx context.Context, args []string) error {
 	default:
 		return fmt.Errorf("bench allreduce: --gather %q: want fanout or ring", *gather)
 	}
-	res, err := allreduce.Bench(ctx, o)
+	res, err := bench.AllReduce(ctx, o)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/modcoord/modcoord/bench"
 	"github.com/modcoord/modcoord/mod"
 )
 
@@ -35,7 +36,7 @@ func benchCompute(ctx context.Context, args []string) error {
 		return fmt.Errorf("--reps %d: need at least 1", *reps)
 	}
 	cfg := mod.Config{DModel: *d, Layers: *layers, Heads: *heads, SeqLen: *seq, Capacity: *capacity, Seed: 1}.WithDefaults()
-	res, err := mod.BenchCompute(ctx, cfg, *batch, *reps, func(s string) { fmt.Fprintln(os.Stderr, s) })
+	res, err := bench.Compute(ctx, cfg, *batch, *reps, func(s string) { fmt.Fprintln(os.Stderr, s) })
 	if err != nil {
 		return err
 	}

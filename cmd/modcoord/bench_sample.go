@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/modcoord/modcoord/bench"
 	"github.com/modcoord/modcoord/mod"
 )
 
@@ -81,7 +82,7 @@ func benchSample(ctx context.Context, args []string) error {
 				}
 			}
 		}
-		r.DenseTokensPerS, r.MoDTokensPerS = mod.Median(dt), mod.Median(mt)
+		r.DenseTokensPerS, r.MoDTokensPerS = bench.Median(dt), bench.Median(mt)
 		r.Speedup = r.MoDTokensPerS / r.DenseTokensPerS
 		r.KVBytesRatio = float64(r.MoDKVBytes) / float64(r.DenseKVBytes)
 		res[fmt.Sprintf("batch%d", batch)] = r

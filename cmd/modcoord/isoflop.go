@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/modcoord/modcoord/isoflop"
 	"github.com/modcoord/modcoord/mod"
-	"github.com/modcoord/modcoord/mod/isoflop"
 )
 
 // cmdIsoflop runs the isoFLOP comparison of dense and MoD models (issue 8).

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modcoord/modcoord/worker"
+	"github.com/modcoord/modcoord/train"
 )
 
 // buildBinary compiles modcoord once for the process-level tests.
@@ -37,7 +37,7 @@ seed: 4
 // shard: it covers parameters and both AdamW moments, bit for bit.
 func finalStateHash(t *testing.T, out string) (int64, string) {
 	t.Helper()
-	o, err := worker.OpenCheckpoint(context.Background(), out)
+	o, err := train.OpenCheckpoint(context.Background(), out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestSIGKILLThenResumeIsBitIdentical(t *testing.T) {
 			}
 		}()
 		cmd.Wait()
-		o, err := worker.OpenCheckpoint(context.Background(), out)
+		o, err := train.OpenCheckpoint(context.Background(), out)
 		if err != nil {
 			t.Fatalf("trial %d: after SIGKILL at step %d: %v", trial, killAt, err)
 		}

@@ -14,9 +14,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/local"
 	"github.com/modcoord/modcoord/mod"
-	"github.com/modcoord/modcoord/worker"
-	"github.com/modcoord/modcoord/worker/local"
+	"github.com/modcoord/modcoord/train"
 )
 
 // localResult is the summary `local --json` prints.
@@ -135,7 +135,7 @@ func cmdLocal(ctx context.Context, args []string) error {
 	return nil
 }
 
-func evalAndSample(ctx context.Context, ck *worker.Opened, params []float32, data string, res *localResult) error {
+func evalAndSample(ctx context.Context, ck *train.Opened, params []float32, data string, res *localResult) error {
 	cfg := ck.Config.Model
 	ds, err := mod.LoadDataset(data)
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/modcoord/modcoord/mod"
-	"github.com/modcoord/modcoord/worker"
+	"github.com/modcoord/modcoord/train"
 )
 
 // trainSpec is the part of a job spec that `modcoord train` reads.
@@ -88,7 +88,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var resumeFrom *worker.Opened
+	var resumeFrom *train.Opened
 	if *resume != "" {
 		if *config != "" || *dense {
 			return fmt.Errorf("--resume takes the model from the checkpoint; drop --config and --dense")
@@ -123,7 +123,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 	log.Info("training", "model", spec.Model.String(), "batch", spec.Batch, "steps", *steps,
 		"flops_per_step", spec.Model.TrainFLOPs(spec.Batch).Total(), "blas", mod.BLASEngine())
 
-	tr, err := worker.NewTrainer(worker.TrainerConfig{
+	tr, err := train.NewTrainer(train.TrainerConfig{
 		Model: spec.Model, Optim: spec.Optim, GlobalBatch: spec.Batch, TotalSteps: *steps,
 		Seed: spec.Seed, Rank: 0, World: 1,
 	}, ds, nil)
@@ -147,7 +147,7 @@ func cmdTrain(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := worker.PruneLocal(ctx, *out, *keep); err != nil {
+		if err := train.PruneLocal(ctx, *out, *keep); err != nil {
 			log.Warn("prune old checkpoints", "err", err)
 		}
 		log.Info("checkpoint committed", "dir", dir)
@@ -193,7 +193,7 @@ type loopHooks struct {
 	save     func(context.Context) error
 }
 
-func trainLoop(ctx context.Context, tr *worker.Trainer, eval *mod.Parallel[float32], ds *mod.Dataset, steps, evalEvery int64, evalWindows int, progress io.Writer, hooks loopHooks) (trainResult, error) {
+func trainLoop(ctx context.Context, tr *train.Trainer, eval *mod.Parallel[float32], ds *mod.Dataset, steps, evalEvery int64, evalWindows int, progress io.Writer, hooks loopHooks) (trainResult, error) {
 	start := time.Now()
 	var res trainResult
 	var tokens int

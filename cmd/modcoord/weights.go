@@ -5,16 +5,16 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/modcoord/modcoord/worker"
+	"github.com/modcoord/modcoord/train"
 )
 
 // openCheckpoint opens a checkpoint and tells the user about any newer
 // committed checkpoint that failed verification.
-func openCheckpoint(ctx context.Context, path string) (*worker.Opened, error) {
+func openCheckpoint(ctx context.Context, path string) (*train.Opened, error) {
 	if path == "" {
 		return nil, fmt.Errorf("--checkpoint is required: a step directory, or a directory written by `modcoord train --out`")
 	}
-	o, err := worker.OpenCheckpoint(ctx, path)
+	o, err := train.OpenCheckpoint(ctx, path)
 	if err != nil {
 		return nil, err
 	}

@@ -38,10 +38,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/embedded"
 )
 
 func main() {
@@ -95,19 +95,12 @@ func runNATS(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--password-file: %w", err)
 	}
-	// The same limits as the in-process cluster (worker/local).
-	s, err := server.NewServer(&server.Options{
-		Host: "0.0.0.0", Port: *port, NoSigs: true, Username: *user, Password: pass,
-		MaxPayload: 8 << 20, MaxPending: 1 << 30, HTTPHost: "0.0.0.0", HTTPPort: *monitor,
+	s, err := embedded.StartNATS(embedded.NATSConfig{
+		Host: "0.0.0.0", Port: *port, HTTPPort: *monitor, Log: true, ReadyTimeout: 30 * time.Second,
+		Users: []*server.User{{Username: *user, Password: pass}},
 	})
 	if err != nil {
 		return err
-	}
-	s.ConfigureLogger()
-	go s.Start()
-	if !s.ReadyForConnections(30 * time.Second) {
-		s.Shutdown()
-		return errors.New("nats-server not ready after 30s")
 	}
 	fmt.Fprintf(os.Stderr, "nats-server ready on :%d (auth: user %s)\n", *port, *user)
 	<-ctx.Done()
@@ -134,24 +127,15 @@ func runEtcd(ctx context.Context, args []string) error {
 		return err
 	}
 	peer, _ := url.Parse("http://127.0.0.1:2380")
-	cfg := embed.NewConfig()
-	cfg.Name = *name
-	cfg.Dir = *dir
-	cfg.LogLevel = "warn"
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*lu}, []url.URL{*au}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
-	cfg.InitialCluster = cfg.Name + "=" + peer.String()
-	e, err := embed.StartEtcd(cfg)
+	e, err := embedded.StartEtcd(embedded.EtcdConfig{
+		Name: *name, Dir: *dir, LogLevel: "warn", ReadyTimeout: 60 * time.Second,
+		ClientURL: *lu, AdvertiseURL: *au, PeerURL: *peer,
+	})
 	if err != nil {
 		return err
 	}
 	defer e.Close()
-	select {
-	case <-e.Server.ReadyNotify():
-		fmt.Fprintf(os.Stderr, "etcd ready on %s\n", *listen)
-	case <-time.After(60 * time.Second):
-		return errors.New("etcd not ready after 60s")
-	}
+	fmt.Fprintf(os.Stderr, "etcd ready on %s\n", *listen)
 	select {
 	case <-ctx.Done():
 		return nil

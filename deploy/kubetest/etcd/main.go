@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
+	"github.com/modcoord/modcoord/embedded"
 )
 
 func main() {
@@ -43,28 +43,17 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("--peer-url: %w", err)
 	}
-	cfg := embed.NewConfig()
-	cfg.Name = "kubetest"
-	cfg.Dir = *dir
-	cfg.LogLevel = "warn"
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	// No metrics or pprof listeners: nothing but the two loopback ports.
-	cfg.ListenMetricsUrls = nil
-
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	e, err := embed.StartEtcd(cfg)
+	e, err := embedded.StartEtcd(embedded.EtcdConfig{
+		Name: "kubetest", Dir: *dir, LogLevel: "warn", ReadyTimeout: *timeout,
+		ClientURL: *cu, PeerURL: *pu,
+	})
 	if err != nil {
 		return err
 	}
 	defer e.Close()
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(*timeout):
-		return fmt.Errorf("not ready after %s", *timeout)
-	case <-ctx.Done():
+	if ctx.Err() != nil {
 		return nil
 	}
 	fmt.Fprintf(os.Stderr, "kubetest etcd: ready on %s\n", cu)

@@ -1,4 +1,4 @@
-package allreduce
+package bench
 
 import (
 	"context"
@@ -7,14 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modcoord/modcoord/allreduce"
+	"github.com/modcoord/modcoord/embedded"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
 // TestBenchSmall runs Bench end to end on a small vector: both rings must
 // agree bit for bit and every figure must be a positive measurement.
 func TestBenchSmall(t *testing.T) {
-	checkGoroutines(t)
-	res, err := Bench(context.Background(), BenchOptions{Workers: 3, Floats: 50000, Reps: 3, ChunkBytes: 16 << 10})
+	res, err := AllReduce(context.Background(), AllReduceOptions{Workers: 3, Floats: 50000, Reps: 3, ChunkBytes: 16 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,10 +25,10 @@ func TestBenchSmall(t *testing.T) {
 	if res.NATSBusBW <= 0 || res.TCPBusBW <= 0 || res.Ratio <= 0 || res.NATSSeconds <= 0 || res.TCPSeconds <= 0 {
 		t.Errorf("non-positive measurement: %+v", res)
 	}
-	if res.ChunkBytes != 16<<10 || res.PipelineDepth != DefaultWindow || res.MaxPayload <= res.ChunkBytes || res.Gather != "fanout" {
+	if res.ChunkBytes != 16<<10 || res.PipelineDepth != allreduce.DefaultWindow || res.MaxPayload <= res.ChunkBytes || res.Gather != "fanout" {
 		t.Errorf("reported configuration %+v", res)
 	}
-	if _, err := Bench(context.Background(), BenchOptions{Workers: 1, Floats: 10, Reps: 1}); err == nil {
+	if _, err := AllReduce(context.Background(), AllReduceOptions{Workers: 1, Floats: 10, Reps: 1}); err == nil {
 		t.Error("Bench with one worker succeeded")
 	}
 }
@@ -39,12 +40,12 @@ const benchFloats = 4 << 20
 func BenchmarkAllReduce(b *testing.B) {
 	for _, world := range []int{2, 4} {
 		b.Run(fmt.Sprintf("nats/workers=%d", world), func(b *testing.B) {
-			s, err := startNATSServer(server.Options{Username: "b", Password: "p", MaxPending: 256 << 20})
+			s, err := embedded.StartNATS(embedded.NATSConfig{Users: []*server.User{{Username: "b", Password: "p"}}, MaxPayload: natsDefaultMaxPayload})
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer stopNATSServer(s)
-			rings, closeAll, err := dialBenchRings(s.ClientURL(), "b", "p", BenchOptions{Workers: world})
+			defer embedded.StopNATS(s)
+			rings, closeAll, err := dialBenchRings(s.ClientURL(), "b", "p", AllReduceOptions{Workers: world})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -62,11 +63,11 @@ func BenchmarkAllReduce(b *testing.B) {
 			benchRanks(b, world, func(w int, _ uint64, buf []float32) error { return rings[w].allReduce(buf) })
 		})
 		b.Run(fmt.Sprintf("mem/workers=%d", world), func(b *testing.B) {
-			mt := NewMemTransport(headerSize + DefaultChunkBytes)
-			rings := make([]*Ring, world)
+			mt := allreduce.NewMemTransport(allreduce.MessageBytes(allreduce.DefaultChunkBytes))
+			rings := make([]*allreduce.Ring, world)
 			for r := range rings {
 				var err error
-				if rings[r], err = NewRing(mt, Config{Job: "b", Rank: r, World: world, Deadline: time.Minute}); err != nil {
+				if rings[r], err = allreduce.NewRing(mt, allreduce.Config{Job: "b", Rank: r, World: world, Deadline: time.Minute}); err != nil {
 					b.Fatal(err)
 				}
 				defer rings[r].Close()

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -23,6 +22,8 @@ import (
 
 	"github.com/modcoord/modcoord/allreduce"
 	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/embedded"
+	"github.com/modcoord/modcoord/train"
 	"github.com/modcoord/modcoord/worker"
 )
 
@@ -35,7 +36,7 @@ type Options struct {
 	RingDeadline time.Duration
 	Log          *slog.Logger // default: discard
 	// OnStep is passed to every worker (see worker.Options).
-	OnStep func(worker, job string, generation uint64, rank int, res worker.StepResult)
+	OnStep func(worker, job string, generation uint64, rank int, res train.StepResult)
 }
 
 // Cluster is a running in-process cluster.
@@ -130,68 +131,29 @@ func randomSecret() string {
 
 func (c *Cluster) startNATS() error {
 	c.natsUser, c.natsPass = "modcoord", randomSecret()
-	opts := &server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
-		Username: c.natsUser, Password: c.natsPass,
-		MaxPayload: 8 << 20, MaxPending: 1 << 30,
-	}
-	s, err := server.NewServer(opts)
+	s, err := embedded.StartNATS(embedded.NATSConfig{
+		Users: []*server.User{{Username: c.natsUser, Password: c.natsPass}},
+	})
 	if err != nil {
-		return fmt.Errorf("embedded nats-server: %w", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		return errors.New("embedded nats-server not ready after 10s")
+		return err
 	}
 	c.nats = s
 	return nil
 }
 
 func (c *Cluster) startEtcd() error {
-	cfg := embed.NewConfig()
-	cfg.Dir = filepath.Join(c.opts.Dir, "etcd")
-	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	peer, client, err := freeURLs(2)
+	e, err := embedded.StartEtcd(embedded.EtcdConfig{Dir: filepath.Join(c.opts.Dir, "etcd")})
 	if err != nil {
 		return err
 	}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
-	cfg.InitialCluster = cfg.Name + "=" + peer.String()
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		return fmt.Errorf("embedded etcd: %w", err)
-	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		e.Close()
-		return errors.New("embedded etcd not ready after 30s")
-	}
 	c.etcd = e
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client.String()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	client := e.Clients[0].Addr().String()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + client}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
 	}
 	c.etcdCli = cli
 	return nil
-}
-
-// freeURLs reserves n loopback ports (closed again before use; the race
-// with another process is accepted for a local tool and tests).
-func freeURLs(n int) (url.URL, url.URL, error) {
-	var out []url.URL
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return url.URL{}, url.URL{}, err
-		}
-		out = append(out, url.URL{Scheme: "http", Host: ln.Addr().String()})
-		ln.Close()
-	}
-	return out[0], out[1], nil
 }
 
 func (c *Cluster) startCoordinators() error {
@@ -295,11 +257,11 @@ func (c *Cluster) StartWorker(id string) error {
 	return nil
 }
 
-func (c *Cluster) onStep(id string) func(string, uint64, int, worker.StepResult) {
+func (c *Cluster) onStep(id string) func(string, uint64, int, train.StepResult) {
 	if c.opts.OnStep == nil {
 		return nil
 	}
-	return func(job string, gen uint64, rank int, res worker.StepResult) { c.opts.OnStep(id, job, gen, rank, res) }
+	return func(job string, gen uint64, rank int, res train.StepResult) { c.opts.OnStep(id, job, gen, rank, res) }
 }
 
 // KillWorker stops a worker abruptly: its NATS connection drops at once

@@ -1,4 +1,4 @@
-package allreduce
+package bench
 
 import (
 	"errors"
@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"time"
+	"unsafe"
 
+	"github.com/modcoord/modcoord/allreduce"
 	"github.com/modcoord/modcoord/shard"
 )
 
@@ -134,7 +136,7 @@ func (t *tcpRing) pass(reduce bool, buf []float32) error {
 				if _, rerr = io.ReadFull(t.in, nativeBytes(recv)); rerr != nil {
 					break
 				}
-				sumF32(dst, recv, dst)
+				allreduce.SumF32(dst, recv, dst)
 			} else if _, rerr = io.ReadFull(t.in, nativeBytes(dst)); rerr != nil {
 				break
 			}
@@ -149,4 +151,13 @@ func (t *tcpRing) pass(reduce bool, buf []float32) error {
 		t.out.Close()
 	}
 	return errors.Join(rerr, <-werr)
+}
+
+// nativeBytes is the memory of f as bytes, for socket I/O between two
+// buffers of the same machine (the reference ring never leaves one host).
+func nativeBytes(f []float32) []byte {
+	if len(f) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f))
 }

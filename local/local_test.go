@@ -17,7 +17,7 @@ import (
 	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/modcoord/modcoord/coordinator"
 	"github.com/modcoord/modcoord/mod"
-	"github.com/modcoord/modcoord/worker"
+	"github.com/modcoord/modcoord/train"
 )
 
 // testSpec is a small job: a tiny MoD model, steps steps exactly.
@@ -51,7 +51,7 @@ type stepLog struct {
 	gens   map[uint64]bool
 }
 
-func (s *stepLog) record(_, _ string, gen uint64, rank int, res worker.StepResult) {
+func (s *stepLog) record(_, _ string, gen uint64, rank int, res train.StepResult) {
 	if rank != 0 {
 		return
 	}
@@ -200,7 +200,7 @@ func compareWithSingleProcess(t *testing.T, spec coordinator.JobSpec, steps int6
 	if err != nil {
 		t.Fatal(err)
 	}
-	single, err := worker.NewTrainer(worker.TrainerConfig{Model: spec.Model, Optim: spec.Optim, GlobalBatch: spec.Batch,
+	single, err := train.NewTrainer(train.TrainerConfig{Model: spec.Model, Optim: spec.Optim, GlobalBatch: spec.Batch,
 		TotalSteps: steps, Seed: spec.Seed, Rank: 0, World: 1}, ds, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package allreduce
+package bench
 
 import (
 	"context"
@@ -9,18 +9,23 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 
+	"github.com/modcoord/modcoord/allreduce"
+	"github.com/modcoord/modcoord/embedded"
 	"github.com/nats-io/nats-server/v2/server"
 )
+
+// natsDefaultMaxPayload is nats-server's own default max_payload, which
+// the benchmark keeps unless told otherwise.
+const natsDefaultMaxPayload = 1 << 20
 
 // tcpChunkFloats is the TCP reference ring's chunk: 1 MiB writes.
 const tcpChunkFloats = 1 << 18
 
-// BenchOptions sizes an all-reduce benchmark.
-type BenchOptions struct {
+// AllReduceOptions sizes an all-reduce benchmark.
+type AllReduceOptions struct {
 	Workers int // ranks, at least 2
 	Floats  int // float32s per rank's vector
 	Reps    int // timed repetitions of each ring; the median is reported
@@ -31,14 +36,14 @@ type BenchOptions struct {
 	// MaxPayload is the embedded server's max_payload; zero keeps the
 	// NATS default of 1 MiB.
 	MaxPayload int
-	// Gather is the NATS ring's all-gather; zero means DefaultGather.
-	Gather GatherMode
+	// Gather is the NATS ring's all-gather; zero means allreduce.DefaultGather.
+	Gather allreduce.GatherMode
 }
 
-// BenchResult is what Bench measured. Bus bandwidth is 2(N-1)/N times the
+// AllReduceResult is what Bench measured. Bus bandwidth is 2(N-1)/N times the
 // vector's bytes over the median time: the bytes each rank must send and
 // receive in a ring all-reduce, so it is comparable across N.
-type BenchResult struct {
+type AllReduceResult struct {
 	Workers       int     `json:"workers"`
 	Floats        int     `json:"floats"`
 	Reps          int     `json:"reps"`
@@ -58,36 +63,39 @@ type BenchResult struct {
 	Identical bool `json:"identical"`
 }
 
-// Bench starts a nats-server on loopback (with password auth, as a real
+// AllReduce starts a nats-server on loopback (with password auth, as a real
 // deployment has), runs the NATS ring and the direct-TCP reference ring
 // on the same data, alternating repetitions so both see the same machine
 // load, and reports median times and bus bandwidths.
-func Bench(ctx context.Context, o BenchOptions) (BenchResult, error) {
+func AllReduce(ctx context.Context, o AllReduceOptions) (AllReduceResult, error) {
 	if o.Workers < 2 || o.Floats < 1 || o.Reps < 1 {
-		return BenchResult{}, fmt.Errorf("bench: need at least 2 workers, 1 float and 1 repetition, got %d, %d, %d", o.Workers, o.Floats, o.Reps)
+		return AllReduceResult{}, fmt.Errorf("bench: need at least 2 workers, 1 float and 1 repetition, got %d, %d, %d", o.Workers, o.Floats, o.Reps)
 	}
 	if o.Window <= 0 {
-		o.Window = DefaultWindow
+		o.Window = allreduce.DefaultWindow
 	}
 	if o.ChunkBytes <= 0 {
-		o.ChunkBytes = DefaultChunkBytes
+		o.ChunkBytes = allreduce.DefaultChunkBytes
 	}
-	sopts := server.Options{
-		Username: "bench", Password: randomSecret(),
+	if o.MaxPayload <= 0 {
+		o.MaxPayload = natsDefaultMaxPayload
+	}
+	user, password := "bench", randomSecret()
+	srv, err := embedded.StartNATS(embedded.NATSConfig{
+		Users:      []*server.User{{Username: user, Password: password}},
 		MaxPayload: int32(o.MaxPayload),
 		// Everything the ring can have in flight, with room to spare, so
 		// the server never cuts a subscriber off as a slow consumer.
-		MaxPending: max(64<<20, int64(4*o.Workers*o.Window*(o.ChunkBytes+headerSize))),
-	}
-	srv, err := startNATSServer(sopts)
+		MaxPending: max(64<<20, int64(4*o.Workers*o.Window*allreduce.MessageBytes(o.ChunkBytes))),
+	})
 	if err != nil {
-		return BenchResult{}, fmt.Errorf("bench: %w", err)
+		return AllReduceResult{}, fmt.Errorf("bench: %w", err)
 	}
-	defer stopNATSServer(srv)
+	defer embedded.StopNATS(srv)
 
-	natsRings, closeNATS, err := dialBenchRings(srv.ClientURL(), sopts.Username, sopts.Password, o)
+	natsRings, closeNATS, err := dialBenchRings(srv.ClientURL(), user, password, o)
 	if err != nil {
-		return BenchResult{}, err
+		return AllReduceResult{}, err
 	}
 	defer closeNATS()
 	chunk := natsRings[0].ChunkFloats()
@@ -95,7 +103,7 @@ func Bench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 	// NATS ring's: a TCP stream pays nothing per chunk but a write call.
 	tcpRings, closeTCP, err := dialTCPRings(o.Workers, tcpChunkFloats)
 	if err != nil {
-		return BenchResult{}, fmt.Errorf("bench: %w", err)
+		return AllReduceResult{}, fmt.Errorf("bench: %w", err)
 	}
 	defer closeTCP()
 
@@ -120,10 +128,10 @@ func Bench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 	// One untimed round each: the NATS ring's first collective waits for
 	// every rank to hear from its peers, and both warm their buffers.
 	if _, err := runNATS(0); err != nil {
-		return BenchResult{}, fmt.Errorf("bench: warm-up: %w", err)
+		return AllReduceResult{}, fmt.Errorf("bench: warm-up: %w", err)
 	}
 	if _, err := runTCP(); err != nil {
-		return BenchResult{}, fmt.Errorf("bench: warm-up: %w", err)
+		return AllReduceResult{}, fmt.Errorf("bench: warm-up: %w", err)
 	}
 
 	var natsTimes, tcpTimes []float64
@@ -131,30 +139,30 @@ func Bench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 	var ms runtime.MemStats
 	for rep := range o.Reps {
 		if err := ctx.Err(); err != nil {
-			return BenchResult{}, err
+			return AllReduceResult{}, err
 		}
 		runtime.ReadMemStats(&ms)
 		before := ms.TotalAlloc
 		d, err := runNATS(uint64(rep + 1))
 		if err != nil {
-			return BenchResult{}, fmt.Errorf("bench: NATS repetition %d: %w", rep, err)
+			return AllReduceResult{}, fmt.Errorf("bench: NATS repetition %d: %w", rep, err)
 		}
 		runtime.ReadMemStats(&ms)
 		allocs += ms.TotalAlloc - before
 		natsTimes = append(natsTimes, d.Seconds())
 		if d, err = runTCP(); err != nil {
-			return BenchResult{}, fmt.Errorf("bench: TCP repetition %d: %w", rep, err)
+			return AllReduceResult{}, fmt.Errorf("bench: TCP repetition %d: %w", rep, err)
 		}
 		tcpTimes = append(tcpTimes, d.Seconds())
 	}
 
-	res := BenchResult{
+	res := AllReduceResult{
 		Workers: o.Workers, Floats: o.Floats, Reps: o.Reps,
 		ChunkBytes: 4 * chunk, PipelineDepth: o.Window,
 		Gather:         natsRings[0].Gather().String(),
-		MaxPayload:     natsRings[0].t.MaxMessage(),
-		NATSSeconds:    median(natsTimes),
-		TCPSeconds:     median(tcpTimes),
+		MaxPayload:     natsRings[0].MaxMessage(),
+		NATSSeconds:    Median(natsTimes),
+		TCPSeconds:     Median(tcpTimes),
 		NATSAllocBytes: allocs / uint64(o.Reps),
 		Identical:      true,
 	}
@@ -173,9 +181,9 @@ func Bench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 	return res, nil
 }
 
-func dialBenchRings(url, user, password string, o BenchOptions) ([]*Ring, func(), error) {
-	var rings []*Ring
-	var transports []*NATSTransport
+func dialBenchRings(url, user, password string, o AllReduceOptions) ([]*allreduce.Ring, func(), error) {
+	var rings []*allreduce.Ring
+	var transports []*allreduce.NATSTransport
 	closeAll := func() {
 		for _, r := range rings {
 			r.Close()
@@ -185,13 +193,13 @@ func dialBenchRings(url, user, password string, o BenchOptions) ([]*Ring, func()
 		}
 	}
 	for w := range o.Workers {
-		t, err := DialNATS(NATSOptions{URL: url, Name: fmt.Sprintf("bench-%d", w), User: user, Password: password})
+		t, err := allreduce.DialNATS(allreduce.NATSOptions{URL: url, Name: fmt.Sprintf("bench-%d", w), User: user, Password: password})
 		if err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("bench: %w", err)
 		}
 		transports = append(transports, t)
-		r, err := NewRing(t, Config{Job: "bench", Generation: 1, Rank: w, World: o.Workers,
+		r, err := allreduce.NewRing(t, allreduce.Config{Job: "bench", Generation: 1, Rank: w, World: o.Workers,
 			Deadline: 2 * time.Minute, ChunkBytes: o.ChunkBytes, Window: o.Window, Gather: o.Gather})
 		if err != nil {
 			closeAll()
@@ -220,16 +228,6 @@ func timeRanks(inputs, bufs [][]float32, fn func(rank int) error) (time.Duration
 	}
 	wg.Wait()
 	return time.Since(start), errors.Join(errs...)
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
 
 func randomSecret() string {

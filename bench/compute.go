@@ -1,17 +1,18 @@
-package mod
+package bench
 
 import (
 	"context"
 	"fmt"
-	"runtime"
+	"math/rand/v2"
 	"slices"
-	"sync"
 	"time"
+
+	"github.com/modcoord/modcoord/mod"
 )
 
-// ComputeBench compares a dense model's training step with the MoD model of
+// ComputeResult compares a dense model's training step with the MoD model of
 // the same shape, and this machine's sgemm peak, in one run.
-type ComputeBench struct {
+type ComputeResult struct {
 	BLAS            string    `json:"blas"`
 	Batch           int       `json:"batch"`
 	DenseStepS      float64   `json:"dense_step_s"`
@@ -28,30 +29,30 @@ type ComputeBench struct {
 	MoDSteps        []float64 `json:"mod_steps_s"`
 }
 
-// BenchCompute times forward + backward + AdamW for cfg.Dense() and cfg
+// Compute times forward + backward + AdamW for cfg.Dense() and cfg
 // (MoD), alternating the two so that machine noise hits both alike, and
 // reports the medians.
-func BenchCompute(ctx context.Context, cfg Config, batch, reps int, logf func(string)) (ComputeBench, error) {
-	res := ComputeBench{BLAS: BLASEngine(), Batch: batch}
-	res.SgemmPeakGFLOPs = SgemmPeak(1024, 5)
+func Compute(ctx context.Context, cfg mod.Config, batch, reps int, logf func(string)) (ComputeResult, error) {
+	res := ComputeResult{BLAS: mod.BLASEngine(), Batch: batch}
+	res.SgemmPeakGFLOPs = mod.SgemmPeak(1024, 5)
 	logf(fmt.Sprintf("sgemm 1024³: %.1f GFLOP/s", res.SgemmPeakGFLOPs))
 	type runner struct {
-		model *Parallel[float32]
+		model *mod.Parallel[float32]
 		step  func() error
 		times []float64
 	}
-	mk := func(c Config) (*runner, error) {
-		m, err := NewParallel[float32](c, batch, 0)
+	mk := func(c mod.Config) (*runner, error) {
+		m, err := mod.NewParallel[float32](c, batch, 0)
 		if err != nil {
 			return nil, err
 		}
 		N := batch * c.SeqLen
 		tokens, targets := make([]int32, N), make([]int32, N)
-		r := newRNG(c.Seed, 77)
+		r := rand.New(rand.NewPCG(c.Seed, 77))
 		for i := range tokens {
-			tokens[i], targets[i] = int32(r.uint64()%uint64(c.Vocab)), int32(r.uint64()%uint64(c.Vocab))
+			tokens[i], targets[i] = int32(r.IntN(c.Vocab)), int32(r.IntN(c.Vocab))
 		}
-		opt := DefaultOptim()
+		opt := mod.DefaultOptim()
 		mm, vv := make([]float32, len(m.Params())), make([]float32, len(m.Params()))
 		decay := m.Layout().DecaySpans()
 		step := 0
@@ -106,50 +107,8 @@ func BenchCompute(ctx context.Context, cfg Config, batch, reps int, logf func(st
 	return res, nil
 }
 
-// SgemmPeak is this machine's float32 matrix-multiply peak in GFLOP/s: the
-// best of reps n×n×n products, measured two ways — one product on a
-// threaded BLAS using every core, and one single-threaded product per core
-// at once (how Parallel uses the machine) — and the higher of the two, so
-// that efficiency figures are quoted against the harder bar.
-func SgemmPeak(n, reps int) float64 {
-	BLASEngine()
-	cores := runtime.GOMAXPROCS(0)
-	flops := 2 * float64(n) * float64(n) * float64(n)
-	type prod struct{ p matmul }
-	prods := make([]prod, cores)
-	for i := range prods {
-		a, b, c := make([]float32, n*n), make([]float32, n*n), make([]float32, n*n)
-		for j := range a {
-			a[j], b[j] = float32(j%7)*0.1, float32(j%5)*0.1
-		}
-		prods[i].p = planMatMul(a, false, b, false, c, n, n, n)
-	}
-	best := 0.0
-	setBLASThreads(cores)
-	for i := 0; i <= reps; i++ {
-		t0 := time.Now()
-		prods[0].p.run()
-		if i > 0 {
-			best = max(best, flops/time.Since(t0).Seconds()/1e9)
-		}
-	}
-	setBLASThreads(1)
-	for i := 0; i <= reps; i++ {
-		var wg sync.WaitGroup
-		t0 := time.Now()
-		for j := range prods {
-			wg.Add(1)
-			go func() { defer wg.Done(); prods[j].p.run() }()
-		}
-		wg.Wait()
-		if i > 0 {
-			best = max(best, float64(cores)*flops/time.Since(t0).Seconds()/1e9)
-		}
-	}
-	return best
-}
-
-// Median is the median of x.
+// Median is the median of x; benchmarks report medians so that one
+// disturbed repetition on a shared machine does not move the figure.
 func Median(x []float64) float64 {
 	s := slices.Clone(x)
 	slices.Sort(s)

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/modcoord/modcoord/mod"
-	"github.com/modcoord/modcoord/worker"
+	"github.com/modcoord/modcoord/train"
 )
 
 // Timing says how the best runs of each budget are timed against each
@@ -48,7 +48,7 @@ func TimeBest(ctx context.Context, ds *mod.Dataset, best []BudgetBest, opt Optio
 // timeBudget times the best runs of one budget and sets bb.TimedStepS.
 func timeBudget(ctx context.Context, ds *mod.Dataset, bb *BudgetBest, sched Schedule, t Timing, progress io.Writer) error {
 	variants := sortedKeys(bb.Best)
-	trainers := make([]*worker.Trainer, len(variants))
+	trainers := make([]*train.Trainer, len(variants))
 	defer closeAll(trainers)
 	for j, v := range variants {
 		r := bb.Best[v]
@@ -56,7 +56,7 @@ func timeBudget(ctx context.Context, ds *mod.Dataset, bb *BudgetBest, sched Sche
 		// sweep with other variants is timed as it was trained.
 		variant := Variant{Name: r.Variant, Capacity: r.Capacity}
 		cfg := ModelConfig(Shape{DModel: r.DModel, Layers: r.Layers, Heads: r.Heads}, variant, r.SeqLen)
-		tr, err := worker.NewTrainer(worker.TrainerConfig{
+		tr, err := train.NewTrainer(train.TrainerConfig{
 			Model: cfg, Optim: sched.For(r.Steps), GlobalBatch: r.Batch,
 			TotalSteps: int64(r.Steps), Seed: dataSeed, Rank: 0, World: 1,
 		}, ds, nil)
@@ -92,7 +92,7 @@ func timeBudget(ctx context.Context, ds *mod.Dataset, bb *BudgetBest, sched Sche
 	return nil
 }
 
-func closeAll(trainers []*worker.Trainer) {
+func closeAll(trainers []*train.Trainer) {
 	for _, tr := range trainers {
 		if tr != nil {
 			tr.Close()

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/modcoord/modcoord/mod"
-	"github.com/modcoord/modcoord/worker"
+	"github.com/modcoord/modcoord/train"
 )
 
 // Schedule is the learning-rate schedule shared by every run: AdamW at
@@ -45,7 +45,7 @@ const dataSeed = 1
 // validation split. Cancelling ctx stops it between steps.
 func Train(ctx context.Context, ds *mod.Dataset, spec RunSpec, sched Schedule, progress io.Writer) (Result, error) {
 	res := newResult(spec)
-	tr, err := worker.NewTrainer(worker.TrainerConfig{
+	tr, err := train.NewTrainer(train.TrainerConfig{
 		Model: spec.Model, Optim: sched.For(spec.Steps), GlobalBatch: spec.Batch,
 		TotalSteps: int64(spec.Steps), Seed: dataSeed, Rank: 0, World: 1,
 	}, ds, nil)
