@@ -16,6 +16,10 @@ const ManifestVersion = 1
 // shard leaves room for a few hundred thousand shards and a large config.
 const maxManifestBytes = 64 << 20
 
+// MaxConfigBytes bounds a manifest's opaque config: the model's shape and
+// its tensor layout are a few kilobytes even for deep models.
+const MaxConfigBytes = 1 << 20
+
 // ShardInfo is what a worker reports after its shard is durable, and what
 // the manifest records per shard.
 //
@@ -67,6 +71,18 @@ func NewManifest(job string, step int64, generation uint64, total int, config js
 	return m, nil
 }
 
+// Clone is a deep copy of m (nil for nil): the coordinator's state machine
+// hands out copies so that no reader aliases its records.
+func (m *Manifest) Clone() *Manifest {
+	if m == nil {
+		return nil
+	}
+	c := *m
+	c.Config = bytes.Clone(m.Config)
+	c.Shards = append([]ShardInfo(nil), m.Shards...)
+	return &c
+}
+
 // ShardMeta returns what the shard of the given rank must say about itself.
 func (m *Manifest) ShardMeta(rank int) ShardMeta {
 	s := m.Shards[rank]
@@ -110,25 +126,38 @@ func (m *Manifest) validate() error {
 		if s.Rank != i {
 			return fmt.Errorf("shard %d has rank %d; shards must be listed once each, in rank order", i, s.Rank)
 		}
-		if s.Lo < 0 || s.Lo > s.Hi || s.Hi > m.Total {
+		if s.Hi > m.Total {
 			return fmt.Errorf("shard %d range [%d,%d) is not inside [0,%d)", i, s.Lo, s.Hi, m.Total)
 		}
-		if err := checkShardFileName(s.File); err != nil {
+		if err := s.Validate(); err != nil {
 			return fmt.Errorf("shard %d: %w", i, err)
 		}
 		if other, dup := files[s.File]; dup {
 			return fmt.Errorf("shards %d and %d share file %q", other, i, s.File)
 		}
 		files[s.File] = i
-		data := 12 * int64(s.Hi-s.Lo)
-		if s.Bytes < 8+2+data || s.Bytes > 8+MaxHeaderBytes+data {
-			return fmt.Errorf("shard %d size %d bytes is impossible for %d elements", i, s.Bytes, s.Hi-s.Lo)
-		}
-		if !isSHA256Hex(s.HeaderSHA256) || !isSHA256Hex(s.DataSHA256) {
-			return fmt.Errorf("shard %d checksums must be 64 lowercase hex digits", i)
-		}
 	}
 	return checkTiling(m.Total, m.Shards)
+}
+
+// Validate checks one shard's record on its own: a range, a plain file
+// name, a size possible for the range, and well-formed checksums. The
+// coordinator runs it on every report before the record enters raft.
+func (s ShardInfo) Validate() error {
+	if s.Rank < 0 || s.Lo < 0 || s.Lo > s.Hi || int64(s.Hi) > maxElems {
+		return fmt.Errorf("rank %d range [%d,%d) is not a range of at most %d elements", s.Rank, s.Lo, s.Hi, int64(maxElems))
+	}
+	if err := checkShardFileName(s.File); err != nil {
+		return err
+	}
+	data := 12 * int64(s.Hi-s.Lo)
+	if s.Bytes < 8+2+data || s.Bytes > 8+MaxHeaderBytes+data {
+		return fmt.Errorf("size %d bytes is impossible for %d elements", s.Bytes, s.Hi-s.Lo)
+	}
+	if !isSHA256Hex(s.HeaderSHA256) || !isSHA256Hex(s.DataSHA256) {
+		return errors.New("checksums must be 64 lowercase hex digits")
+	}
+	return nil
 }
 
 // checkTiling checks that the shard ranges cover [0,total) exactly once.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 )
 
 // DirStore keeps checkpoints in a directory tree on a local disk or a
@@ -115,11 +116,36 @@ func (s *DirStore) WriteManifest(ctx context.Context, m *Manifest) error {
 // ReadManifest reads and validates the MANIFEST.json of a step directory.
 func (s *DirStore) ReadManifest(job string, step int64, generation uint64) (*Manifest, error) {
 	path := filepath.Join(s.StepDir(job, step, generation), ManifestFile)
-	f, err := os.Open(path)
+	m, err := ReadManifestFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if m.Job != job || m.Step != step || m.Generation != generation {
+		return nil, corrupt(path, fixFallBack, "manifest is for job %q step %d generation %d, not the directory it is in", m.Job, m.Step, m.Generation)
+	}
+	return m, nil
+}
+
+// ReadManifestFile reads and validates a MANIFEST.json. It refuses
+// anything but a regular file before reading (a FIFO would block, a device
+// never end) and reads at most maxManifestBytes.
+func ReadManifestFile(path string) (*Manifest, error) {
+	// O_NONBLOCK: opening a FIFO with no writer must not hang.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read manifest: %w", err)
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read manifest %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, &CorruptError{Path: path, Problem: fmt.Sprintf("not a regular file (%s)", st.Mode().Type()), Fix: fixFallBack}
+	}
+	if st.Size() > maxManifestBytes {
+		return nil, &CorruptError{Path: path, Problem: fmt.Sprintf("%d bytes, over the %d-byte limit", st.Size(), maxManifestBytes), Fix: fixFallBack}
+	}
 	b, err := io.ReadAll(io.LimitReader(f, maxManifestBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("read manifest %s: %w", path, err)
@@ -127,9 +153,6 @@ func (s *DirStore) ReadManifest(job string, step int64, generation uint64) (*Man
 	m, err := UnmarshalManifest(b)
 	if err != nil {
 		return nil, &CorruptError{Path: path, Problem: err.Error(), Fix: fixFallBack}
-	}
-	if m.Job != job || m.Step != step || m.Generation != generation {
-		return nil, corrupt(path, fixFallBack, "manifest is for job %q step %d generation %d, not the directory it is in", m.Job, m.Step, m.Generation)
 	}
 	return m, nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -64,21 +65,21 @@ type ProgressResponse struct {
 // checkpoint; if so, Dropped lists the checkpoints retention let go, whose
 // files may now be deleted.
 type ShardResponse struct {
-	Committed bool                `json:"committed"`
-	Manifest  *CheckpointManifest `json:"manifest,omitempty"`
+	Committed bool                 `json:"committed"`
+	Manifest  *checkpoint.Manifest `json:"manifest,omitempty"`
 	// Retained (oldest first, ending with Manifest) and Dropped tell the
 	// committing rank what to keep and what it may delete.
-	Retained []CheckpointManifest `json:"retained,omitempty"`
-	Dropped  []CheckpointManifest `json:"dropped,omitempty"`
+	Retained []checkpoint.Manifest `json:"retained,omitempty"`
+	Dropped  []checkpoint.Manifest `json:"dropped,omitempty"`
 }
 
 // CheckpointsView is GET /v1/jobs/{id}/checkpoints's body.
 type CheckpointsView struct {
-	Job        string               `json:"job"`
-	Checkpoint *CheckpointManifest  `json:"checkpoint"`
-	Retained   []CheckpointManifest `json:"retained"`
-	Dropped    []CheckpointManifest `json:"dropped,omitempty"`
-	Pending    *CheckpointManifest  `json:"pending,omitempty"`
+	Job        string                `json:"job"`
+	Checkpoint *checkpoint.Manifest  `json:"checkpoint"`
+	Retained   []checkpoint.Manifest `json:"retained"`
+	Dropped    []checkpoint.Manifest `json:"dropped,omitempty"`
+	Pending    *checkpoint.Manifest  `json:"pending,omitempty"`
 }
 
 const (
@@ -372,7 +373,7 @@ func (s *apiServer) checkpoints(w http.ResponseWriter, r *http.Request) {
 	}
 	retained := j.Retained
 	if retained == nil {
-		retained = []CheckpointManifest{}
+		retained = []checkpoint.Manifest{}
 	}
 	writeJSON(w, http.StatusOK, CheckpointsView{Job: j.ID, Checkpoint: j.Checkpoint, Retained: retained, Dropped: j.Dropped, Pending: j.Pending})
 }

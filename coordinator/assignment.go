@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 
+	"github.com/modcoord/modcoord/checkpoint"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -27,8 +28,8 @@ type Assignment struct {
 	TotalSteps int64    `json:"total_steps"`
 	// Checkpoint is the committed checkpoint to resume from (StartStep);
 	// nil means start from fresh weights.
-	Checkpoint *CheckpointManifest `json:"checkpoint"`
-	Spec       JobSpec             `json:"spec"`
+	Checkpoint *checkpoint.Manifest `json:"checkpoint"`
+	Spec       JobSpec              `json:"spec"`
 	// Canceled is true when the job was canceled or failed: stop and
 	// never resume it.
 	Canceled bool `json:"canceled"`
@@ -45,7 +46,7 @@ func assignmentFor(j Job) Assignment {
 		Status:     j.Status,
 		StartStep:  j.StartStep,
 		TotalSteps: j.Ledger.TotalSteps,
-		Checkpoint: j.ResumeFrom.clone(),
+		Checkpoint: j.ResumeFrom.Clone(),
 		Spec:       j.Spec,
 		Canceled:   j.Status == StatusCanceled || j.Status == StatusFailed,
 	}

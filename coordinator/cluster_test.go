@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"testing"
 )
 
@@ -35,8 +34,7 @@ func TestClusterFailover(t *testing.T) {
 		}
 	}
 	for rank := range 2 {
-		if _, err := fc.ReportShard(ctx, sub.ID, ShardReport{Generation: gen, Step: 10,
-			Shard: CheckpointShard{Rank: rank, Lo: 5 * rank, Hi: 5*rank + 5, File: fmt.Sprint(rank), SHA256: strings.Repeat("f", 64)}}); err != nil {
+		if _, err := fc.ReportShard(ctx, sub.ID, testShardReport(gen, 10, rank, 2, 5*rank, 5*rank+5)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/modcoord/modcoord/checkpoint"
 )
 
 // CommandType tags a raft log command.
@@ -84,9 +86,12 @@ type ProgressReport struct {
 // ShardReport is one worker's report that its checkpoint shard for Step is
 // written, and the body of POST /v1/jobs/{id}/checkpoints.
 type ShardReport struct {
-	Generation uint64          `json:"generation"`
-	Step       int64           `json:"step"`
-	Shard      CheckpointShard `json:"shard"`
+	Generation uint64               `json:"generation"`
+	Step       int64                `json:"step"`
+	Shard      checkpoint.ShardInfo `json:"shard"`
+	// Config is the run's checkpoint config (model shape and tensor
+	// layout), the same from every rank; it goes into the manifest as is.
+	Config json.RawMessage `json:"config"`
 }
 
 // ShardResult says whether every rank has now reported for the step.
@@ -104,11 +109,11 @@ type CommitCheckpoint struct {
 // CommitResult is the committed manifest and those that fell out of
 // retention: their files may be deleted now.
 type CommitResult struct {
-	Manifest CheckpointManifest `json:"manifest"`
+	Manifest checkpoint.Manifest `json:"manifest"`
 	// Retained are the committed checkpoints kept after this commit,
 	// oldest first (the last is Manifest); Dropped fell out of them.
-	Retained []CheckpointManifest `json:"retained,omitempty"`
-	Dropped  []CheckpointManifest `json:"dropped,omitempty"`
+	Retained []checkpoint.Manifest `json:"retained,omitempty"`
+	Dropped  []checkpoint.Manifest `json:"dropped,omitempty"`
 }
 
 // CompleteReport says that the generation ran the job's last step, and is

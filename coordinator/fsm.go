@@ -1,14 +1,15 @@
 package coordinator
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
-	"regexp"
 	"slices"
 	"sync"
 
 	"github.com/hashicorp/raft"
+	"github.com/modcoord/modcoord/checkpoint"
 )
 
 // FSM is the replicated job state. Apply is deterministic: it reads only
@@ -197,7 +198,7 @@ func (s *fsmState) startGeneration(j *Job, c Command) error {
 	j.GenerationAt = c.At
 	j.Live = g.Live
 	j.StartStep = resume
-	j.ResumeFrom = j.Checkpoint.clone()
+	j.ResumeFrom = j.Checkpoint.Clone()
 	j.Ledger.StepsDone = resume
 	j.Ledger.FLOPsUsed = float64(resume) * j.Ledger.FLOPsPerStep
 	j.Pending = nil
@@ -256,8 +257,6 @@ func (j *Job) progress(c Command) error {
 	return nil
 }
 
-var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
-
 // reportShard records one rank's shard of the checkpoint at a step: the
 // first phase of the two-phase commit.
 func (j *Job) reportShard(c Command) (ShardResult, error) {
@@ -281,19 +280,21 @@ func (j *Job) reportShard(c Command) (ShardResult, error) {
 		return ShardResult{}, fmt.Errorf("%w: step %d is not the current checkpoint step %d", ErrStale, r.Step, j.Pending.Step)
 	case sh.Rank < 0 || sh.Rank >= len(j.Members):
 		return ShardResult{}, fmt.Errorf("%w: rank %d is outside 0..%d", ErrInvalid, sh.Rank, len(j.Members)-1)
-	case sh.Lo < 0 || sh.Hi < sh.Lo:
-		return ShardResult{}, fmt.Errorf("%w: range [%d, %d) is not a range", ErrInvalid, sh.Lo, sh.Hi)
-	case sh.File == "" || len(sh.File) > 4096 || sh.Bytes < 0:
-		return ShardResult{}, fmt.Errorf("%w: shard file %q of %d bytes", ErrInvalid, truncate(sh.File, 80), sh.Bytes)
-	case !sha256Hex.MatchString(sh.SHA256):
-		return ShardResult{}, fmt.Errorf("%w: sha256 %q is not 64 lowercase hex digits", ErrInvalid, truncate(sh.SHA256, 80))
+	case len(r.Config) == 0 || len(r.Config) > checkpoint.MaxConfigBytes || !json.Valid(r.Config):
+		return ShardResult{}, fmt.Errorf("%w: checkpoint config of %d bytes must be JSON of at most %d bytes", ErrInvalid, len(r.Config), checkpoint.MaxConfigBytes)
+	}
+	if err := sh.Validate(); err != nil {
+		return ShardResult{}, fmt.Errorf("%w: shard: %v", ErrInvalid, err)
 	}
 	// A report for a later step abandons an incomplete earlier round:
 	// workers run in lockstep, so that round can no longer complete.
 	if j.Pending == nil || r.Step > j.Pending.Step {
-		j.Pending = &CheckpointManifest{Job: j.ID, Step: r.Step, Generation: j.Generation, World: len(j.Members)}
+		j.Pending = &checkpoint.Manifest{Version: checkpoint.ManifestVersion, Job: j.ID, Step: r.Step,
+			Generation: j.Generation, World: len(j.Members), Config: bytes.Clone(r.Config)}
+	} else if !bytes.Equal(j.Pending.Config, r.Config) {
+		return ShardResult{}, fmt.Errorf("%w: rank %d's checkpoint config differs from the other ranks' for step %d", ErrInvalid, sh.Rank, r.Step)
 	}
-	i, found := slices.BinarySearchFunc(j.Pending.Shards, sh.Rank, func(s CheckpointShard, rank int) int { return s.Rank - rank })
+	i, found := slices.BinarySearchFunc(j.Pending.Shards, sh.Rank, func(s checkpoint.ShardInfo, rank int) int { return s.Rank - rank })
 	if found {
 		j.Pending.Shards[i] = sh // a rewrite replaces the earlier report
 	} else {
@@ -308,7 +309,7 @@ func (j *Job) reportShard(c Command) (ShardResult, error) {
 func (j *Job) commitCheckpoint(c Command) (CommitResult, error) {
 	cc := c.Commit
 	if j.Checkpoint != nil && j.Checkpoint.Step == cc.Step && j.Checkpoint.Generation == cc.Generation {
-		return CommitResult{Manifest: *j.Checkpoint.clone(), Retained: cloneManifests(j.Retained), Dropped: cloneManifests(j.Dropped)}, nil // already committed
+		return CommitResult{Manifest: *j.Checkpoint.Clone(), Retained: cloneManifests(j.Retained), Dropped: cloneManifests(j.Dropped)}, nil // already committed
 	}
 	if err := j.checkCurrent(cc.Generation); err != nil {
 		return CommitResult{}, err
@@ -331,15 +332,18 @@ func (j *Job) commitCheckpoint(c Command) (CommitResult, error) {
 		return CommitResult{}, fmt.Errorf("%w: shards cover %d parameters, the last checkpoint %d", ErrInvalid, next, j.Checkpoint.Total)
 	}
 	p.Total = next
+	if err := p.Validate(); err != nil {
+		return CommitResult{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
 	j.Pending = nil
 	j.Checkpoint = p
-	j.Retained = append(j.Retained, *p.clone())
+	j.Retained = append(j.Retained, *p.Clone())
 	j.Dropped = nil
 	if extra := len(j.Retained) - j.Spec.KeepCheckpoints; extra > 0 {
 		j.Dropped = j.Retained[:extra]
 		j.Retained = slices.Clone(j.Retained[extra:])
 	}
-	return CommitResult{Manifest: *p.clone(), Retained: cloneManifests(j.Retained), Dropped: cloneManifests(j.Dropped)}, nil
+	return CommitResult{Manifest: *p.Clone(), Retained: cloneManifests(j.Retained), Dropped: cloneManifests(j.Dropped)}, nil
 }
 
 func (j *Job) complete(c Command) error {

@@ -70,8 +70,8 @@ func progressCmd(job string, gen uint64, step int64, worker string) Command {
 }
 
 func shardCmd(job string, gen uint64, step int64, rank, lo, hi int) Command {
-	return Command{Type: CmdReportShard, Job: job, Shard: &ShardReport{Generation: gen, Step: step,
-		Shard: CheckpointShard{Rank: rank, Lo: lo, Hi: hi, File: "ckpt/" + job, Bytes: 10, SHA256: strings.Repeat("ab", 32)}}}
+	r := testShardReport(gen, step, rank, 2, lo, hi)
+	return Command{Type: CmdReportShard, Job: job, Shard: &r}
 }
 
 func commitCmd(job string, gen uint64, step int64) Command {
@@ -190,7 +190,7 @@ func TestFSMRejectsImpossibleTransitions(t *testing.T) {
 		{"shard rank outside the world", nil, func(id string) Command { return shardCmd(id, 1, 10, 2, 0, 50) }, ErrInvalid},
 		{"shard with a bad checksum", nil, func(id string) Command {
 			c := shardCmd(id, 1, 10, 0, 0, 50)
-			c.Shard.Shard.SHA256 = "xyz"
+			c.Shard.Shard.DataSHA256 = "xyz"
 			return c
 		}, ErrInvalid},
 		{"commit with a shard missing", func(t *testing.T, f *FSM, id string) { mustApply(t, f, shardCmd(id, 1, 10, 0, 0, 50)) },

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"slices"
 	"time"
+
+	"github.com/modcoord/modcoord/checkpoint"
 )
 
 // JobStatus is where a job is in its life.
@@ -69,42 +71,6 @@ type ProgressPoint struct {
 	At time.Time `json:"at"`
 }
 
-// CheckpointShard is one rank's part of a checkpoint: parameters and
-// optimizer moments of the flat range [Lo, Hi), in File.
-type CheckpointShard struct {
-	Rank   int    `json:"rank"`
-	Lo     int    `json:"lo"`
-	Hi     int    `json:"hi"`
-	File   string `json:"file"`
-	Bytes  int64  `json:"bytes"`
-	SHA256 string `json:"sha256"` // of the data section
-	// HeaderSHA256 covers the length prefix and JSON header; with SHA256
-	// it covers every byte of the file (see checkpoint.ShardInfo).
-	HeaderSHA256 string `json:"header_sha256"`
-}
-
-// CheckpointManifest lists the shards of one checkpoint: the state after
-// Step steps, written by the World workers of Generation, covering the flat
-// parameter vector [0, Total). (The checkpoint package has its own format;
-// this is the coordinator's record of it.)
-type CheckpointManifest struct {
-	Job        string            `json:"job"`
-	Step       int64             `json:"step"`
-	Generation uint64            `json:"generation"`
-	World      int               `json:"world"`
-	Total      int               `json:"total"`
-	Shards     []CheckpointShard `json:"shards"`
-}
-
-func (m *CheckpointManifest) clone() *CheckpointManifest {
-	if m == nil {
-		return nil
-	}
-	c := *m
-	c.Shards = slices.Clone(m.Shards)
-	return &c
-}
-
 // Job is the coordinator's durable record of one job, as the FSM holds it
 // and the API returns it.
 type Job struct {
@@ -126,22 +92,22 @@ type Job struct {
 	Live int `json:"live"`
 	// StartStep is the step the current generation resumed from, and
 	// ResumeFrom the committed checkpoint it resumed from (nil: fresh).
-	StartStep  int64               `json:"start_step"`
-	ResumeFrom *CheckpointManifest `json:"resume_from,omitempty"`
-	Ledger     Ledger              `json:"ledger"`
+	StartStep  int64                `json:"start_step"`
+	ResumeFrom *checkpoint.Manifest `json:"resume_from,omitempty"`
+	Ledger     Ledger               `json:"ledger"`
 	// Recent holds the last RecentProgress progress reports, oldest first.
 	Recent []ProgressPoint `json:"recent,omitempty"`
 
 	// Checkpoint is the last committed checkpoint (nil: none yet).
-	Checkpoint *CheckpointManifest `json:"checkpoint,omitempty"`
+	Checkpoint *checkpoint.Manifest `json:"checkpoint,omitempty"`
 	// Retained are the committed checkpoints kept, oldest first; the last
 	// is Checkpoint.
-	Retained []CheckpointManifest `json:"retained,omitempty"`
+	Retained []checkpoint.Manifest `json:"retained,omitempty"`
 	// Dropped are the checkpoints that fell out of Retained at the last
 	// commit. Their files may be deleted now: a newer commit is applied.
-	Dropped []CheckpointManifest `json:"dropped,omitempty"`
+	Dropped []checkpoint.Manifest `json:"dropped,omitempty"`
 	// Pending collects shard reports for a checkpoint not yet committed.
-	Pending *CheckpointManifest `json:"pending,omitempty"`
+	Pending *checkpoint.Manifest `json:"pending,omitempty"`
 
 	// RequestID is the client's idempotency key for the submission.
 	RequestID string `json:"request_id,omitempty"`
@@ -154,22 +120,22 @@ func (j *Job) clone() Job {
 	c := *j
 	c.Members = slices.Clone(j.Members)
 	c.Recent = slices.Clone(j.Recent)
-	c.Checkpoint = j.Checkpoint.clone()
-	c.Pending = j.Pending.clone()
-	c.ResumeFrom = j.ResumeFrom.clone()
+	c.Checkpoint = j.Checkpoint.Clone()
+	c.Pending = j.Pending.Clone()
+	c.ResumeFrom = j.ResumeFrom.Clone()
 	c.Retained = cloneManifests(j.Retained)
 	c.Dropped = cloneManifests(j.Dropped)
 	c.Spec.Model.RoutedLayers = slices.Clone(j.Spec.Model.RoutedLayers)
 	return c
 }
 
-func cloneManifests(ms []CheckpointManifest) []CheckpointManifest {
+func cloneManifests(ms []checkpoint.Manifest) []checkpoint.Manifest {
 	if ms == nil {
 		return nil
 	}
-	out := make([]CheckpointManifest, len(ms))
+	out := make([]checkpoint.Manifest, len(ms))
 	for i := range ms {
-		out[i] = *ms[i].clone()
+		out[i] = *ms[i].Clone()
 	}
 	return out
 }

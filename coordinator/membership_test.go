@@ -2,10 +2,8 @@ package coordinator
 
 import (
 	"context"
-	"fmt"
 	"reflect"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -123,8 +121,7 @@ func TestMembershipGenerations(t *testing.T) {
 		}
 	}
 	for rank := range 3 {
-		res, err := c.ReportShard(ctx, sub.ID, ShardReport{Generation: j.Generation, Step: 10,
-			Shard: CheckpointShard{Rank: rank, Lo: rank * 10, Hi: rank*10 + 10, File: fmt.Sprintf("s10-r%d", rank), Bytes: 1, SHA256: strings.Repeat("0", 64)}})
+		res, err := c.ReportShard(ctx, sub.ID, testShardReport(j.Generation, 10, rank, 3, rank*10, rank*10+10))
 		if err != nil || res.Committed != (rank == 2) {
 			t.Fatalf("shard %d: committed %v, %v", rank, res.Committed, err)
 		}

@@ -179,11 +179,7 @@ func (o *Opened) LoadParams(ctx context.Context) ([]float32, error) {
 // and the store root they belong to.
 func findManifests(path string) ([]*checkpoint.Manifest, string, error) {
 	read := func(dir string) (*checkpoint.Manifest, error) {
-		raw, err := os.ReadFile(filepath.Join(dir, checkpoint.ManifestFile))
-		if err != nil {
-			return nil, err
-		}
-		return checkpoint.UnmarshalManifest(raw)
+		return checkpoint.ReadManifestFile(filepath.Join(dir, checkpoint.ManifestFile))
 	}
 	if m, err := read(path); err == nil {
 		return []*checkpoint.Manifest{m}, filepath.Dir(filepath.Dir(path)), nil

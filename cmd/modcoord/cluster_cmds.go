@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/modcoord/modcoord/coordinator"
 )
 
@@ -389,7 +390,7 @@ func cmdCheckpoints(ctx context.Context, args []string) error {
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STEP\tGEN\tSTATE\tSHARDS\tPARAMS\tBYTES")
-	show := func(m coordinator.CheckpointManifest, state string) {
+	show := func(m checkpoint.Manifest, state string) {
 		var bytes int64
 		for _, s := range m.Shards {
 			bytes += s.Bytes

@@ -40,7 +40,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/modcoord/modcoord/checkpoint"
-	"github.com/modcoord/modcoord/coordinator"
 	"github.com/modcoord/modcoord/embedded"
 )
 
@@ -267,7 +266,7 @@ func runVerify(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var ms []coordinator.CheckpointManifest
+	var ms []checkpoint.Manifest
 	if err := json.NewDecoder(os.Stdin).Decode(&ms); err != nil {
 		return fmt.Errorf("decode manifests on stdin: %w", err)
 	}
@@ -287,7 +286,7 @@ func runVerify(ctx context.Context, args []string) error {
 // verifyOne checks every shard the coordinator recorded for a commit: the
 // file exists, has the recorded size, its header hashes to the recorded
 // header checksum, and its data to the recorded data checksum.
-func verifyOne(ctx context.Context, store *checkpoint.DirStore, m coordinator.CheckpointManifest) VerifyResult {
+func verifyOne(ctx context.Context, store *checkpoint.DirStore, m checkpoint.Manifest) VerifyResult {
 	r := VerifyResult{Step: m.Step, Generation: m.Generation}
 	dir := store.StepDir(m.Job, m.Step, m.Generation)
 	if _, err := os.Stat(filepath.Join(dir, checkpoint.ManifestFile)); err == nil {
@@ -318,8 +317,8 @@ func verifyOne(ctx context.Context, store *checkpoint.DirStore, m coordinator.Ch
 		switch {
 		case f.HeaderSHA256() != sh.HeaderSHA256:
 			bad("header sha256 %s, recorded %s", f.HeaderSHA256(), sh.HeaderSHA256)
-		case f.DataSHA256() != sh.SHA256:
-			bad("header says data sha256 %s, recorded %s", f.DataSHA256(), sh.SHA256)
+		case f.DataSHA256() != sh.DataSHA256:
+			bad("header says data sha256 %s, recorded %s", f.DataSHA256(), sh.DataSHA256)
 		default:
 			if err := f.VerifyData(ctx); err != nil {
 				bad("data: %v", err)

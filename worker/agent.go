@@ -1,0 +1,160 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/modcoord/modcoord/allreduce"
+	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/train"
+)
+
+// Options configure a worker process.
+type Options struct {
+	ID      string // unique in the cluster; the pod name on Kubernetes
+	Cluster string
+	Etcd    *clientv3.Client
+	// Coordinator is the API client for progress and checkpoint reports.
+	Coordinator *coordinator.Client
+	// Transport carries the ring all-reduce (NATS in production).
+	Transport allreduce.Transport
+	// CheckpointDir is the shared checkpoint volume, the same path on every worker.
+	CheckpointDir string
+	LeaseTTL      time.Duration // etcd lease; a dead worker is noticed after this
+	RingDeadline  time.Duration // a silent peer fails a collective after this
+	// RingWindow and RingChunkBytes tune the all-reduce pipeline (0: the
+	// allreduce defaults, sized for loopback; a cluster with more latency
+	// per hop wants a deeper window). Every worker of a job must use the
+	// same values: a rank sizes what it accepts ahead of time by its own
+	// window, and cuts chunks by its own chunk size.
+	RingWindow     int
+	RingChunkBytes int
+	Metrics        *Metrics // may be nil
+	Log            *slog.Logger
+	// OnStep, if set, sees every step's result (tests compare loss curves).
+	OnStep func(job string, generation uint64, rank int, res train.StepResult)
+}
+
+// Run registers the worker and trains whatever the coordinator assigns it,
+// one generation at a time, until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	o.Log = o.Log.With("worker", o.ID)
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = 10 * time.Second
+	}
+	host, _ := os.Hostname()
+	reg, err := coordinator.Register(ctx, o.Etcd, o.Cluster, coordinator.WorkerInfo{ID: o.ID, Host: host, StartedAt: time.Now().UTC()}, o.LeaseTTL)
+	if err != nil {
+		return fmt.Errorf("register worker %s: %w", o.ID, err)
+	}
+	defer func() {
+		// reg is nil after a failed rejoin, which has closed the old one.
+		if reg != nil {
+			reg.Close()
+		}
+	}()
+	o.Log.Info("registered", "key", reg.Key())
+
+	var cur *run
+	stop := func() {
+		if cur != nil {
+			cur.cancel()
+			<-cur.done
+			cur = nil
+		}
+	}
+	defer stop()
+	assignments := coordinator.WatchAssignments(ctx, o.Etcd, o.Cluster)
+	for {
+		var a coordinator.Assignment
+		var ok bool
+		var finished <-chan struct{}
+		if cur != nil {
+			finished = cur.done
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-finished:
+			failed := cur.failed
+			cur = nil
+			if failed {
+				// The generation cannot go on (a peer vanished from the ring, a
+				// report was refused) but membership may look unchanged to the
+				// coordinator. Leaving and re-joining makes it form a new
+				// generation, which resumes from the last committed checkpoint.
+				if reg, err = rejoin(ctx, o, reg, host); err != nil {
+					return err
+				}
+			}
+			continue
+		case a, ok = <-assignments:
+			if !ok {
+				return ctx.Err()
+			}
+		}
+		rank := a.Rank(o.ID)
+		if cur != nil && cur.job == a.Job {
+			if a.Generation == cur.generation && rank >= 0 && !a.Canceled && a.Status == coordinator.StatusRunning {
+				continue // the same generation, re-announced
+			}
+			if a.Canceled {
+				// Ask every rank to stop at the same step; give it a moment.
+				cur.requestStop()
+				select {
+				case <-cur.done:
+				case <-time.After(30 * time.Second):
+				}
+			}
+			stop()
+		}
+		if rank < 0 || a.Canceled || a.Status != coordinator.StatusRunning || cur != nil {
+			continue
+		}
+		if staleAssignment(ctx, o, a) {
+			// We joined late (e.g. restarted within the coordinator's debounce):
+			// this generation has committed past its start, so replaying it would
+			// redo work. Leaving and re-joining forms a fresh generation.
+			o.Log.Warn("assignment is older than the job's last commit; re-joining", "job", a.Job, "generation", a.Generation)
+			if reg, err = rejoin(ctx, o, reg, host); err != nil {
+				return err
+			}
+			continue
+		}
+		cur = startRun(ctx, o, a, rank)
+	}
+}
+
+// staleAssignment reports whether the job committed a checkpoint newer than
+// the one the assignment's generation started from.
+func staleAssignment(ctx context.Context, o Options, a coordinator.Assignment) bool {
+	view, err := o.Coordinator.Checkpoints(ctx, a.Job)
+	return err == nil && view.Checkpoint != nil && (a.Checkpoint == nil || view.Checkpoint.Step > a.Checkpoint.Step)
+}
+
+// rejoin drops the worker's registration, waits long enough for the
+// coordinator to notice (a lease TTL covers its debounce), and registers again.
+func rejoin(ctx context.Context, o Options, reg *coordinator.Registration, host string) (*coordinator.Registration, error) {
+	o.Log.Info("leaving and re-joining so that a new generation forms", "after", o.LeaseTTL)
+	if err := reg.Close(); err != nil {
+		o.Log.Warn("leave", "err", err)
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(o.LeaseTTL):
+	}
+	reg, err := coordinator.Register(ctx, o.Etcd, o.Cluster, coordinator.WorkerInfo{ID: o.ID, Host: host, StartedAt: time.Now().UTC()}, o.LeaseTTL)
+	if err != nil {
+		return nil, fmt.Errorf("re-register worker %s: %w", o.ID, err)
+	}
+	return reg, nil
+}

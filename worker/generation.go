@@ -1,0 +1,210 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/modcoord/modcoord/allreduce"
+	"github.com/modcoord/modcoord/checkpoint"
+	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/mod"
+	"github.com/modcoord/modcoord/train"
+)
+
+// run is one generation of one job on this worker.
+type run struct {
+	job        string
+	generation uint64
+	trainer    *train.Trainer
+	cancel     context.CancelFunc
+	done       chan struct{}
+	failed     bool // ended with an error another generation may fix
+}
+
+// requestStop asks every rank to stop after the next step. A run whose
+// start failed before its trainer existed has nothing to stop (its done
+// channel is closed or about to be).
+func (r *run) requestStop() {
+	if r.trainer != nil {
+		r.trainer.RequestStop()
+	}
+}
+
+func startRun(ctx context.Context, o Options, a coordinator.Assignment, rank int) *run {
+	ctx, cancel := context.WithCancel(ctx)
+	r := &run{job: a.Job, generation: a.Generation, cancel: cancel, done: make(chan struct{})}
+	log := o.Log.With("job", a.Job, "generation", a.Generation, "rank", rank, "world", len(a.Members))
+	ready := make(chan struct{})
+	go func() {
+		defer close(r.done)
+		err := r.train(ctx, o, a, rank, log, ready)
+		switch {
+		case err == nil:
+			log.Info("generation finished")
+		case ctx.Err() != nil:
+			log.Info("generation stopped", "reason", context.Cause(ctx))
+		default:
+			log.Error("generation failed", "err", err)
+			var fatal *fatalError
+			r.failed = !errors.As(err, &fatal)
+			if !r.failed {
+				if _, ferr := o.Coordinator.Fail(context.Background(), a.Job, coordinator.FailReport{Generation: a.Generation, Reason: err.Error()}); ferr != nil {
+					log.Error("report failure", "err", ferr)
+				}
+			}
+		}
+	}()
+	select { // the trainer must exist before Run may call RequestStop
+	case <-ready:
+	case <-r.done:
+	}
+	return r
+}
+
+// fatalError is a failure that another generation cannot fix (a missing
+// data file, a bad spec): the job is failed rather than retried.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, rank int, log *slog.Logger, ready chan<- struct{}) error {
+	spec := a.Spec
+	ds, err := mod.LoadDataset(spec.Data)
+	if err != nil {
+		close(ready)
+		return &fatalError{err}
+	}
+	ring, err := allreduce.NewRing(o.Transport, allreduce.Config{
+		Job: a.Job, Generation: a.Generation, Rank: rank, World: len(a.Members),
+		Deadline: o.RingDeadline, Window: o.RingWindow, ChunkBytes: o.RingChunkBytes, Metrics: o.Metrics.ring(),
+	})
+	if err != nil {
+		close(ready)
+		return fmt.Errorf("join ring: %w", err)
+	}
+	defer ring.Close()
+	tr, err := train.NewTrainer(train.TrainerConfig{
+		Model: spec.Model, Optim: spec.Optim, GlobalBatch: spec.Batch, TotalSteps: a.TotalSteps,
+		Seed: spec.Seed, Rank: rank, World: len(a.Members),
+	}, ds, ring)
+	if err != nil {
+		close(ready)
+		return &fatalError{err}
+	}
+	defer tr.Close()
+	r.trainer = tr
+	close(ready)
+
+	store, err := checkpoint.NewDirStore(o.CheckpointDir)
+	if err != nil {
+		return &fatalError{err}
+	}
+	if a.Checkpoint != nil {
+		if err := restore(ctx, o, a, tr, store, log); err != nil {
+			return err
+		}
+	}
+	log.Info("training", "from_step", tr.StepsDone(), "to_step", a.TotalSteps, "model", spec.Model.String())
+
+	ck := newCheckpointer(o, a, tr, store, rank, log)
+	defer ck.close()
+	var rep *reporter
+	if rank == 0 {
+		rep = newReporter(ctx, o, a, tr, log)
+		defer rep.close()
+	}
+	every := spec.CheckpointEvery
+	for tr.StepsDone() < a.TotalSteps {
+		t0 := time.Now()
+		res, err := tr.Step(ctx)
+		if err != nil {
+			return err
+		}
+		o.Metrics.observeStep(spec.Model, spec.Batch, len(a.Members), res, time.Since(t0))
+		if o.OnStep != nil {
+			o.OnStep(a.Job, a.Generation, rank, res)
+		}
+		if rep != nil {
+			rep.send(res, time.Since(t0))
+		}
+		switch {
+		case res.Stop || res.Step == a.TotalSteps:
+			if err := ck.start(ctx); err != nil {
+				return err
+			}
+		case every > 0 && res.Step%every == 0:
+			if err := ck.startUnlessBusy(ctx, res.Step); err != nil {
+				return err
+			}
+		}
+		if res.Stop {
+			return ck.wait(ctx)
+		}
+	}
+	if err := ck.wait(ctx); err != nil {
+		return err
+	}
+	if rank == 0 {
+		rep.flush(o.RingDeadline)
+		// The job is complete once its final checkpoint is committed, which
+		// happens when the last rank's shard report arrives.
+		if err := waitCommitted(ctx, o.Coordinator, a.Job, tr.StepsDone(), 2*o.RingDeadline+10*time.Second); err != nil {
+			return err
+		}
+		if _, err := o.Coordinator.Complete(ctx, a.Job, coordinator.CompleteReport{Generation: a.Generation, Step: tr.StepsDone()}); err != nil {
+			return fmt.Errorf("report completion: %w", err)
+		}
+	}
+	return nil
+}
+
+// waitCommitted polls until the job's last committed checkpoint is at step.
+func waitCommitted(ctx context.Context, c *coordinator.Client, job string, step int64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		view, err := c.Checkpoints(ctx, job)
+		if err == nil && view.Checkpoint != nil && view.Checkpoint.Step >= step {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("final checkpoint of step %d not committed after %s (last error: %v)", step, timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// restore loads the newest committed checkpoint that verifies, newest
+// first among the job's retained ones; every rank reads the same shared
+// volume, so every rank picks the same one.
+func restore(ctx context.Context, o Options, a coordinator.Assignment, tr *train.Trainer, store *checkpoint.DirStore, log *slog.Logger) error {
+	manifests := []*checkpoint.Manifest{a.Checkpoint}
+	if view, err := o.Coordinator.Checkpoints(ctx, a.Job); err == nil {
+		for i := len(view.Retained) - 1; i >= 0; i-- {
+			if m := view.Retained[i]; m.Step < a.Checkpoint.Step {
+				manifests = append(manifests, &m)
+			}
+		}
+	} else {
+		log.Warn("list retained checkpoints; only the last committed one can be tried", "err", err)
+	}
+	m, skipped, err := store.NewestValid(ctx, manifests)
+	for _, s := range skipped {
+		log.Warn("checkpoint damaged; falling back to an older one", "skipped", s.String())
+	}
+	if err != nil {
+		return fmt.Errorf("no committed checkpoint of job %s verifies: %w", a.Job, err)
+	}
+	if err := tr.Restore(ctx, store, m, true); err != nil {
+		return err
+	}
+	log.Info("resumed", "step", m.Step, "written_by_world", m.World)
+	return nil
+}
