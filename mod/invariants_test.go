@@ -62,7 +62,7 @@ func TestTopKTiesBreakToEarlierPosition(t *testing.T) {
 	}
 	// A zero router gives every token the same logit: the first k win.
 	for _, l := range cfg.RoutedLayers {
-		clear(m.layers[l].router)
+		clear(m.layers[l].param.router)
 	}
 	if _, err := m.Forward(randomTokens(cfg.SeqLen, cfg.Vocab, 1), nil); err != nil {
 		t.Fatal(err)
@@ -122,12 +122,12 @@ func TestUnselectedTokenDoesNotLeak(t *testing.T) {
 	l := cfg.RoutedLayers[0]
 	ly := &m.layers[l]
 	T, D := cfg.SeqLen, cfg.DModel
-	sel := slices.Clone(ly.sel)
+	sel := slices.Clone(ly.routing.selected)
 	before := slices.Clone(ly.out)
 	// First unselected position of sequence 1.
 	u := -1
 	for p := int32(0); p < int32(T); p++ {
-		if !slices.Contains(sel[ly.s:2*ly.s], p) {
+		if !slices.Contains(sel[ly.seqTokens:2*ly.seqTokens], p) {
 			u = T + int(p)
 			break
 		}
@@ -135,16 +135,16 @@ func TestUnselectedTokenDoesNotLeak(t *testing.T) {
 	// Move x_u against the router so its logit only falls, plus noise.
 	r := newRNG(5, 5)
 	for c := 0; c < D; c++ {
-		ly.x[u*D+c] += -2*ly.router[c] + 0.3*r.normal()
+		ly.in[u*D+c] += -2*ly.param.router[c] + 0.3*r.normal()
 	}
 	ly.forward(m)
-	if !slices.Equal(sel, ly.sel) {
+	if !slices.Equal(sel, ly.routing.selected) {
 		t.Fatalf("the perturbation changed the selection; the test needs it fixed")
 	}
 	for p := 0; p < B*T; p++ {
 		got, want := ly.out[p*D:(p+1)*D], before[p*D:(p+1)*D]
 		if p == u {
-			if !slices.Equal(got, ly.x[p*D:(p+1)*D]) {
+			if !slices.Equal(got, ly.in[p*D:(p+1)*D]) {
 				t.Fatalf("unselected token %d: output %v differs from its input", p, got)
 			}
 			continue
@@ -165,7 +165,7 @@ func TestRoutedLayerMatchesNaiveReference(t *testing.T) {
 	m := forwardRandom(t, cfg, B, 51)
 	for _, l := range cfg.RoutedLayers {
 		ly := &m.layers[l]
-		want := naiveRoutedLayer(cfg, B, ly.x, ly.router, ly.ln1, ly.wqkv, ly.wo, ly.ln2, ly.w1, ly.w2)
+		want := naiveRoutedLayer(cfg, B, ly.in, ly.param.router, ly.param.ln1, ly.param.wqkv, ly.param.wo, ly.param.ln2, ly.param.w1, ly.param.w2)
 		for i := range want {
 			if d := math.Abs(want[i] - ly.out[i]); d > 1e-12 {
 				t.Fatalf("layer %d output[%d] = %v, naive reference %v", l, i, ly.out[i], want[i])
@@ -298,7 +298,7 @@ func TestEveryRouterReceivesGradient(t *testing.T) {
 		}
 		for _, l := range cfg.RoutedLayers {
 			var n2 float64
-			for _, g := range m.layers[l].drouter {
+			for _, g := range m.layers[l].grad.router {
 				n2 += g * g
 			}
 			if !(n2 > 0) {

@@ -9,244 +9,334 @@ import (
 // block on only the k = floor(C·T) tokens of each sequence with the highest
 // router logits, in their original order; every other token rides the
 // residual stream unchanged and is neither a key nor a value here.
+//
+// On the tokens it processes, with blockIn their rows of the layer input,
+// the block computes
+//
+//	attn  = attention(rmsnorm(blockIn)·Wqkv) · Wo
+//	resid = blockIn + attn
+//	mlp   = gelu(rmsnorm(resid)·W1) · W2
+//	f     = attn + mlp
+//
+// and the layer outputs blockIn + f when dense, and in + σ(z)·f for the
+// selected tokens (in for the others) when routed, z being the router logit.
+//
+// Shapes: N = B·T tokens in the batch; the block processes n = B·s of them,
+// s per sequence (s = T, or k under top-k routing).
 type layer[F Float] struct {
-	index             int
-	routed, predictor bool
-	s, n              int // tokens per sequence and in all, that the block processes
+	index     int
+	routed    bool // MoD: the block runs on the selected tokens only
+	predictor bool // routed, with the causal decision made by a separate MLP
+	seqTokens int  // s: tokens per sequence that the block processes
+	tokens    int  // n = B·s: tokens that the block processes in all
 
-	x, out []F // [N,D] layer input and output (residual stream)
+	in, out []F // [N,D] residual stream into and out of the layer
 
-	// Parameters and gradients (views into the flat vectors).
-	ln1, wqkv, wo, ln2, w1, w2               []F
-	dln1, dwqkv, dwo, dln2, dw1, dw2         []F
-	router, predW1, predB1, predW2, predB2   []F
-	drouter, dpredW1, dpredB1, dpredW2, dpB2 []F
-
-	// Routing (routed layers only).
-	z      []F     // [N] router logits
-	sel    []int32 // [B,s] selected positions, ascending per sequence
-	count  []int   // [B] tokens selected per sequence: k, or under causal routing as decided
-	r      []F     // [B,k] router weights σ(z) of the selected tokens
-	target []F     // [N] 1 where selected, else 0
-	order  []int32 // [T] scratch for the top-k sort
-	xs     []F     // [n,D] the selected tokens' inputs (aliases x when dense)
-	bce    float64
-	ph, pg []F // [N,P] predictor hidden pre/post GELU
-	pth    []F // [N,P] tanh inside the predictor's GELU
-	pl     []F // [N] predictor logits
-
-	// Block activations kept for the backward pass.
-	pos        []int32 // [n] original position of each processed token
-	u1, inv1   []F     // ln1 output [n,D], 1/rms [n]
-	qkv        []F     // [n,3D]
-	qh, kh, vh []F     // [B,H,s,hd] head-major, q and k rotated
-	p          []F     // [B,H,s,s] attention probabilities
-	oh         []F     // [B,H,s,hd] attention output per head
-	o          []F     // [n,D] heads merged
-	a          []F     // [n,D] attention block output
-	h          []F     // [n,D] xs + a
-	u2, inv2   []F     // ln2 output, 1/rms
-	hpre, g    []F     // [n,F] MLP hidden pre/post GELU
-	th         []F     // [n,F] tanh inside GELU, kept for backward
-	mo         []F     // [n,D] MLP output
-
-	// Planned products.
-	mmQKV, mmWo, mmW1, mmW2, mmPred        matmul
-	mmScores, mmAV                         []matmul // per (b,h)
-	mmDg, mmDw2, mmDw1, mmDu2, mmDo, mmDwo matmul
-	mmDwqkv, mmDu1, mmDpredW1              matmul
-	mmDp, mmDv, mmDq, mmDk                 []matmul // per (b,h)
-
-	dOut, dIn []F // gradient wrt out and x (fixed buffers, see Model.gradBuf)
-	dres, df  []F // gradient into the residual and into the block output f
-	dxs       []F // gradient wrt xs
+	param, grad layerTensors[F]  // views into Model.params and Model.grads
+	routing     routingState[F]  // routed layers only
+	pred        predictorActs[F] // predictor layers only
+	act         blockActs[F]     // forward activations
+	d           layerGradFlow[F] // d.out in, d.in out of the backward pass
+	plans       layerPlans       // matrix products over the buffers above
 }
 
-// scratch holds backward buffers shared by all layers (they run one at a
-// time), sized for a dense layer.
+// layerTensors are one layer's tensors, named as in Layout; a layer holds
+// two, its parameters and their gradients. Matrices are [in,out]: y = x·W.
+type layerTensors[F Float] struct {
+	ln1, wqkv, wo, ln2, w1, w2 []F
+
+	router []F // [D] routed layers only: z = in · router
+
+	// The causal-decision predictor (predictor layers only):
+	// logit = gelu(in·predW1 + predB1) · predW2 + predB2.
+	predW1, predB1, predW2, predB2 []F
+}
+
+// routingState is what a routed layer decides in the forward pass and
+// needs again in the backward pass.
+type routingState[F Float] struct {
+	logits   []F     // [N] router logits z
+	selected []int32 // [B,s] selected positions, ascending per sequence
+	count    []int   // [B] tokens selected per sequence: k, or under causal routing as decided
+	weight   []F     // [B,s] router weights σ(z) of the selected tokens
+	target   []F     // [N] 1 where selected, else 0: the causal decision's label
+	order    []int32 // [T] scratch for the top-k sort
+	bce      float64 // the causal decision's loss in the last forward pass
+}
+
+// predictorActs are the predictor's activations over all N tokens.
+type predictorActs[F Float] struct {
+	fc, fcGelu []F // [N,P] hidden layer before and after GELU
+	fcTanh     []F // [N,P] tanh inside GELU, kept for its backward
+	logits     []F // [N] causal-decision logits
+}
+
+// blockActs are the block's activations, kept for the backward pass.
+type blockActs[F Float] struct {
+	pos     []int32 // [n] original position of each processed token
+	blockIn []F     // [n,D] the processed tokens' inputs (aliases layer.in when dense)
+	ln1     []F     // [n,D] rmsnorm(blockIn)·ln1
+	ln1Rstd []F     // [n] 1/rms of each blockIn row
+	qkv     []F     // [n,3D]
+	q, k, v []F     // [B,H,s,hd] head-major, q and k rotated
+	probs   []F     // [B,H,s,s] attention probabilities
+	heads   []F     // [B,H,s,hd] attention output per head
+	attnY   []F     // [n,D] heads merged
+	attn    []F     // [n,D] attention's contribution to the residual
+	resid   []F     // [n,D] blockIn + attn
+	ln2     []F     // [n,D] rmsnorm(resid)·ln2
+	ln2Rstd []F     // [n]
+	fc      []F     // [n,F] MLP hidden layer before GELU
+	fcGelu  []F     // [n,F] after GELU
+	fcTanh  []F     // [n,F] tanh inside GELU, kept for its backward
+	mlp     []F     // [n,D] the MLP's contribution to the residual
+}
+
+// layerGradFlow are the gradients that flow through the layer, as opposed
+// to the parameter gradients and the scratch inside the block.
+type layerGradFlow[F Float] struct {
+	out, in []F // [N,D] wrt the layer's output and input (fixed buffers, see Model.gradBuf)
+	skip    []F // [n,D] wrt blockIn through the residual connection that bypasses f
+	block   []F // [n,D] wrt the block output f
+	blockIn []F // [n,D] wrt blockIn in all
+}
+
+// layerPlans are the layer's matrix products, planned once over the
+// buffers they read and write (see matmul); each is named after what it
+// computes, and its formula is repeated where it runs.
+type layerPlans struct {
+	qkv    matmul   // qkv = ln1 · Wqkv
+	attn   matmul   // attn = attnY · Wo
+	fc     matmul   // fc = ln2 · W1
+	mlp    matmul   // mlp = fcGelu · W2
+	predFc matmul   // pred.fc = in · predW1
+	scores []matmul // per (b,h): probs = q · kᵀ, before the softmax
+	heads  []matmul // per (b,h): heads = probs · v
+
+	dFcGelu matmul   // dFcGelu = dBlock · W2ᵀ
+	dW2     matmul   // dW2 = fcGeluᵀ · dBlock
+	dW1     matmul   // dW1 = ln2ᵀ · dFc
+	dLn2    matmul   // dLn2 = dFc · W1ᵀ
+	dAttnY  matmul   // dAttnY = dAttn · Woᵀ
+	dWo     matmul   // dWo = attnYᵀ · dAttn
+	dWqkv   matmul   // dWqkv = ln1ᵀ · dqkv
+	dLn1    matmul   // dLn1 = dqkv · Wqkvᵀ
+	dPredW1 matmul   // dPredW1 = inᵀ · dPredFc
+	dProbs  []matmul // per (b,h): dProbs = dHeads · vᵀ
+	dv      []matmul // per (b,h): dv = probsᵀ · dHeads
+	dq      []matmul // per (b,h): dq = dScores · k
+	dk      []matmul // per (b,h): dk = dScoresᵀ · q
+}
+
+// scratch holds the backward pass's intermediate gradients, shared by all
+// layers (they run one at a time) and sized for a dense layer. dX is the
+// gradient wrt the activation X of blockActs or predictorActs.
 type scratch[F Float] struct {
-	dres, df, dxs        []F // [N,D] routed layers only
-	dg, dhpre            []F // [N,F]
-	du2, dh, da, do, du1 []F // [N,D]
-	doh, dqh, dkh, dvh   []F // [N,D] head-major
+	skip, block, blockIn []F // [N,D] layerGradFlow's buffers, routed layers only
+	dFcGelu, dFc         []F // [N,F]
+	dLn2, dResid, dAttn  []F // [N,D]
+	dAttnY, dLn1         []F // [N,D]
+	dHeads, dq, dk, dv   []F // [N,D] head-major
 	dqkv                 []F // [N,3D]
-	dp                   []F // [B,H,T,T]
-	dz                   []F // [N]
-	dph                  []F // [N,P]
+	dProbs               []F // [B,H,T,T], turned into dScores in place
+	dLogits              []F // [N] wrt the router logits
+	dPredFc              []F // [N,P]
 }
 
 func (m *Model[F]) allocScratch() {
-	if m.scr != nil {
+	if m.scratch != nil {
 		return
 	}
 	cfg := m.cfg
 	N, D, Fh, T := m.batch*cfg.SeqLen, cfg.DModel, cfg.MLPHidden, cfg.SeqLen
-	s := &scratch[F]{
-		dres: make([]F, N*D), df: make([]F, N*D), dxs: make([]F, N*D),
-		dg: make([]F, N*Fh), dhpre: make([]F, N*Fh),
-		du2: make([]F, N*D), dh: make([]F, N*D), da: make([]F, N*D), do: make([]F, N*D), du1: make([]F, N*D),
-		doh: make([]F, N*D), dqh: make([]F, N*D), dkh: make([]F, N*D), dvh: make([]F, N*D),
-		dqkv: make([]F, N*3*D), dp: make([]F, m.batch*cfg.Heads*T*T), dz: make([]F, N),
-		dph: make([]F, N*cfg.PredictorHidden),
+	m.scratch = &scratch[F]{
+		skip: make([]F, N*D), block: make([]F, N*D), blockIn: make([]F, N*D),
+		dFcGelu: make([]F, N*Fh), dFc: make([]F, N*Fh),
+		dLn2: make([]F, N*D), dResid: make([]F, N*D), dAttn: make([]F, N*D), dAttnY: make([]F, N*D), dLn1: make([]F, N*D),
+		dHeads: make([]F, N*D), dq: make([]F, N*D), dk: make([]F, N*D), dv: make([]F, N*D),
+		dqkv: make([]F, N*3*D), dProbs: make([]F, m.batch*cfg.Heads*T*T), dLogits: make([]F, N),
+		dPredFc: make([]F, N*cfg.PredictorHidden),
 	}
-	m.scr = s
 }
 
-func (ly *layer[F]) alloc(m *Model[F], index int, out []F) {
-	cfg := m.cfg
-	B, T, D, Fh, H := m.batch, cfg.SeqLen, cfg.DModel, cfg.MLPHidden, cfg.Heads
-	N := B * T
-	o := m.layout.layer(index, cfg)
-	ly.index, ly.routed, ly.predictor = index, o.routed, o.predictor
-	ly.out = out
-	ly.s = T
-	if ly.routed && !m.causal {
-		ly.s = cfg.TopK()
-	}
-	ly.n = B * ly.s
-	n := ly.n
-	view := func(v []F, off, size int) []F {
+// layerTensorViews slices one layer's tensors out of a flat vector laid
+// out by Layout; those the layer does not have are nil.
+func layerTensorViews[F Float](v []F, o layerOffsets, cfg Config) layerTensors[F] {
+	D, Fh, P := cfg.DModel, cfg.MLPHidden, cfg.PredictorHidden
+	view := func(off, size int) []F {
 		if off < 0 {
 			return nil
 		}
 		return v[off : off+size]
 	}
-	P := cfg.PredictorHidden
-	ly.ln1, ly.dln1 = view(m.params, o.ln1, D), view(m.grads, o.ln1, D)
-	ly.wqkv, ly.dwqkv = view(m.params, o.wqkv, 3*D*D), view(m.grads, o.wqkv, 3*D*D)
-	ly.wo, ly.dwo = view(m.params, o.wo, D*D), view(m.grads, o.wo, D*D)
-	ly.ln2, ly.dln2 = view(m.params, o.ln2, D), view(m.grads, o.ln2, D)
-	ly.w1, ly.dw1 = view(m.params, o.w1, D*Fh), view(m.grads, o.w1, D*Fh)
-	ly.w2, ly.dw2 = view(m.params, o.w2, Fh*D), view(m.grads, o.w2, Fh*D)
-	if ly.routed {
-		ly.router, ly.drouter = view(m.params, o.router, D), view(m.grads, o.router, D)
-		ly.z, ly.target = make([]F, N), make([]F, N)
-		ly.sel, ly.r = make([]int32, n), make([]F, n)
-		ly.count = make([]int, B)
-		ly.order = make([]int32, T)
-		ly.xs = make([]F, n*D)
-		if ly.predictor {
-			ly.predW1, ly.dpredW1 = view(m.params, o.predW1, D*P), view(m.grads, o.predW1, D*P)
-			ly.predB1, ly.dpredB1 = view(m.params, o.predB1, P), view(m.grads, o.predB1, P)
-			ly.predW2, ly.dpredW2 = view(m.params, o.predW2, P), view(m.grads, o.predW2, P)
-			ly.predB2, ly.dpB2 = view(m.params, o.predB2, 1), view(m.grads, o.predB2, 1)
-			ly.ph, ly.pg, ly.pth, ly.pl = make([]F, N*P), make([]F, N*P), make([]F, N*P), make([]F, N)
-		}
+	return layerTensors[F]{
+		ln1: view(o.ln1, D), wqkv: view(o.wqkv, 3*D*D), wo: view(o.wo, D*D),
+		ln2: view(o.ln2, D), w1: view(o.w1, D*Fh), w2: view(o.w2, Fh*D),
+		router: view(o.router, D),
+		predW1: view(o.predW1, D*P), predB1: view(o.predB1, P),
+		predW2: view(o.predW2, P), predB2: view(o.predB2, 1),
 	}
-	ly.pos = make([]int32, n)
-	if !ly.routed {
-		for i := range ly.pos {
-			ly.pos[i] = int32(i % T)
-		}
-	}
-	ly.u1, ly.inv1 = make([]F, n*D), make([]F, n)
-	ly.qkv = make([]F, n*3*D)
-	ly.qh, ly.kh, ly.vh = make([]F, n*D), make([]F, n*D), make([]F, n*D)
-	ly.p = make([]F, B*H*ly.s*ly.s)
-	ly.oh, ly.o, ly.a, ly.h = make([]F, n*D), make([]F, n*D), make([]F, n*D), make([]F, n*D)
-	ly.u2, ly.inv2 = make([]F, n*D), make([]F, n)
-	ly.hpre, ly.g, ly.th, ly.mo = make([]F, n*Fh), make([]F, n*Fh), make([]F, n*Fh), make([]F, n*D)
 }
 
-// plan builds every product of the layer once its input buffer is known.
+func (ly *layer[F]) alloc(m *Model[F], index int, out []F) {
+	cfg := m.cfg
+	B, T, D, Fh, H, P := m.batch, cfg.SeqLen, cfg.DModel, cfg.MLPHidden, cfg.Heads, cfg.PredictorHidden
+	N := B * T
+	o := m.layout.layer(index, cfg)
+	ly.index, ly.routed, ly.predictor = index, o.routed, o.predictor
+	ly.out = out
+	ly.seqTokens = T
+	if ly.routed && !m.causal {
+		ly.seqTokens = cfg.TopK()
+	}
+	ly.tokens = B * ly.seqTokens
+	s, n := ly.seqTokens, ly.tokens
+	ly.param, ly.grad = layerTensorViews(m.params, o, cfg), layerTensorViews(m.grads, o, cfg)
+	act := &ly.act
+	if ly.routed {
+		ly.routing = routingState[F]{
+			logits: make([]F, N), target: make([]F, N),
+			selected: make([]int32, n), weight: make([]F, n),
+			count: make([]int, B),
+			order: make([]int32, T),
+		}
+		act.blockIn = make([]F, n*D)
+		if ly.predictor {
+			ly.pred = predictorActs[F]{fc: make([]F, N*P), fcGelu: make([]F, N*P), fcTanh: make([]F, N*P), logits: make([]F, N)}
+		}
+	}
+	act.pos = make([]int32, n)
+	if !ly.routed {
+		for i := range act.pos {
+			act.pos[i] = int32(i % T)
+		}
+	}
+	act.ln1, act.ln1Rstd = make([]F, n*D), make([]F, n)
+	act.qkv = make([]F, n*3*D)
+	act.q, act.k, act.v = make([]F, n*D), make([]F, n*D), make([]F, n*D)
+	act.probs = make([]F, B*H*s*s)
+	act.heads, act.attnY, act.attn, act.resid = make([]F, n*D), make([]F, n*D), make([]F, n*D), make([]F, n*D)
+	act.ln2, act.ln2Rstd = make([]F, n*D), make([]F, n)
+	act.fc, act.fcGelu, act.fcTanh, act.mlp = make([]F, n*Fh), make([]F, n*Fh), make([]F, n*Fh), make([]F, n*D)
+}
+
+// plan builds every product of the layer once its input buffer is known;
+// the formulas are on layerPlans' fields and where each product runs.
 func (ly *layer[F]) plan(m *Model[F]) {
 	m.allocScratch()
-	cfg, sc := m.cfg, m.scr
+	cfg, sc := m.cfg, m.scratch
 	B, D, Fh, H, hd := m.batch, cfg.DModel, cfg.MLPHidden, cfg.Heads, cfg.HeadDim()
-	N, n, s, P := m.batch*cfg.SeqLen, ly.n, ly.s, cfg.PredictorHidden
+	N, n, s, P := m.batch*cfg.SeqLen, ly.tokens, ly.seqTokens, cfg.PredictorHidden
+	w, dw, act, d, pl := &ly.param, &ly.grad, &ly.act, &ly.d, &ly.plans
 	if !ly.routed {
-		ly.xs = ly.x
+		act.blockIn = ly.in
 	}
-	ly.dOut, ly.dIn = m.gradBuf(ly.index+1), m.gradBuf(ly.index)
+	d.out, d.in = m.gradBuf(ly.index+1), m.gradBuf(ly.index)
 	if ly.routed {
-		ly.dres, ly.df, ly.dxs = sc.dres[:n*D], sc.df[:n*D], sc.dxs[:n*D]
+		d.skip, d.block, d.blockIn = sc.skip[:n*D], sc.block[:n*D], sc.blockIn[:n*D]
 	} else {
-		ly.dres, ly.df, ly.dxs = ly.dOut, ly.dOut, ly.dIn
+		// out = blockIn + f: both the skip path and f see d.out, and
+		// blockIn is the layer input.
+		d.skip, d.block, d.blockIn = d.out, d.out, d.in
 	}
 
-	ly.mmQKV = planMatMul(ly.u1, false, ly.wqkv, false, ly.qkv, n, D, 3*D)
-	ly.mmWo = planMatMul(ly.o, false, ly.wo, false, ly.a, n, D, D)
-	ly.mmW1 = planMatMul(ly.u2, false, ly.w1, false, ly.hpre, n, D, Fh)
-	ly.mmW2 = planMatMul(ly.g, false, ly.w2, false, ly.mo, n, Fh, D)
+	pl.qkv = planMatMul(act.ln1, false, w.wqkv, false, act.qkv, n, D, 3*D)
+	pl.attn = planMatMul(act.attnY, false, w.wo, false, act.attn, n, D, D)
+	pl.fc = planMatMul(act.ln2, false, w.w1, false, act.fc, n, D, Fh)
+	pl.mlp = planMatMul(act.fcGelu, false, w.w2, false, act.mlp, n, Fh, D)
 
-	ly.mmDg = planMatMul(ly.df, false, ly.w2, true, sc.dg, n, D, Fh)
-	ly.mmDw2 = planMatMul(ly.g, true, ly.df, false, ly.dw2, Fh, n, D)
-	ly.mmDw1 = planMatMul(ly.u2, true, sc.dhpre, false, ly.dw1, D, n, Fh)
-	ly.mmDu2 = planMatMul(sc.dhpre, false, ly.w1, true, sc.du2, n, Fh, D)
-	ly.mmDo = planMatMul(sc.da, false, ly.wo, true, sc.do, n, D, D)
-	ly.mmDwo = planMatMul(ly.o, true, sc.da, false, ly.dwo, D, n, D)
-	ly.mmDwqkv = planMatMul(ly.u1, true, sc.dqkv, false, ly.dwqkv, D, n, 3*D)
-	ly.mmDu1 = planMatMul(sc.dqkv, false, ly.wqkv, true, sc.du1, n, 3*D, D)
+	pl.dFcGelu = planMatMul(d.block, false, w.w2, true, sc.dFcGelu, n, D, Fh)
+	pl.dW2 = planMatMul(act.fcGelu, true, d.block, false, dw.w2, Fh, n, D)
+	pl.dW1 = planMatMul(act.ln2, true, sc.dFc, false, dw.w1, D, n, Fh)
+	pl.dLn2 = planMatMul(sc.dFc, false, w.w1, true, sc.dLn2, n, Fh, D)
+	pl.dAttnY = planMatMul(sc.dAttn, false, w.wo, true, sc.dAttnY, n, D, D)
+	pl.dWo = planMatMul(act.attnY, true, sc.dAttn, false, dw.wo, D, n, D)
+	pl.dWqkv = planMatMul(act.ln1, true, sc.dqkv, false, dw.wqkv, D, n, 3*D)
+	pl.dLn1 = planMatMul(sc.dqkv, false, w.wqkv, true, sc.dLn1, n, 3*D, D)
 	if ly.predictor {
-		ly.mmPred = planMatMul(ly.x, false, ly.predW1, false, ly.ph, N, D, P)
-		ly.mmDpredW1 = planMatMul(ly.x, true, sc.dph, false, ly.dpredW1, D, N, P)
+		pl.predFc = planMatMul(ly.in, false, w.predW1, false, ly.pred.fc, N, D, P)
+		pl.dPredW1 = planMatMul(ly.in, true, sc.dPredFc, false, dw.predW1, D, N, P)
 	}
 
-	ly.mmScores, ly.mmAV = make([]matmul, B*H), make([]matmul, B*H)
-	ly.mmDp, ly.mmDv = make([]matmul, B*H), make([]matmul, B*H)
-	ly.mmDq, ly.mmDk = make([]matmul, B*H), make([]matmul, B*H)
+	pl.scores, pl.heads = make([]matmul, B*H), make([]matmul, B*H)
+	pl.dProbs, pl.dv = make([]matmul, B*H), make([]matmul, B*H)
+	pl.dq, pl.dk = make([]matmul, B*H), make([]matmul, B*H)
 	for bh := 0; bh < B*H; bh++ {
-		qo, po := bh*s*hd, bh*s*s
-		q, k, v := ly.qh[qo:qo+s*hd], ly.kh[qo:qo+s*hd], ly.vh[qo:qo+s*hd]
-		p, oh := ly.p[po:po+s*s], ly.oh[qo:qo+s*hd]
-		doh, dq, dk, dv := sc.doh[qo:qo+s*hd], sc.dqh[qo:qo+s*hd], sc.dkh[qo:qo+s*hd], sc.dvh[qo:qo+s*hd]
-		dp := sc.dp[po : po+s*s]
-		ly.mmScores[bh] = planMatMul(q, false, k, true, p, s, hd, s)
-		ly.mmAV[bh] = planMatMul(p, false, v, false, oh, s, s, hd)
-		ly.mmDp[bh] = planMatMul(doh, false, v, true, dp, s, hd, s)
-		ly.mmDv[bh] = planMatMul(p, true, doh, false, dv, s, s, hd)
-		ly.mmDq[bh] = planMatMul(dp, false, k, false, dq, s, s, hd)
-		ly.mmDk[bh] = planMatMul(dp, true, q, false, dk, s, s, hd)
+		ho, po := bh*s*hd, bh*s*s // offsets of this head's [s,hd] and [s,s] blocks
+		q, k, v := act.q[ho:ho+s*hd], act.k[ho:ho+s*hd], act.v[ho:ho+s*hd]
+		probs, heads := act.probs[po:po+s*s], act.heads[ho:ho+s*hd]
+		dHeads, dq, dk, dv := sc.dHeads[ho:ho+s*hd], sc.dq[ho:ho+s*hd], sc.dk[ho:ho+s*hd], sc.dv[ho:ho+s*hd]
+		dProbs := sc.dProbs[po : po+s*s]
+		pl.scores[bh] = planMatMul(q, false, k, true, probs, s, hd, s)
+		pl.heads[bh] = planMatMul(probs, false, v, false, heads, s, s, hd)
+		pl.dProbs[bh] = planMatMul(dHeads, false, v, true, dProbs, s, hd, s)
+		pl.dv[bh] = planMatMul(probs, true, dHeads, false, dv, s, s, hd)
+		pl.dq[bh] = planMatMul(dProbs, false, k, false, dq, s, s, hd)
+		pl.dk[bh] = planMatMul(dProbs, true, q, false, dk, s, s, hd)
 	}
 }
 
+// forward computes ly.out from ly.in.
 func (ly *layer[F]) forward(m *Model[F]) {
-	cfg := m.cfg
-	B, T, D, H, hd := m.batch, cfg.SeqLen, cfg.DModel, cfg.Heads, cfg.HeadDim()
-	n, s := ly.n, ly.s
+	act := &ly.act
 	if ly.routed {
-		ly.route(m)
+		ly.route(m) // fills blockIn and pos
 	}
+	ly.attentionForward(m)
+	residualForward(act.resid, act.blockIn, act.attn)
+	ly.mlpForward(m)
+	if ly.routed {
+		ly.routedOutputForward(m)
+	} else {
+		residualForward(ly.out, act.resid, act.mlp)
+	}
+}
 
-	// The block f on the processed tokens xs [n,D] at positions pos.
-	rmsnormForward(ly.u1, ly.inv1, ly.xs, ly.ln1, n, D, cfg.NormEps)
-	ly.mmQKV.run()
-	splitHeads(ly.qh, ly.kh, ly.vh, ly.qkv, ly.pos, B, s, H, hd, m.cos, m.sin)
+// attentionForward computes attn from blockIn: causal multi-head
+// self-attention among the processed tokens, at their original positions.
+func (ly *layer[F]) attentionForward(m *Model[F]) {
+	cfg, act, pl := m.cfg, &ly.act, &ly.plans
+	B, D, H, hd := m.batch, cfg.DModel, cfg.Heads, cfg.HeadDim()
+	n, s := ly.tokens, ly.seqTokens
+	rmsnormForward(act.ln1, act.ln1Rstd, act.blockIn, ly.param.ln1, n, D, cfg.NormEps)
+	pl.qkv.run() // qkv = ln1 · Wqkv
+	splitHeads(act.q, act.k, act.v, act.qkv, act.pos, B, s, H, hd, m.cos, m.sin)
 	scale := F(1 / math.Sqrt(float64(hd)))
 	for bh := 0; bh < B*H; bh++ {
-		ly.mmScores[bh].run()
-		causalSoftmax(ly.p[bh*s*s:(bh+1)*s*s], s, scale)
-		ly.mmAV[bh].run()
+		pl.scores[bh].run() // probs = q · kᵀ
+		causalSoftmax(act.probs[bh*s*s:(bh+1)*s*s], s, scale)
+		pl.heads[bh].run() // heads = probs · v
 	}
-	mergeHeads(ly.o, ly.oh, B, s, H, hd)
-	ly.mmWo.run()
-	for i := range ly.h {
-		ly.h[i] = ly.xs[i] + ly.a[i]
-	}
-	rmsnormForward(ly.u2, ly.inv2, ly.h, ly.ln2, n, D, cfg.NormEps)
-	ly.mmW1.run()
-	geluForward(ly.g, ly.th, ly.hpre)
-	ly.mmW2.run()
+	mergeHeads(act.attnY, act.heads, B, s, H, hd)
+	pl.attn.run() // attn = attnY · Wo
+}
 
-	if !ly.routed {
-		for i := range ly.out {
-			ly.out[i] = ly.h[i] + ly.mo[i]
-		}
-		return
-	}
-	// x_i + r_i·f_i for the selected tokens, x_i for all others. f = a + mlp
-	// is the block's residual delta, so the residual is counted once.
-	copy(ly.out, ly.x)
-	for j := 0; j < n; j++ {
+// mlpForward computes mlp from resid.
+func (ly *layer[F]) mlpForward(m *Model[F]) {
+	cfg, act, pl := m.cfg, &ly.act, &ly.plans
+	rmsnormForward(act.ln2, act.ln2Rstd, act.resid, ly.param.ln2, ly.tokens, cfg.DModel, cfg.NormEps)
+	pl.fc.run() // fc = ln2 · W1
+	geluForward(act.fcGelu, act.fcTanh, act.fc)
+	pl.mlp.run() // mlp = fcGelu · W2
+}
+
+// routedOutputForward writes in_i + r_i·f_i for the selected tokens and
+// in_i for all others. f = attn + mlp is the block's residual delta, without
+// blockIn, so the residual is counted once.
+func (ly *layer[F]) routedOutputForward(m *Model[F]) {
+	T, D := m.cfg.SeqLen, m.cfg.DModel
+	s, rt, act := ly.seqTokens, &ly.routing, &ly.act
+	copy(ly.out, ly.in)
+	for j := 0; j < ly.tokens; j++ {
 		b := j / s
-		if j-b*s >= ly.count[b] {
+		if j-b*s >= rt.count[b] {
 			continue // an empty slot of causal routing
 		}
-		t := b*T + int(ly.sel[j])
-		r := ly.r[j]
-		dst, a, mo := ly.out[t*D:(t+1)*D], ly.a[j*D:(j+1)*D], ly.mo[j*D:(j+1)*D]
+		t := b*T + int(rt.selected[j])
+		r := rt.weight[j]
+		dst, attn, mlp := ly.out[t*D:(t+1)*D], act.attn[j*D:(j+1)*D], act.mlp[j*D:(j+1)*D]
 		for c := range dst {
-			dst[c] += r * (a[c] + mo[c])
+			dst[c] += r * (attn[c] + mlp[c])
 		}
 	}
 }
@@ -257,24 +347,25 @@ func (ly *layer[F]) forward(m *Model[F]) {
 func (ly *layer[F]) route(m *Model[F]) {
 	cfg := m.cfg
 	B, T, D := m.batch, cfg.SeqLen, cfg.DModel
-	N, s := B*T, ly.s
+	N, s := B*T, ly.seqTokens
+	rt, act := &ly.routing, &ly.act
 	for t := 0; t < N; t++ {
 		var acc F
-		xr := ly.x[t*D : (t+1)*D]
-		for c, w := range ly.router {
+		xr := ly.in[t*D : (t+1)*D]
+		for c, w := range ly.param.router {
 			acc += xr[c] * w
 		}
-		ly.z[t] = acc
+		rt.logits[t] = acc
 	}
-	decision := ly.z
+	decision := rt.logits
 	if ly.predictor {
 		ly.predict(m)
-		decision = ly.pl
+		decision = ly.pred.logits
 	}
-	clear(ly.target)
+	clear(rt.target)
 	for b := 0; b < B; b++ {
-		z := ly.z[b*T : (b+1)*T]
-		sel := ly.sel[b*s : (b+1)*s]
+		z := rt.logits[b*T : (b+1)*T]
+		sel := rt.selected[b*s : (b+1)*s]
 		var count int
 		switch {
 		case m.causal:
@@ -286,13 +377,14 @@ func (ly *layer[F]) route(m *Model[F]) {
 				}
 			}
 		default:
-			for i := range ly.order {
-				ly.order[i] = int32(i)
+			order := rt.order
+			for i := range order {
+				order[i] = int32(i)
 			}
 			if !m.forceAllWeightOne {
 				// Highest logit first; ties go to the earlier position, so the
 				// choice is deterministic.
-				slices.SortFunc(ly.order, func(i, j int32) int {
+				slices.SortFunc(order, func(i, j int32) int {
 					switch {
 					case z[i] > z[j]:
 						return -1
@@ -303,163 +395,203 @@ func (ly *layer[F]) route(m *Model[F]) {
 				})
 			}
 			count = s
-			copy(sel, ly.order[:s])
+			copy(sel, order[:s])
 			slices.Sort(sel) // original order, so the causal mask is the plain one
 		}
-		ly.count[b] = count
+		rt.count[b] = count
 		for j, t := range sel[:count] {
-			row := b*T + int(t)
-			ly.target[row] = 1
-			ly.pos[b*s+j] = t
-			copy(ly.xs[(b*s+j)*D:(b*s+j+1)*D], ly.x[row*D:(row+1)*D])
+			row, slot := b*T+int(t), b*s+j
+			rt.target[row] = 1
+			act.pos[slot] = t
+			copy(act.blockIn[slot*D:(slot+1)*D], ly.in[row*D:(row+1)*D])
 			if m.forceAllWeightOne {
-				ly.r[b*s+j] = 1
+				rt.weight[slot] = 1
 			} else {
-				ly.r[b*s+j] = sigmoid(z[t])
+				rt.weight[slot] = sigmoid(z[t])
 			}
 		}
 		// Empty slots (causal routing only) sit after the real tokens, so the
 		// causal mask keeps them out of the real tokens' attention.
 		for j := count; j < s; j++ {
-			sel[j], ly.pos[b*s+j], ly.r[b*s+j] = 0, 0, 0
-			clear(ly.xs[(b*s+j)*D : (b*s+j+1)*D])
+			slot := b*s + j
+			sel[j], act.pos[slot], rt.weight[slot] = 0, 0, 0
+			clear(act.blockIn[slot*D : (slot+1)*D])
 		}
 	}
 	if m.causal {
-		ly.bce = 0
+		rt.bce = 0
 		return
 	}
 	// Causal-decision loss: BCE of the decision logits against top-k membership.
 	var sum float64
 	for t := 0; t < N; t++ {
-		sum += bceWithLogits(float64(decision[t]), float64(ly.target[t]))
+		sum += bceWithLogits(float64(decision[t]), float64(rt.target[t]))
 	}
-	ly.bce = sum / float64(N)
+	rt.bce = sum / float64(N)
 }
 
 // predict computes the predictor's logits from the layer input.
 func (ly *layer[F]) predict(m *Model[F]) {
 	N, P := m.batch*m.cfg.SeqLen, m.cfg.PredictorHidden
-	ly.mmPred.run()
+	w, pr := &ly.param, &ly.pred
+	ly.plans.predFc.run() // pred.fc = in · predW1
 	for t := 0; t < N; t++ {
-		add(ly.ph[t*P:(t+1)*P], ly.predB1)
+		add(pr.fc[t*P:(t+1)*P], w.predB1)
 	}
-	geluForward(ly.pg, ly.pth, ly.ph)
+	geluForward(pr.fcGelu, pr.fcTanh, pr.fc)
 	for t := 0; t < N; t++ {
 		var acc F
-		for c, w := range ly.predW2 {
-			acc += ly.pg[t*P+c] * w
+		for c, v := range w.predW2 {
+			acc += pr.fcGelu[t*P+c] * v
 		}
-		ly.pl[t] = acc + ly.predB2[0]
+		pr.logits[t] = acc + w.predB2[0]
 	}
 }
 
+// backward computes d.in and the layer's parameter gradients from d.out.
 func (ly *layer[F]) backward(m *Model[F]) {
-	cfg, sc := m.cfg, m.scr
-	B, T, D, H, hd := m.batch, cfg.SeqLen, cfg.DModel, cfg.Heads, cfg.HeadDim()
-	N, n, s := B*T, ly.n, ly.s
-	dz := sc.dz
-
 	if ly.routed {
-		// out_t = x_t + r·f for selected t: the residual passes dy through;
-		// f gets r·dy; r = σ(z) gets dy·f.
-		copy(ly.dIn, ly.dOut)
-		clear(dz)
-		for j := 0; j < n; j++ {
-			b := j / s
-			t := b*T + int(ly.sel[j])
-			r := ly.r[j]
-			dy := ly.dOut[t*D : (t+1)*D]
-			a, mo := ly.a[j*D:(j+1)*D], ly.mo[j*D:(j+1)*D]
-			dres, df := ly.dres[j*D:(j+1)*D], ly.df[j*D:(j+1)*D]
-			var dr F
-			for c := range dy {
-				dr += dy[c] * (a[c] + mo[c])
-				dres[c] = dy[c]
-				df[c] = r * dy[c]
-			}
-			if !m.forceAllWeightOne {
-				dz[t] = dr * r * (1 - r)
-			}
+		ly.routedOutputBackward(m)
+	}
+	ly.mlpBackward(m)
+	// resid = blockIn + attn and f = attn + mlp: attn's gradient comes from
+	// f and resid, blockIn's from the skip path and resid.
+	sc, d := m.scratch, &ly.d
+	nD := ly.tokens * m.cfg.DModel
+	dResid, dAttn := sc.dResid[:nD], sc.dAttn[:nD]
+	for i := range dAttn {
+		dAttn[i] = d.block[i] + dResid[i]
+		d.blockIn[i] = d.skip[i] + dResid[i]
+	}
+	ly.attentionBackward(m)
+	if !ly.routed {
+		return // d.blockIn is d.in
+	}
+	T, D, s := m.cfg.SeqLen, m.cfg.DModel, ly.seqTokens
+	for j := 0; j < ly.tokens; j++ {
+		t := (j/s)*T + int(ly.routing.selected[j])
+		copy(d.in[t*D:(t+1)*D], d.blockIn[j*D:(j+1)*D])
+	}
+	ly.routerBackward(m)
+}
+
+// routedOutputBackward differentiates out_t = in_t + r·f for the selected
+// t: the residual passes d.out through, f gets r·d.out, and r = σ(z) gets
+// d.out·f, which it hands on to z.
+func (ly *layer[F]) routedOutputBackward(m *Model[F]) {
+	T, D := m.cfg.SeqLen, m.cfg.DModel
+	s, rt, act, d := ly.seqTokens, &ly.routing, &ly.act, &ly.d
+	dz := m.scratch.dLogits
+	copy(d.in, d.out)
+	clear(dz)
+	for j := 0; j < ly.tokens; j++ {
+		b := j / s
+		t := b*T + int(rt.selected[j])
+		r := rt.weight[j]
+		dy := d.out[t*D : (t+1)*D]
+		attn, mlp := act.attn[j*D:(j+1)*D], act.mlp[j*D:(j+1)*D]
+		skip, block := d.skip[j*D:(j+1)*D], d.block[j*D:(j+1)*D]
+		var dr F
+		for c := range dy {
+			dr += dy[c] * (attn[c] + mlp[c])
+			skip[c] = dy[c]
+			block[c] = r * dy[c]
+		}
+		if !m.forceAllWeightOne {
+			dz[t] = dr * r * (1 - r)
 		}
 	}
+}
 
-	// Block backward: f = a + mlp(ln2(xs + a)), a = attn(ln1(xs)).
-	ly.mmDg.run()
-	ly.mmDw2.run()
-	geluBackward(sc.dhpre[:n*cfg.MLPHidden], sc.dg[:n*cfg.MLPHidden], ly.hpre, ly.th)
-	ly.mmDw1.run()
-	ly.mmDu2.run()
-	dh := sc.dh[:n*D]
-	clear(dh)
-	rmsnormBackward(dh, ly.dln2, sc.du2, ly.h, ly.inv2, ly.ln2, n, D)
-	da := sc.da[:n*D]
-	for i := range da {
-		da[i] = ly.df[i] + dh[i]
-		ly.dxs[i] = ly.dres[i] + dh[i]
-	}
-	ly.mmDo.run()
-	ly.mmDwo.run()
-	splitHeadsPlain(sc.doh, sc.do, B, s, H, hd)
+// mlpBackward takes d.block, the gradient of mlp, back to dResid.
+func (ly *layer[F]) mlpBackward(m *Model[F]) {
+	cfg, sc, act, pl := m.cfg, m.scratch, &ly.act, &ly.plans
+	n, D, nF := ly.tokens, cfg.DModel, ly.tokens*cfg.MLPHidden
+	pl.dFcGelu.run() // dFcGelu = dBlock · W2ᵀ
+	pl.dW2.run()     // dW2 = fcGeluᵀ · dBlock
+	geluBackward(sc.dFc[:nF], sc.dFcGelu[:nF], act.fc, act.fcTanh)
+	pl.dW1.run()  // dW1 = ln2ᵀ · dFc
+	pl.dLn2.run() // dLn2 = dFc · W1ᵀ
+	dResid := sc.dResid[:n*D]
+	clear(dResid) // rmsnormBackward accumulates
+	rmsnormBackward(dResid, ly.grad.ln2, sc.dLn2, act.resid, act.ln2Rstd, ly.param.ln2, n, D)
+}
+
+// attentionBackward takes dAttn back to blockIn, adding to d.blockIn.
+func (ly *layer[F]) attentionBackward(m *Model[F]) {
+	cfg, sc, act, pl := m.cfg, m.scratch, &ly.act, &ly.plans
+	B, D, H, hd := m.batch, cfg.DModel, cfg.Heads, cfg.HeadDim()
+	n, s := ly.tokens, ly.seqTokens
+	pl.dAttnY.run() // dAttnY = dAttn · Woᵀ
+	pl.dWo.run()    // dWo = attnYᵀ · dAttn
+	splitHeadsPlain(sc.dHeads, sc.dAttnY, B, s, H, hd)
 	scale := F(1 / math.Sqrt(float64(hd)))
 	for bh := 0; bh < B*H; bh++ {
-		ly.mmDp[bh].run()
-		ly.mmDv[bh].run()
-		causalSoftmaxBackward(sc.dp[bh*s*s:(bh+1)*s*s], ly.p[bh*s*s:(bh+1)*s*s], s, scale)
-		ly.mmDq[bh].run()
-		ly.mmDk[bh].run()
+		pl.dProbs[bh].run() // dProbs = dHeads · vᵀ
+		pl.dv[bh].run()     // dv = probsᵀ · dHeads
+		// dProbs becomes dScores, the gradient wrt q·kᵀ, in place.
+		causalSoftmaxBackward(sc.dProbs[bh*s*s:(bh+1)*s*s], act.probs[bh*s*s:(bh+1)*s*s], s, scale)
+		pl.dq[bh].run() // dq = dScores · k
+		pl.dk[bh].run() // dk = dScoresᵀ · q
 	}
-	mergeQKVGrad(sc.dqkv, sc.dqh, sc.dkh, sc.dvh, ly.pos, B, s, H, hd, m.cos, m.sin)
-	ly.mmDwqkv.run()
-	ly.mmDu1.run()
-	rmsnormBackward(ly.dxs, ly.dln1, sc.du1, ly.xs, ly.inv1, ly.ln1, n, D)
+	mergeQKVGrad(sc.dqkv, sc.dq, sc.dk, sc.dv, act.pos, B, s, H, hd, m.cos, m.sin)
+	pl.dWqkv.run() // dWqkv = ln1ᵀ · dqkv
+	pl.dLn1.run()  // dLn1 = dqkv · Wqkvᵀ
+	rmsnormBackward(ly.d.blockIn, ly.grad.ln1, sc.dLn1, act.blockIn, act.ln1Rstd, ly.param.ln1, n, D)
+}
 
-	if !ly.routed {
-		return // dxs is dIn
-	}
-	for j := 0; j < n; j++ {
-		t := (j/s)*T + int(ly.sel[j])
-		copy(ly.dIn[t*D:(t+1)*D], ly.dxs[j*D:(j+1)*D])
-	}
+// routerBackward adds the causal-decision loss's gradient and takes the
+// router logits' gradient back through z = in · router.
+func (ly *layer[F]) routerBackward(m *Model[F]) {
+	cfg, rt, d := m.cfg, &ly.routing, &ly.d
+	N, D := m.batch*cfg.SeqLen, cfg.DModel
+	dz := m.scratch.dLogits
 	lam := F(cfg.AuxLossWeight / float64(N))
 	if !ly.predictor {
 		for t := 0; t < N; t++ {
-			dz[t] += lam * (sigmoid(ly.z[t]) - ly.target[t])
+			dz[t] += lam * (sigmoid(rt.logits[t]) - rt.target[t])
 		}
 	} else {
 		ly.predictorBackward(m, lam)
 	}
-	// z_t = x_t · router.
 	for t := 0; t < N; t++ {
 		g := dz[t]
 		if g == 0 {
 			continue
 		}
-		xr, dxr := ly.x[t*D:(t+1)*D], ly.dIn[t*D:(t+1)*D]
-		for c, w := range ly.router {
+		xr, dxr := ly.in[t*D:(t+1)*D], d.in[t*D:(t+1)*D]
+		for c, w := range ly.param.router {
 			dxr[c] += g * w
-			ly.drouter[c] += g * xr[c]
+			ly.grad.router[c] += g * xr[c]
 		}
 	}
 }
 
 // predictorBackward trains the predictor only: its input is stop-gradient.
 func (ly *layer[F]) predictorBackward(m *Model[F], lam F) {
-	cfg, sc := m.cfg, m.scr
+	cfg := m.cfg
 	N, P := m.batch*cfg.SeqLen, cfg.PredictorHidden
-	dph := sc.dph[:N*P]
+	w, dw, pr := &ly.param, &ly.grad, &ly.pred
+	dPredFc := m.scratch.dPredFc[:N*P]
 	for t := 0; t < N; t++ {
-		dpl := lam * (sigmoid(ly.pl[t]) - ly.target[t])
-		ly.dpB2[0] += dpl
-		pg, ph, pth, d := ly.pg[t*P:(t+1)*P], ly.ph[t*P:(t+1)*P], ly.pth[t*P:(t+1)*P], dph[t*P:(t+1)*P]
-		for c := range pg {
-			ly.dpredW2[c] += dpl * pg[c]
-			d[c] = dpl * ly.predW2[c]
+		dLogit := lam * (sigmoid(pr.logits[t]) - ly.routing.target[t])
+		dw.predB2[0] += dLogit
+		fcGelu, fc, fcTanh, dfc := pr.fcGelu[t*P:(t+1)*P], pr.fc[t*P:(t+1)*P], pr.fcTanh[t*P:(t+1)*P], dPredFc[t*P:(t+1)*P]
+		for c := range fcGelu {
+			dw.predW2[c] += dLogit * fcGelu[c]
+			dfc[c] = dLogit * w.predW2[c]
 		}
-		geluBackward(d, d, ph, pth)
-		add(ly.dpredB1, d)
+		geluBackward(dfc, dfc, fc, fcTanh)
+		add(dw.predB1, dfc)
 	}
-	ly.mmDpredW1.run()
+	ly.plans.dPredW1.run() // dPredW1 = inᵀ · dPredFc
+}
+
+// residualForward sets out = a + b.
+func residualForward[F Float](out, a, b []F) {
+	for i := range out {
+		out[i] = a[i] + b[i]
+	}
 }
 
 // splitHeads copies q, k, v out of qkv [n,3D] into head-major [B,H,s,hd]

@@ -37,7 +37,7 @@ type Model[F Float] struct {
 	// being fixed per layer they can be baked into the layer's plans.
 	gradBufs [2][]F
 	duf2     []F // [N,D] gradient wrt the final norm's output
-	scr      *scratch[F]
+	scratch  *scratch[F]
 
 	// causal makes routed layers admit the tokens whose causal decision
 	// says so (logit > 0) instead of the top-k: the routing used for
@@ -131,7 +131,7 @@ func (m *Model[F]) Selected(l int) []int32 {
 	if !m.layers[l].routed || m.causal {
 		return nil
 	}
-	return m.layers[l].sel
+	return m.layers[l].routing.selected
 }
 
 // SelectedIn returns the positions routed layer l processed in sequence b
@@ -141,19 +141,20 @@ func (m *Model[F]) SelectedIn(l, b int) []int32 {
 	if !ly.routed {
 		return nil
 	}
-	return ly.sel[b*ly.s : b*ly.s+ly.count[b]]
+	s := ly.seqTokens
+	return ly.routing.selected[b*s : b*s+ly.routing.count[b]]
 }
 
 // RouterLogits returns routed layer l's router logits [batch, T] of the last Forward.
-func (m *Model[F]) RouterLogits(l int) []F { return m.layers[l].z }
+func (m *Model[F]) RouterLogits(l int) []F { return m.layers[l].routing.logits }
 
 // DecisionLogits returns routed layer l's causal-decision logits [batch, T]:
 // the router logits (aux-loss mode) or the predictor logits (predictor mode).
 func (m *Model[F]) DecisionLogits(l int) []F {
 	if m.layers[l].predictor {
-		return m.layers[l].pl
+		return m.layers[l].pred.logits
 	}
-	return m.layers[l].z
+	return m.layers[l].routing.logits
 }
 
 func (m *Model[F]) alloc() {
@@ -183,9 +184,9 @@ func (m *Model[F]) alloc() {
 	// Chain inputs: layer i reads the previous layer's output.
 	for i := range m.layers {
 		if i == 0 {
-			m.layers[i].x = m.x0
+			m.layers[i].in = m.x0
 		} else {
-			m.layers[i].x = m.layers[i-1].out
+			m.layers[i].in = m.layers[i-1].out
 		}
 		m.layers[i].plan(m)
 	}
@@ -268,7 +269,7 @@ func (m *Model[F]) Forward(tokens, targets []int32) (Loss, error) {
 	loss.Total = loss.CE
 	for i := range m.layers {
 		if m.layers[i].routed {
-			b := m.layers[i].bce
+			b := m.layers[i].routing.bce
 			loss.BCE = append(loss.BCE, b)
 			loss.Total += cfg.AuxLossWeight * b
 		}
