@@ -200,7 +200,7 @@ func warmupWarning(steps int64, o mod.OptimConfig) string {
 	if steps >= int64(o.WarmupSteps) {
 		return ""
 	}
-	return fmt.Sprintf("warning: --steps %d is below the optimizer's %d warmup steps: the learning rate only reaches %.2e of its peak %.2e and never decays",
+	return fmt.Sprintf("warning: --steps %d is below the optimizer's %d warmup steps: the learning rate reaches only %.2e (peak %.2e) and never decays",
 		steps, o.WarmupSteps, o.LR*float64(steps)/float64(o.WarmupSteps), o.LR)
 }
 
