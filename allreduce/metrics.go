@@ -24,7 +24,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		Seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "modcoord", Subsystem: "allreduce", Name: "seconds",
+			Namespace: "modcoord", Subsystem: "allreduce", Name: "duration_seconds",
 			Help:    "Duration of ring collectives.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18), // 0.5 ms .. ~65 s
 		}, []string{"op"}),

@@ -30,7 +30,7 @@ func TestMetricsRecordCollectives(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, op := range []string{"reduce-scatter", "all-gather"} {
-		if got := gathered(t, reg, "modcoord_allreduce_seconds", "op", op); got != world {
+		if got := gathered(t, reg, "modcoord_allreduce_duration_seconds", "op", op); got != world {
 			t.Errorf("%v %s durations observed, want %d", got, op, world)
 		}
 	}

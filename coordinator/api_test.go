@@ -126,16 +126,16 @@ func TestBudgetLedgerAndMetrics(t *testing.T) {
 	m := scrape(t, tc.urls()[0])
 	label := `{job="` + sub.ID + `"}`
 	for name, want := range map[string]float64{
-		"modcoord_job_steps_done" + label:             5,
-		"modcoord_job_steps_total" + label:            37,
-		"modcoord_checkpoint_committed_step" + label:  0,
-		"modcoord_job_checkpoint_every_steps" + label: 10, // smallSpec's checkpoint_every
-		"modcoord_flops_total" + label:                l.FLOPsUsed,
-		"modcoord_budget_flops_remaining" + label:     l.BudgetFLOPs - l.FLOPsUsed,
-		"modcoord_train_loss" + label:                 3.25,
-		"modcoord_generation" + label:                 float64(j.Generation),
-		"modcoord_workers":                            1,
-		"modcoord_raft_leader":                        1,
+		"modcoord_job_steps_done" + label:                5,
+		"modcoord_job_budget_steps" + label:              37,
+		"modcoord_job_checkpoint_committed_step" + label: 0,
+		"modcoord_job_checkpoint_every_steps" + label:    10, // smallSpec's checkpoint_every
+		"modcoord_job_used_flops" + label:                l.FLOPsUsed,
+		"modcoord_job_budget_remaining_flops" + label:    l.BudgetFLOPs - l.FLOPsUsed,
+		"modcoord_job_train_loss" + label:                3.25,
+		"modcoord_job_generation" + label:                float64(j.Generation),
+		"modcoord_workers":                               1,
+		"modcoord_raft_leader":                           1,
 	} {
 		got, ok := m[name]
 		if !ok || math.Abs(got-want) > 1e-9*math.Abs(want) {

@@ -128,8 +128,8 @@ func TestMembershipGenerations(t *testing.T) {
 	}
 	// An alert on checkpoints falling behind compares these two series.
 	m := scrape(t, tc.urls()[0])
-	if got := m[`modcoord_checkpoint_committed_step{job="`+sub.ID+`"}`]; got != 10 {
-		t.Errorf("modcoord_checkpoint_committed_step = %v after the commit at step 10", got)
+	if got := m[`modcoord_job_checkpoint_committed_step{job="`+sub.ID+`"}`]; got != 10 {
+		t.Errorf("modcoord_job_checkpoint_committed_step = %v after the commit at step 10", got)
 	}
 	if got := m[`modcoord_job_steps_done{job="`+sub.ID+`"}`]; got != 12 {
 		t.Errorf("modcoord_job_steps_done = %v after progress to step 12", got)

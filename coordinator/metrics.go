@@ -23,17 +23,17 @@ func newMetricsRegistry(fsm *FSM, node *Node, live *atomic.Int64) *prometheus.Re
 	job := []string{"job"}
 	c := &stateCollector{
 		fsm: fsm, node: node, live: live,
-		budgetRemaining: prometheus.NewDesc("modcoord_budget_flops_remaining", "FLOP budget not yet used by the job's progress.", job, nil),
-		flopsUsed:       prometheus.NewDesc("modcoord_flops_total", "FLOPs used by the job's progress: steps_done × flops_per_step (drops back when a generation resumes from an older checkpoint).", job, nil),
-		flopsSpent:      prometheus.NewDesc("modcoord_flops_spent_total", "FLOPs the cluster spent on the job, redone steps included.", job, nil),
+		budgetRemaining: prometheus.NewDesc("modcoord_job_budget_remaining_flops", "FLOP budget not yet used by the job's progress.", job, nil),
+		flopsUsed:       prometheus.NewDesc("modcoord_job_used_flops", "FLOPs used by the job's progress: steps_done × flops_per_step (drops back when a generation resumes from an older checkpoint).", job, nil),
+		flopsSpent:      prometheus.NewDesc("modcoord_job_spent_flops_total", "FLOPs the cluster spent on the job, redone steps included.", job, nil),
 		stepsDone:       prometheus.NewDesc("modcoord_job_steps_done", "Steps completed.", job, nil),
-		stepsTotal:      prometheus.NewDesc("modcoord_job_steps_total", "Steps the job's budget buys.", job, nil),
+		stepsTotal:      prometheus.NewDesc("modcoord_job_budget_steps", "Steps the job's budget buys.", job, nil),
 		// With the next two an alert can see checkpoints falling behind:
 		// steps_done − committed_step growing past a few checkpoint_every.
-		checkpointStep:  prometheus.NewDesc("modcoord_checkpoint_committed_step", "Step of the job's last committed checkpoint (0: none yet).", job, nil),
+		checkpointStep:  prometheus.NewDesc("modcoord_job_checkpoint_committed_step", "Step of the job's last committed checkpoint (0: none yet).", job, nil),
 		checkpointEvery: prometheus.NewDesc("modcoord_job_checkpoint_every_steps", "The job's checkpoint interval in steps (its spec's checkpoint_every).", job, nil),
-		loss:            prometheus.NewDesc("modcoord_train_loss", "Last reported training loss.", job, nil),
-		generation:      prometheus.NewDesc("modcoord_generation", "Current membership generation.", job, nil),
+		loss:            prometheus.NewDesc("modcoord_job_train_loss", "Last training loss rank 0 reported for the job (nats per token). Named apart from the workers' modcoord_worker_train_loss: this one is per job and exported identically by every coordinator, that one per worker process.", job, nil),
+		generation:      prometheus.NewDesc("modcoord_job_generation", "Current membership generation.", job, nil),
 		members:         prometheus.NewDesc("modcoord_job_members", "Workers in the current generation.", job, nil),
 		status:          prometheus.NewDesc("modcoord_job_status", "1 for the job's current status.", []string{"job", "status"}, nil),
 		workers:         prometheus.NewDesc("modcoord_workers", "Live workers registered in etcd (exported by the leader only).", nil, nil),

@@ -51,9 +51,10 @@ for cmd in coordinator worker submit watch status cancel train; do
   [[ "$out" == *$'\n'"  $cmd "* ]] || die "modcoord lists no '$cmd' command: $out"
 done
 for cmd in train coordinator worker submit; do
-  # --help exits 2; capture first (grep -q would cut the pipe under pipefail).
-  help=$(docker run --rm "${hard[@]}" "modcoord:$tag" "$cmd" --help 2>&1 || true)
-  [[ "$help" == *"Usage of $cmd"* ]] || die "modcoord $cmd --help: $help"
+  # --help prints on stdout and exits 0; capture first (grep -q would cut
+  # the pipe under pipefail).
+  help=$(docker run --rm "${hard[@]}" "modcoord:$tag" "$cmd" --help 2>&1) || die "modcoord $cmd --help exited $?: $help"
+  [[ "$help" == *"modcoord $cmd"* && "$help" == *"Usage:"* ]] || die "modcoord $cmd --help: $help"
 done
 # One training step on the bundled text: the dynamic loader finds OpenBLAS
 # and libgfortran in the image.

@@ -39,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "modcoord_worker_flops_total", Help: "Training FLOPs this worker computed (analytic count).",
 		}),
 		Loss: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "modcoord_train_loss", Help: "Global mean cross-entropy of the last step, nats per token.",
+			Name: "modcoord_worker_train_loss", Help: "Global mean cross-entropy of the last step this worker took part in, nats per token (the coordinators export the job-level modcoord_job_train_loss).",
 		}),
 		Step: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "modcoord_step", Help: "Steps completed by the current job.",
@@ -52,7 +52,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Tokens per step that a layer processes on this worker: all of them for a dense layer, k per sequence for a routed one.",
 		}, []string{"layer"}),
 		CheckpointSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "modcoord_checkpoint_seconds", Help: "Checkpoint time: stall (training paused for the snapshot) and write (snapshot to durable shard).",
+			Name: "modcoord_checkpoint_duration_seconds", Help: "Checkpoint time: stall (training paused for the snapshot) and write (snapshot to durable shard).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}, []string{"phase"}),
 		CheckpointSkipped: prometheus.NewCounter(prometheus.CounterOpts{

@@ -1,21 +1,15 @@
 package main
 
-import (
-	"context"
-	"fmt"
-)
+import "github.com/spf13/cobra"
 
-func cmdBench(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		return fmt.Errorf("usage: modcoord bench compute|allreduce|sample [flags]")
+// newBenchCmd groups the benchmarks.
+func newBenchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure speed: bench compute|allreduce|sample",
+		Args:  noSubcommandArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	switch args[0] {
-	case "compute":
-		return benchCompute(ctx, args[1:])
-	case "sample":
-		return benchSample(ctx, args[1:])
-	case "allreduce":
-		return benchAllreduce(ctx, args[1:])
-	}
-	return fmt.Errorf("unknown benchmark %q; use compute, allreduce or sample", args[0])
+	cmd.AddCommand(newBenchComputeCmd(), newBenchAllreduceCmd(), newBenchSampleCmd())
+	return cmd
 }

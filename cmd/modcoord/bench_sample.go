@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
-	"os"
+	"io"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/modcoord/modcoord/bench"
 	"github.com/modcoord/modcoord/mod"
@@ -24,24 +24,38 @@ type sampleBench struct {
 	MoDRoutedFraction float64 `json:"mod_routed_fraction"`
 }
 
-// benchSample decodes a full context with the trained MoD model of a
-// checkpoint and with a dense model of the same shape (random weights:
+// newBenchSampleCmd decodes a full context with the trained MoD model of
+// a checkpoint and with a dense model of the same shape (random weights:
 // its speed does not depend on them), at each batch size.
-func benchSample(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("bench sample", flag.ContinueOnError)
-	ckpt := fs.String("checkpoint", "", "a trained MoD checkpoint (`modcoord train --out DIR` writes one); its causal decisions set how many tokens each routed layer takes")
-	reps := fs.Int("reps", 3, "timed decodes per model and batch size (median)")
-	jsonOut := fs.Bool("json", false, "print one JSON object")
-	if err := fs.Parse(args); err != nil {
-		return err
+func newBenchSampleCmd() *cobra.Command {
+	var (
+		ckpt    string
+		reps    int
+		jsonOut bool
+	)
+	cmd := &cobra.Command{
+		Use:   "sample",
+		Short: "Decode speed and KV-cache size of a trained MoD checkpoint against a dense model",
+		Args:  positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runBenchSample(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), ckpt, reps, jsonOut)
+		},
 	}
-	ck, err := openCheckpoint(ctx, *ckpt)
+	fs := cmd.Flags()
+	fs.StringVar(&ckpt, "checkpoint", "", "a trained MoD checkpoint (`modcoord train --out DIR` writes one); its causal decisions set how many tokens each routed layer takes")
+	fs.IntVar(&reps, "reps", 3, "timed decodes per model and batch size (median)")
+	addJSONFlag(cmd, &jsonOut)
+	return cmd
+}
+
+func runBenchSample(ctx context.Context, stdout, stderr io.Writer, ckpt string, reps int, jsonOut bool) error {
+	ck, err := openCheckpoint(ctx, stderr, ckpt)
 	if err != nil {
 		return err
 	}
 	params, err := ck.LoadParams(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("load %s: %w", ck.Dir, err)
 	}
 	cfg := ck.Config.Model
 	if len(cfg.RoutedLayers) == 0 {
@@ -58,7 +72,7 @@ func benchSample(ctx context.Context, args []string) error {
 		var r sampleBench
 		r.Batch = batch
 		var dt, mt []float64
-		for i := 0; i < *reps; i++ {
+		for i := 0; i < reps; i++ {
 			for _, which := range []string{"dense", "mod"} {
 				c, p := cfg, params
 				if which == "dense" {
@@ -86,13 +100,13 @@ func benchSample(ctx context.Context, args []string) error {
 		r.Speedup = r.MoDTokensPerS / r.DenseTokensPerS
 		r.KVBytesRatio = float64(r.MoDKVBytes) / float64(r.DenseKVBytes)
 		res[fmt.Sprintf("batch%d", batch)] = r
-		if !*jsonOut {
-			fmt.Printf("batch %d: dense %.0f tok/s, MoD %.0f tok/s (%.2fx); KV cache %d vs %d bytes (%.2fx); MoD routed %.1f%% of tokens\n",
+		if !jsonOut {
+			fmt.Fprintf(stdout, "batch %d: dense %.0f tok/s, MoD %.0f tok/s (%.2fx); KV cache %d vs %d bytes (%.2fx); MoD routed %.1f%% of tokens\n",
 				batch, r.DenseTokensPerS, r.MoDTokensPerS, r.Speedup, r.MoDKVBytes, r.DenseKVBytes, r.KVBytesRatio, 100*r.MoDRoutedFraction)
 		}
 	}
-	if *jsonOut {
-		return json.NewEncoder(os.Stdout).Encode(res)
+	if jsonOut {
+		return writeJSON(stdout, res)
 	}
 	return nil
 }

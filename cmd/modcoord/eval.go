@@ -1,48 +1,57 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
-	"os"
+
+	"github.com/spf13/cobra"
 
 	"github.com/modcoord/modcoord/mod"
 )
 
-func cmdEval(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
-	ckpt := fs.String("checkpoint", "", "checkpoint: a step directory, or a directory written by `train --out`")
-	data := fs.String("data", "data/tinyshakespeare.txt", "corpus whose last 10% is the validation split")
-	windows := fs.Int("windows", 0, "validation windows to use (0: all)")
-	jsonOut := fs.Bool("json", false, "print one JSON object")
-	if err := fs.Parse(args); err != nil {
-		return err
+func newEvalCmd(e env) *cobra.Command {
+	var (
+		ckpt, data string
+		windows    int
+		jsonOut    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "eval",
+		Short: "Validation loss with top-k and causal routing, and decision accuracy",
+		Args:  positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, out := cmd.Context(), cmd.OutOrStdout()
+			ck, err := openCheckpoint(ctx, cmd.ErrOrStderr(), ckpt)
+			if err != nil {
+				return err
+			}
+			params, err := ck.LoadParams(ctx)
+			if err != nil {
+				return fmt.Errorf("load %s: %w", ck.Dir, err)
+			}
+			ds, err := mod.LoadDataset(data)
+			if err != nil {
+				return fmt.Errorf("--data %s: %w", data, err)
+			}
+			rep, err := mod.EvaluateRouting(ck.Config.Model, params, ds, windows, 16)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return writeJSON(out, rep)
+			}
+			fmt.Fprintf(out, "checkpoint       %s (step %d)\n", ck.Dir, ck.Manifest.Step)
+			fmt.Fprintf(out, "val loss top-k   %.4f\n", rep.ValLossTopK)
+			fmt.Fprintf(out, "val loss causal  %.4f (%+.2f%%)\n", rep.ValLossCausal, 100*(rep.ValLossCausal/rep.ValLossTopK-1))
+			for i, l := range rep.RoutedLayers {
+				fmt.Fprintf(out, "layer %d          decision accuracy %.2f%%, routed %.1f%% under causal routing (capacity %.1f%%)\n", l, 100*rep.LayerAccuracy[i], 100*rep.LayerRouted[i], 100*rep.Capacity)
+			}
+			return nil
+		},
 	}
-	ck, err := openCheckpoint(ctx, *ckpt)
-	if err != nil {
-		return err
-	}
-	params, err := ck.LoadParams(ctx)
-	if err != nil {
-		return err
-	}
-	ds, err := mod.LoadDataset(*data)
-	if err != nil {
-		return err
-	}
-	rep, err := mod.EvaluateRouting(ck.Config.Model, params, ds, *windows, 16)
-	if err != nil {
-		return err
-	}
-	if *jsonOut {
-		return json.NewEncoder(os.Stdout).Encode(rep)
-	}
-	fmt.Printf("checkpoint       %s (step %d)\n", ck.Dir, ck.Manifest.Step)
-	fmt.Printf("val loss top-k   %.4f\n", rep.ValLossTopK)
-	fmt.Printf("val loss causal  %.4f (%+.2f%%)\n", rep.ValLossCausal, 100*(rep.ValLossCausal/rep.ValLossTopK-1))
-	for i, l := range rep.RoutedLayers {
-		fmt.Printf("layer %d          decision accuracy %.2f%%, routed %.1f%% under causal routing (capacity %.1f%%)\n", l, 100*rep.LayerAccuracy[i], 100*rep.LayerRouted[i], 100*rep.Capacity)
-	}
-	return nil
+	fs := cmd.Flags()
+	fs.StringVar(&ckpt, "checkpoint", "", "checkpoint: a step directory, or a directory written by `train --out`")
+	addDataFlag(fs, &data, "corpus whose last 10% is the validation split")
+	fs.IntVar(&windows, "windows", 0, "validation windows to use (0: all)")
+	addJSONFlag(cmd, &jsonOut)
+	return cmd
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
 	"github.com/modcoord/modcoord/coordinator"
@@ -43,82 +42,103 @@ func defaultJobSpec(data string, workers int, steps int64) coordinator.JobSpec {
 	}
 }
 
-func cmdLocal(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("local", flag.ContinueOnError)
-	workers := fs.Int("workers", 2, "workers in the cluster")
-	data := fs.String("data", "data/tinyshakespeare.txt", "training corpus")
-	specPath := fs.String("job", "", "job spec (YAML or JSON) to run instead of the default one")
-	steps := fs.Int64("steps", 600, "steps of the default job (its FLOP budget buys exactly this many)")
-	dir := fs.String("dir", "", "state directory for raft, etcd and checkpoints (default: a temporary one, removed at exit)")
-	verbose := fs.Bool("v", false, "log the cluster's components to stderr")
-	jsonOut := fs.Bool("json", false, "print a JSON summary as the last line of stdout")
-	if err := fs.Parse(args); err != nil {
-		return err
+type localOptions struct {
+	workers          int
+	data, job, dir   string
+	steps            int64
+	verbose, jsonOut bool
+}
+
+func newLocalCmd(e env) *cobra.Command {
+	var o localOptions
+	cmd := &cobra.Command{
+		Use:   "local",
+		Short: "Run a whole cluster in this process and train the default job",
+		Long: `Run nats-server, etcd, 3 coordinators and --workers workers in this process,
+train the default job (or --job), then evaluate and sample from its final
+checkpoint. Progress is the same line watch prints. Exits 3 if the job fails
+or is canceled.`,
+		Args: positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runLocal(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
+		},
 	}
-	if *workers < 1 || *workers > 64 {
-		return fmt.Errorf("--workers %d: use 1..64", *workers)
+	fs := cmd.Flags()
+	fs.IntVar(&o.workers, "workers", 2, "workers in the cluster")
+	addDataFlag(fs, &o.data, "training corpus")
+	fs.StringVar(&o.job, "job", "", "job spec (YAML or JSON) to run instead of the default one")
+	fs.Int64Var(&o.steps, "steps", 600, "steps of the default job (its FLOP budget buys exactly this many)")
+	fs.StringVar(&o.dir, "dir", "", "state directory for raft, etcd and checkpoints (default: a temporary one, removed at exit)")
+	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log the cluster's components to stderr")
+	addJSONFlag(cmd, &o.jsonOut)
+	return cmd
+}
+
+func runLocal(ctx context.Context, stdout, stderr io.Writer, o localOptions) error {
+	if o.workers < 1 || o.workers > 64 {
+		return usageErrorf("--workers %d: use 1..64", o.workers)
 	}
 	var spec []byte
 	var err error
-	if *specPath != "" {
-		if spec, err = os.ReadFile(*specPath); err != nil {
+	if o.job != "" {
+		if spec, err = os.ReadFile(o.job); err != nil {
 			return fmt.Errorf("read job spec: %w", err)
 		}
 	} else {
-		if *steps < 1 {
-			return fmt.Errorf("--steps %d: need at least 1", *steps)
+		if o.steps < 1 {
+			return usageErrorf("--steps %d: need at least 1", o.steps)
 		}
-		if spec, err = yaml.Marshal(defaultJobSpec(*data, *workers, *steps)); err != nil {
+		if spec, err = yaml.Marshal(defaultJobSpec(o.data, o.workers, o.steps)); err != nil {
 			return err
 		}
 	}
-	if *dir == "" {
+	if o.dir == "" {
 		tmp, err := os.MkdirTemp("", "modcoord-local-")
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(tmp)
-		*dir = tmp
+		o.dir = tmp
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if *verbose {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if o.verbose {
+		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	fmt.Fprintf(os.Stderr, "starting nats-server, etcd, 3 coordinators and %d workers (state in %s; BLAS: %s)\n", *workers, *dir, mod.BLASEngine())
-	cl, err := local.Start(ctx, local.Options{Dir: *dir, Workers: *workers, Log: logger})
+	fmt.Fprintf(stderr, "starting nats-server, etcd, 3 coordinators and %d workers (state in %s; BLAS: %s)\n", o.workers, o.dir, mod.BLASEngine())
+	cl, err := local.Start(ctx, local.Options{Dir: o.dir, Workers: o.workers, Log: logger})
 	if err != nil {
-		return err
+		return fmt.Errorf("start local cluster: %w", err)
 	}
 	defer cl.Close()
 
 	start := time.Now()
 	sub, err := cl.Client.Submit(ctx, spec)
 	if err != nil {
-		return err
+		return fmt.Errorf("submit: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "submitted job %s: %d steps of %.3g FLOPs (budget %.3g)\n", sub.ID, sub.Steps, sub.FLOPsPerStep, sub.BudgetFLOPs)
-	job, err := watchJob(ctx, cl.Client, sub.ID, os.Stderr)
+	fmt.Fprintf(stderr, "submitted job %s: %d steps of %.3g FLOPs (budget %.3g)\n", sub.ID, sub.Steps, sub.FLOPsPerStep, sub.BudgetFLOPs)
+	job, err := watchJob(ctx, cl.Client, sub.ID, 500*time.Millisecond, newProgressBar(stderr))
 	if err != nil {
 		return err
 	}
 	wall := time.Since(start).Seconds()
 	if job.Status != coordinator.StatusCompleted {
-		return fmt.Errorf("job %s ended %s: %s", job.ID, job.Status, job.Reason)
+		return &jobEndedError{id: job.ID, reason: job.Reason}
 	}
 
 	// Evaluate and sample from the final committed checkpoint.
-	ck, err := openCheckpoint(ctx, filepath.Join(cl.CheckpointDir(), job.ID))
+	ck, err := openCheckpoint(ctx, stderr, filepath.Join(cl.CheckpointDir(), job.ID))
 	if err != nil {
 		return err
 	}
 	params, err := ck.LoadParams(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("load %s: %w", ck.Dir, err)
 	}
 	res := localResult{Job: job.ID, Steps: job.Ledger.StepsDone, FLOPs: job.Ledger.FLOPsUsed, WallS: wall,
 		Workers: len(job.Members), Checkpoint: ck.Dir}
 	if res.Workers == 0 {
-		res.Workers = *workers
+		res.Workers = o.workers
 	}
 	res.TokensPerS = float64(res.Steps) * float64(job.Spec.Batch*job.Spec.Model.SeqLen) / wall
 	for _, p := range job.Recent {
@@ -127,10 +147,10 @@ func cmdLocal(ctx context.Context, args []string) error {
 	if err := evalAndSample(ctx, ck, params, job.Spec.Data, &res); err != nil {
 		return err
 	}
-	if *jsonOut {
-		return json.NewEncoder(os.Stdout).Encode(res)
+	if o.jsonOut {
+		return writeJSON(stdout, res)
 	}
-	fmt.Printf("\n%s\n\njob %s: %d steps on %d workers, val loss %.4f, %.3g FLOPs, %.1f s, %.0f tokens/s\ncheckpoint %s\n",
+	fmt.Fprintf(stdout, "\n%s\n\njob %s: %d steps on %d workers, val loss %.4f, %.3g FLOPs, %.1f s, %.0f tokens/s\ncheckpoint %s\n",
 		res.Sample, res.Job, res.Steps, res.Workers, res.ValLoss, res.FLOPs, res.WallS, res.TokensPerS, res.Checkpoint)
 	return nil
 }
@@ -157,29 +177,4 @@ func evalAndSample(ctx context.Context, ck *train.Opened, params []float32, data
 	}
 	res.Sample = string(prompt) + texts[0]
 	return nil
-}
-
-// watchJob polls a job until it ends, drawing progress on w.
-func watchJob(ctx context.Context, c *coordinator.Client, id string, w io.Writer) (coordinator.Job, error) {
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	bar := newProgressBar(w)
-	for {
-		job, err := c.Job(ctx, id)
-		if err != nil {
-			return job, err
-		}
-		bar.draw(job)
-		switch job.Status {
-		case coordinator.StatusCompleted, coordinator.StatusCanceled, coordinator.StatusFailed:
-			bar.done()
-			return job, nil
-		}
-		select {
-		case <-ctx.Done():
-			bar.done()
-			return job, ctx.Err()
-		case <-tick.C:
-		}
-	}
 }

@@ -2,103 +2,178 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
-	"os"
 	"slices"
+
+	"github.com/spf13/cobra"
 
 	"github.com/modcoord/modcoord/mod"
 )
 
-func cmdSample(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("sample", flag.ContinueOnError)
-	ckpt := fs.String("checkpoint", "", "checkpoint: a step directory, or a directory written by `train --out`")
-	prompt := fs.String("prompt", "ROMEO:", "text to continue")
-	tokens := fs.Int("tokens", 200, "tokens to generate per row")
-	temperature := fs.Float64("temperature", 0.8, "sampling temperature (0: greedy)")
-	topK := fs.Int("top-k", 0, "sample only among the K most likely tokens (0: all)")
-	seed := fs.Uint64("seed", 1, "random seed")
-	batch := fs.Int("batch", 1, "independent samples generated together")
-	if err := fs.Parse(args); err != nil {
-		return err
+type sampleOptions struct {
+	ckpt, prompt        string
+	tokens, topK, batch int
+	temperature         float64
+	seed                uint64
+	jsonOut             bool
+}
+
+// sampleResult is what `sample --json` prints.
+type sampleResult struct {
+	Checkpoint string    `json:"checkpoint"`
+	Step       int64     `json:"step"`
+	Prompt     string    `json:"prompt"`
+	Samples    []string  `json:"samples"` // the continuations, without the prompt
+	Routed     []float64 `json:"routed_fraction"`
+	KVBytes    int       `json:"kv_bytes"`
+}
+
+func newSampleCmd() *cobra.Command {
+	var o sampleOptions
+	cmd := &cobra.Command{
+		Use:   "sample",
+		Short: "Generate text from a checkpoint with causal routing and a KV cache",
+		Long: `Generate text from a checkpoint with causal routing and a KV cache. As
+nanoGPT's generate does, the model sees at most its seq_len last tokens:
+a longer prompt is cropped to its end, and once prompt plus output fill the
+context, each new token is predicted from the last seq_len tokens.`,
+		Args: positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runSample(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
+		},
 	}
-	if *temperature < 0 || *tokens < 0 || *topK < 0 || *batch < 1 {
-		return fmt.Errorf("--temperature, --tokens and --top-k must be ≥ 0 and --batch ≥ 1")
+	fs := cmd.Flags()
+	fs.StringVar(&o.ckpt, "checkpoint", "", "checkpoint: a step directory, or a directory written by `train --out`")
+	fs.StringVar(&o.prompt, "prompt", "ROMEO:", "text to continue")
+	fs.IntVar(&o.tokens, "tokens", 200, "tokens to generate per row")
+	fs.Float64Var(&o.temperature, "temperature", 0.8, "sampling temperature (0: greedy)")
+	fs.IntVar(&o.topK, "top-k", 0, "sample only among the K most likely tokens (0: all)")
+	fs.Uint64Var(&o.seed, "seed", 1, "random seed")
+	fs.IntVar(&o.batch, "batch", 1, "independent samples generated together")
+	addJSONFlag(cmd, &o.jsonOut)
+	return cmd
+}
+
+func runSample(ctx context.Context, stdout, stderr io.Writer, o sampleOptions) error {
+	if o.temperature < 0 || o.tokens < 0 || o.topK < 0 || o.batch < 1 {
+		return usageErrorf("--temperature, --tokens and --top-k must be ≥ 0 and --batch ≥ 1")
 	}
-	ck, err := openCheckpoint(ctx, *ckpt)
+	if o.prompt == "" {
+		return usageErrorf("--prompt is empty; give at least one character")
+	}
+	ck, err := openCheckpoint(ctx, stderr, o.ckpt)
 	if err != nil {
 		return err
 	}
 	params, err := ck.LoadParams(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("load %s: %w", ck.Dir, err)
 	}
-	out, dec, err := generate(ctx, ck.Config.Model, params, []byte(*prompt), *tokens, *batch, *temperature, *topK, *seed)
+	cfg := ck.Config.Model
+	if len(o.prompt) > cfg.SeqLen {
+		fmt.Fprintf(stderr, "note: the prompt (%d bytes) is longer than the model's context; it sees the last %d\n", len(o.prompt), cfg.SeqLen)
+	}
+	out, dec, err := generate(ctx, cfg, params, []byte(o.prompt), o.tokens, o.batch, o.temperature, o.topK, o.seed)
 	if err != nil {
 		return err
 	}
-	for b, text := range out {
-		if *batch > 1 {
-			fmt.Printf("--- sample %d\n", b+1)
-		}
-		fmt.Printf("%s%s\n", *prompt, text)
-	}
 	frac := dec.RoutedFraction()
+	if o.jsonOut {
+		return writeJSON(stdout, sampleResult{Checkpoint: ck.Dir, Step: ck.Manifest.Step, Prompt: o.prompt,
+			Samples: out, Routed: frac, KVBytes: dec.KVBytes()})
+	}
+	for b, text := range out {
+		if o.batch > 1 {
+			fmt.Fprintf(stdout, "--- sample %d\n", b+1)
+		}
+		fmt.Fprintf(stdout, "%s%s\n", o.prompt, text)
+	}
 	for l, f := range frac {
-		if ck.Config.Model.IsRouted(l) {
-			fmt.Fprintf(os.Stderr, "layer %d routed %.1f%% of tokens; ", l, 100*f)
+		if cfg.IsRouted(l) {
+			fmt.Fprintf(stderr, "layer %d routed %.1f%% of tokens; ", l, 100*f)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "KV cache %d bytes\n", dec.KVBytes())
+	fmt.Fprintf(stderr, "KV cache %d bytes\n", dec.KVBytes())
 	return nil
 }
 
 // generate feeds the prompt and samples n tokens per row with causal
-// routing and the routed KV cache. The context is the model's seq_len;
-// prompt plus output must fit in it.
+// routing and the routed KV cache. The model's context is its seq_len; as
+// in nanoGPT's generate, it conditions on the last seq_len tokens: a longer
+// prompt is cropped to its end, and once the cache is full each new token
+// restarts it on the last seq_len tokens (the decoder's positions and
+// routing decisions are those of a fresh window, exactly what a forward
+// pass over the cropped context computes).
 func generate(ctx context.Context, cfg mod.Config, params []float32, prompt []byte, n, batch int, temperature float64, topK int, seed uint64) ([]string, *mod.Decoder[float32], error) {
 	if len(prompt) == 0 {
-		return nil, nil, fmt.Errorf("--prompt is empty; give at least one character")
+		return nil, nil, usageErrorf("--prompt is empty; give at least one character")
 	}
-	if len(prompt)+n > cfg.SeqLen {
-		return nil, nil, fmt.Errorf("prompt (%d bytes) plus --tokens %d exceeds the model's context of %d tokens", len(prompt), n, cfg.SeqLen)
+	if len(prompt) > cfg.SeqLen {
+		prompt = prompt[len(prompt)-cfg.SeqLen:]
 	}
 	dec, err := mod.NewDecoder(cfg, batch, params)
 	if err != nil {
 		return nil, nil, err
 	}
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	step := make([]int32, batch)
-	var logits []float32
-	for _, c := range prompt {
-		for b := range step {
-			step[b] = int32(c)
-		}
-		if logits, err = dec.Step(step); err != nil {
-			return nil, nil, err
+	// hist holds each row's context: the prompt, then what it generated.
+	hist := make([][]int32, batch)
+	for b := range hist {
+		hist[b] = make([]int32, 0, len(prompt)+n)
+		for _, c := range prompt {
+			hist[b] = append(hist[b], int32(c))
 		}
 	}
-	out := make([][]byte, batch)
+	step := make([]int32, batch)
+	var logits []float32
+	feed := func(from int) error { // feed positions from.. of every row
+		for i := from; i < len(hist[0]); i++ {
+			for b := range step {
+				step[b] = hist[b][i]
+			}
+			if logits, err = dec.Step(step); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := feed(0); err != nil {
+		return nil, nil, err
+	}
 	probs := make([]float64, cfg.Vocab)
 	for i := 0; i < n; i++ {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
 		}
 		for b := range step {
-			step[b] = pick(logits[b*cfg.Vocab:(b+1)*cfg.Vocab], probs, temperature, topK, rng)
-			out[b] = append(out[b], byte(step[b]))
+			hist[b] = append(hist[b], pick(logits[b*cfg.Vocab:(b+1)*cfg.Vocab], probs, temperature, topK, rng))
 		}
-		if i+1 < n {
-			if logits, err = dec.Step(step); err != nil {
+		if i+1 == n {
+			break
+		}
+		if dec.Len() < cfg.SeqLen {
+			if err := feed(len(hist[0]) - 1); err != nil {
 				return nil, nil, err
 			}
+			continue
+		}
+		// The context is full: crop it to the last seq_len tokens.
+		dec.Reset()
+		if err := feed(len(hist[0]) - cfg.SeqLen); err != nil {
+			return nil, nil, err
 		}
 	}
 	texts := make([]string, batch)
-	for b := range out {
-		texts[b] = string(out[b])
+	for b := range hist {
+		gen := hist[b][len(prompt):]
+		buf := make([]byte, len(gen))
+		for i, t := range gen {
+			buf[i] = byte(t)
+		}
+		texts[b] = string(buf)
 	}
 	return texts, dec, nil
 }

@@ -3,23 +3,23 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
+	"io"
 
 	"github.com/modcoord/modcoord/train"
 )
 
-// openCheckpoint opens a checkpoint and tells the user about any newer
-// committed checkpoint that failed verification.
-func openCheckpoint(ctx context.Context, path string) (*train.Opened, error) {
+// openCheckpoint opens a checkpoint and tells the user on stderr about any
+// newer committed checkpoint that failed verification.
+func openCheckpoint(ctx context.Context, stderr io.Writer, path string) (*train.Opened, error) {
 	if path == "" {
-		return nil, fmt.Errorf("--checkpoint is required: a step directory, or a directory written by `modcoord train --out`")
+		return nil, usageErrorf("--checkpoint is required: a step directory, or a directory written by `modcoord train --out`")
 	}
 	o, err := train.OpenCheckpoint(ctx, path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("open checkpoint %s: %w", path, err)
 	}
 	for _, s := range o.Skipped {
-		fmt.Fprintf(os.Stderr, "warning: %s; using step %d instead\n", s, o.Manifest.Step)
+		fmt.Fprintf(stderr, "warning: %s; using step %d instead\n", s, o.Manifest.Step)
 	}
 	return o, nil
 }

@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -24,32 +25,48 @@ import (
 	"github.com/modcoord/modcoord/worker"
 )
 
-func cmdWorker(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	id := fs.String("id", envOr("POD_NAME", hostnameOr("worker")), "worker id, unique in the cluster (default: $POD_NAME or the host name)")
-	cluster := fs.String("cluster", "default", "cluster name (scopes etcd keys)")
-	coords := fs.String("coordinators", envOr("MODCOORD_ADDR", "http://127.0.0.1:7070"), "coordinator API URLs, comma-separated")
-	tokenFile := fs.String("token-file", os.Getenv("MODCOORD_TOKEN_FILE"), "file holding the API bearer token (or set MODCOORD_TOKEN)")
-	etcd := fs.String("etcd", "http://127.0.0.1:2379", "etcd client URLs, comma-separated")
-	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URLs, comma-separated")
-	natsUser := fs.String("nats-user", "", "NATS user")
-	natsPassFile := fs.String("nats-password-file", "", "file holding the NATS password")
-	natsCreds := fs.String("nats-creds", "", "NATS .creds file (JWT and nkey seed)")
-	natsNKey := fs.String("nats-nkey", "", "file holding an NATS nkey seed")
-	ckDir := fs.String("checkpoint-dir", "checkpoints", "shared checkpoint volume, the same path on every worker")
-	metricsAddr := fs.String("metrics", ":9090", "listen address for /metrics and /healthz (empty: off)")
-	lease := fs.Duration("lease", 10*time.Second, "etcd lease TTL: how soon a dead worker is noticed")
-	deadline := fs.Duration("ring-deadline", 60*time.Second, "how long a collective waits for a silent peer before failing")
-	window := fs.Int("ring-window", 0, "all-reduce pipeline depth in chunks (0: the default, sized for one host; raise it on a cluster with more latency per hop, see docs/allreduce.md); every worker of a job must use the same value")
-	chunkBytes := fs.Int("ring-chunk-bytes", 0, "all-reduce message payload in bytes (0: the default); every worker of a job must use the same value")
-	if err := fs.Parse(args); err != nil {
-		return err
+type workerOptions struct {
+	id, cluster, coordinator, tokenFile, etcd                   string
+	natsURL, natsUser, natsPassFile, natsCreds, natsNKey, ckDir string
+	metricsAddr                                                 string
+	lease, deadline                                             time.Duration
+	window, chunkBytes                                          int
+}
+
+func newWorkerCmd(e env) *cobra.Command {
+	var o workerOptions
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run a training worker",
+		Args:  positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runWorker(cmd.Context(), cmd.ErrOrStderr(), o, e)
+		},
 	}
-	if *window < 0 || *chunkBytes < 0 {
-		return fmt.Errorf("--ring-window %d, --ring-chunk-bytes %d: need 0 (the default) or a positive value", *window, *chunkBytes)
+	fs := cmd.Flags()
+	fs.StringVar(&o.id, "id", envOr(e.getenv, "POD_NAME", hostnameOr("worker")), "worker id, unique in the cluster (default: $POD_NAME or the host name)")
+	addCoordinatorFlags(fs, &o.coordinator, &o.tokenFile)
+	addEtcdClusterFlags(fs, &o.etcd, &o.cluster)
+	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URLs, comma-separated")
+	fs.StringVar(&o.natsUser, "nats-user", "", "NATS user")
+	fs.StringVar(&o.natsPassFile, "nats-password-file", "", "file holding the NATS password")
+	fs.StringVar(&o.natsCreds, "nats-creds", "", "NATS .creds file (JWT and nkey seed)")
+	fs.StringVar(&o.natsNKey, "nats-nkey", "", "file holding an NATS nkey seed")
+	fs.StringVar(&o.ckDir, "checkpoint-dir", "checkpoints", "shared checkpoint volume, the same path on every worker")
+	fs.StringVar(&o.metricsAddr, "metrics", ":9090", "listen address for /metrics and /healthz (empty: off)")
+	fs.DurationVar(&o.lease, "lease", 10*time.Second, "etcd lease TTL: how soon a dead worker is noticed")
+	fs.DurationVar(&o.deadline, "ring-deadline", 60*time.Second, "how long a collective waits for a silent peer before failing")
+	fs.IntVar(&o.window, "ring-window", 0, "all-reduce pipeline depth in chunks (0: the default, sized for one host; raise it on a cluster with more latency per hop, see docs/allreduce.md); every worker of a job must use the same value")
+	fs.IntVar(&o.chunkBytes, "ring-chunk-bytes", 0, "all-reduce message payload in bytes (0: the default); every worker of a job must use the same value")
+	return cmd
+}
+
+func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) error {
+	if o.window < 0 || o.chunkBytes < 0 {
+		return usageErrorf("--ring-window %d, --ring-chunk-bytes %d: need 0 (the default) or a positive value", o.window, o.chunkBytes)
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	token, err := readToken(*tokenFile)
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	token, err := readToken(o.tokenFile, e.getenv)
 	if err != nil {
 		return err
 	}
@@ -57,15 +74,15 @@ func cmdWorker(ctx context.Context, args []string) error {
 	// coordinator gets no reset and would otherwise hang for 30 s. Enough
 	// retries (about 35 s of backoff) to outlast a raft election after the
 	// leader dies, so that a progress or checkpoint report is not dropped.
-	client, err := coordinator.NewClient(splitList(*coords), token,
+	client, err := coordinator.NewClient(splitList(o.coordinator), token,
 		coordinator.WithHTTPClient(&http.Client{Timeout: 5 * time.Second}),
 		coordinator.WithRetries(20, 100*time.Millisecond))
 	if err != nil {
-		return err
+		return usageErrorf("--coordinator: %v", err)
 	}
-	natsOpts := allreduce.NATSOptions{URL: *natsURL, Name: *id, User: *natsUser, CredsFile: *natsCreds, NKeySeedFile: *natsNKey}
-	if *natsPassFile != "" {
-		b, err := os.ReadFile(*natsPassFile)
+	natsOpts := allreduce.NATSOptions{URL: o.natsURL, Name: o.id, User: o.natsUser, CredsFile: o.natsCreds, NKeySeedFile: o.natsNKey}
+	if o.natsPassFile != "" {
+		b, err := os.ReadFile(o.natsPassFile)
 		if err != nil {
 			return fmt.Errorf("--nats-password-file: %w", err)
 		}
@@ -73,10 +90,10 @@ func cmdWorker(ctx context.Context, args []string) error {
 	}
 	tr, err := allreduce.DialNATS(natsOpts)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+		return fmt.Errorf("connect to NATS at %s: %w", o.natsURL, err)
 	}
 	defer tr.Close()
-	etcdCli, err := clientv3.New(clientv3.Config{Endpoints: splitList(*etcd), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	etcdCli, err := clientv3.New(clientv3.Config{Endpoints: splitList(o.etcd), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
 	}
@@ -86,19 +103,19 @@ func cmdWorker(ctx context.Context, args []string) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics, err := worker.NewMetrics(reg)
 	if err != nil {
-		return err
+		return fmt.Errorf("worker metrics: %w", err)
 	}
-	if *metricsAddr != "" {
-		stop, err := serveMetrics(*metricsAddr, reg)
+	if o.metricsAddr != "" {
+		stop, err := serveMetrics(o.metricsAddr, reg)
 		if err != nil {
 			return err
 		}
 		defer stop()
 	}
-	log.Info("worker starting", "id", *id, "cluster", *cluster, "blas", mod.BLASEngine(), "checkpoints", *ckDir)
+	log.Info("worker starting", "id", o.id, "cluster", o.cluster, "blas", mod.BLASEngine(), "checkpoints", o.ckDir)
 	err = worker.Run(ctx, worker.Options{
-		ID: *id, Cluster: *cluster, Etcd: etcdCli, Coordinator: client, Transport: tr,
-		CheckpointDir: *ckDir, LeaseTTL: *lease, RingDeadline: *deadline, RingWindow: *window, RingChunkBytes: *chunkBytes, Metrics: metrics, Log: log,
+		ID: o.id, Cluster: o.cluster, Etcd: etcdCli, Coordinator: client, Transport: tr,
+		CheckpointDir: o.ckDir, LeaseTTL: o.lease, RingDeadline: o.deadline, RingWindow: o.window, RingChunkBytes: o.chunkBytes, Metrics: metrics, Log: log,
 	})
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -118,48 +135,4 @@ func serveMetrics(addr string, reg *prometheus.Registry) (func(), error) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	return func() { srv.Close() }, nil
-}
-
-// readToken reads the API token from a file, or MODCOORD_TOKEN. It never
-// logs the value.
-func readToken(file string) (string, error) {
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("token file: %w", err)
-		}
-		t := strings.TrimSpace(string(b))
-		if t == "" {
-			return "", fmt.Errorf("token file %s is empty", file)
-		}
-		return t, nil
-	}
-	if t := os.Getenv("MODCOORD_TOKEN"); t != "" {
-		return t, nil
-	}
-	return "", errors.New("no API token: pass --token-file or set MODCOORD_TOKEN (the coordinators require one)")
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
-func hostnameOr(def string) string {
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
-	}
-	return def
 }

@@ -85,6 +85,11 @@ var cases = []renderCase{
 			if got, want := args["--etcd"], "http://modcoord-etcd.modcoord.svc.cluster.local:2379"; got != want {
 				t.Errorf("worker --etcd=%q, want %q", got, want)
 			}
+			// --coordinator is the one name every modcoord command uses for
+			// the API address (--coordinators is only accepted as an alias).
+			if !strings.Contains(args["--coordinator"], "http://") {
+				t.Errorf("worker --coordinator=%q, want the coordinators' API URLs", args["--coordinator"])
+			}
 			if _, ok := args["--ring-window"]; ok {
 				t.Errorf("worker --ring-window=%q with the default ringWindow 0, want the flag left out", args["--ring-window"])
 			}
@@ -1141,9 +1146,9 @@ func (r *rendered) checkDashboard(t *testing.T, name string) {
 		}
 	}
 	for _, metric := range []string{
-		"modcoord_step_duration_seconds", "modcoord_tokens_total", "modcoord_flops_total",
-		"modcoord_budget_flops_remaining", "modcoord_train_loss", "modcoord_router_tokens_selected",
-		"modcoord_allreduce_seconds", "modcoord_allreduce_bytes_total", "modcoord_checkpoint_seconds",
+		"modcoord_step_duration_seconds", "modcoord_tokens_total", "modcoord_job_used_flops",
+		"modcoord_job_budget_remaining_flops", "modcoord_job_train_loss", "modcoord_router_tokens_selected",
+		"modcoord_allreduce_duration_seconds", "modcoord_allreduce_bytes_total", "modcoord_checkpoint_duration_seconds",
 		"modcoord_workers", "modcoord_raft_leader",
 	} {
 		if !regexp.MustCompile(`\b` + metric + `(_bucket)?\b`).MatchString(exprs.String()) {

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/modcoord/modcoord/coordinator"
+)
+
+type coordinatorOptions struct {
+	id, raftAddr, apiAddr, dataDir, peers, etcd, cluster, tokenFile, metricsAddr, logLevel string
+	bootstrap, insecure, skipData                                                          bool
+	heartbeat, debounce                                                                    time.Duration
+}
+
+// newCoordinatorCmd runs a raft coordinator node. Its --api-addr and
+// --raft-addr are listen addresses; --coordinator on the other commands is
+// where to reach one.
+func newCoordinatorCmd(e env) *cobra.Command {
+	var o coordinatorOptions
+	cmd := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Run a raft coordinator node (API, scheduler)",
+		Args:  positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runCoordinator(cmd.Context(), cmd.ErrOrStderr(), o, e)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.id, "id", envOr(e.getenv, "POD_NAME", "coord-0"), "raft server id, one of --peers (default: $POD_NAME)")
+	fs.StringVar(&o.raftAddr, "raft-addr", "", "raft listen address (default: this node's address in --peers)")
+	fs.StringVar(&o.apiAddr, "api-addr", ":7070", "HTTP API listen address")
+	fs.StringVar(&o.dataDir, "data-dir", "raft-data", "directory for the raft log, stable store and snapshots")
+	fs.StringVar(&o.peers, "peers", "", "every coordinator as id=raftHost:port=apiHost:port, comma-separated (default: this node alone, raft 127.0.0.1:7000)")
+	fs.BoolVar(&o.bootstrap, "bootstrap", false, "form the cluster from --peers if this node has no raft state (safe on every node)")
+	addEtcdClusterFlags(fs, &o.etcd, &o.cluster)
+	addTokenFileFlag(fs, &o.tokenFile)
+	fs.BoolVar(&o.insecure, "insecure-no-auth", false, "serve the API without authentication (never in production)")
+	fs.StringVar(&o.metricsAddr, "metrics", "", "extra listen address for /metrics alone (the API serves /metrics too)")
+	fs.BoolVar(&o.skipData, "skip-data-check", false, "do not check that a submitted job's data file exists on this machine")
+	fs.DurationVar(&o.heartbeat, "raft-heartbeat", time.Second, "raft heartbeat and election timeout")
+	fs.DurationVar(&o.debounce, "debounce", time.Second, "how long the live worker set must be quiet before a new generation forms")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func runCoordinator(ctx context.Context, stderr io.Writer, o coordinatorOptions, e env) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return usageErrorf("--log-level: %v", err)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	token := ""
+	if !o.insecure {
+		var err error
+		if token, err = readToken(o.tokenFile, e.getenv); err != nil {
+			return fmt.Errorf("%w, or --insecure-no-auth", err)
+		}
+	}
+	peerSpec := o.peers
+	if peerSpec == "" {
+		raft := o.raftAddr
+		if raft == "" {
+			raft = "127.0.0.1:7000"
+		}
+		peerSpec = fmt.Sprintf("%s=%s=%s", o.id, loopbackFor(raft), loopbackFor(o.apiAddr))
+	}
+	peerList, err := coordinator.ParsePeers(peerSpec)
+	if err != nil {
+		return usageErrorf("--peers: %v", err)
+	}
+	etcdCli, err := clientv3.New(clientv3.Config{Endpoints: splitList(o.etcd), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("etcd client: %w", err)
+	}
+	defer etcdCli.Close()
+
+	co, err := coordinator.Start(coordinator.Config{
+		Node: coordinator.NodeConfig{
+			ID: o.id, RaftBind: o.raftAddr, DataDir: o.dataDir, Peers: peerList, Bootstrap: o.bootstrap,
+			Timing: coordinator.RaftTiming{HeartbeatTimeout: o.heartbeat, ElectionTimeout: o.heartbeat, LeaderLeaseTimeout: o.heartbeat / 2},
+		},
+		APIAddr: o.apiAddr, Cluster: o.cluster, Etcd: etcdCli,
+		Token: token, InsecureNoAuth: o.insecure, CheckData: !o.skipData,
+		Debounce: o.debounce, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("start coordinator %s: %w", o.id, err)
+	}
+	defer co.Close()
+	if o.metricsAddr != "" {
+		srv := &http.Server{Addr: o.metricsAddr, Handler: co.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics listener stopped", "err", err)
+			}
+		}()
+		defer srv.Close()
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}
+
+// addEtcdClusterFlags adds --etcd and --cluster, shared by coordinator
+// and worker.
+func addEtcdClusterFlags(fs *pflag.FlagSet, etcd, cluster *string) {
+	fs.StringVar(etcd, "etcd", "http://127.0.0.1:2379", "etcd client URLs, comma-separated")
+	bindEnv(fs, "etcd", "MODCOORD_ETCD")
+	fs.StringVar(cluster, "cluster", "default", "cluster name (scopes etcd keys)")
+	bindEnv(fs, "cluster", "MODCOORD_CLUSTER")
+}
+
+// loopbackFor turns a listen address such as ":7070" or "0.0.0.0:7070"
+// into one this machine can dial.
+func loopbackFor(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || (host != "" && host != "0.0.0.0" && host != "::") {
+		return addr
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
