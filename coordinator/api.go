@@ -38,8 +38,9 @@ import (
 //	POST /v1/jobs/{id}/fail           FailReport           → Job
 //
 // Errors are ErrorResponse with 400 (bad request or spec), 401, 404, 409
-// (impossible in the job's state, or stale), 413, or 503 (no leader yet:
-// retry).
+// (impossible in the job's state, or stale), 413, 500 (the state machine
+// or the leader's address failed), 502 (a follower could not reach the
+// leader: retry), or 503 (no leader yet: retry).
 
 // ErrorResponse is the body of every error.
 type ErrorResponse struct {

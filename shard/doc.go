@@ -4,7 +4,9 @@
 // The ranges are the ring all-reduce's reduce-scatter segments (package
 // allreduce uses Layout directly), so after a reduce-scatter rank r holds
 // the summed gradient of exactly Range(r), updates it with its own
-// Optimizer, and the all-gather hands the new values to everyone. Remap
-// says how to rebuild those ranges when a checkpoint written by N workers
-// is resumed by N' workers.
+// Optimizer, and the all-gather hands the new values to everyone.
+//
+// A checkpoint written by N workers resumes on N' workers without any
+// remapping step: each new rank reads its own Range from whichever old
+// shards overlap it (checkpoint.DirStore.LoadRange).
 package shard

@@ -16,8 +16,7 @@ type Optimizer struct {
 	// ((*mod.Layout).DecaySpans), in full-vector coordinates.
 	Decay [][2]int
 	// M and V are the moments of [Lo, Hi), index 0 being element Lo. They
-	// are exported so that checkpoints can save and restore them (see
-	// Remap for resuming with a different number of workers).
+	// are exported so that checkpoints can save and restore them.
 	M, V []float32
 }
 
