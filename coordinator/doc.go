@@ -17,6 +17,9 @@
 //     the Go client that the CLI and the workers use.
 //   - A submission, progress report or checkpoint commit is acknowledged
 //     only after its raft log entry has been applied.
+//   - Coordinators speak raft to each other over mutual TLS
+//     (raft_tls.go): only certificates of the cluster CA with the
+//     coordinator role (package pki) may append to the log.
 //
 // One job runs at a time; later jobs queue in submission order.
 package coordinator

@@ -16,6 +16,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/modcoord/modcoord/mod"
+	"github.com/modcoord/modcoord/pki"
 )
 
 const testToken = "s3cret-test-token"
@@ -66,6 +67,8 @@ type testCluster struct {
 	t      *testing.T
 	coords []*Coordinator // nil once killed
 	cfgs   []Config
+	// pki is the cluster's CA and certificates (nil with plain raft).
+	pki *pki.Local
 }
 
 func listen(t *testing.T) net.Listener {
@@ -77,11 +80,48 @@ func listen(t *testing.T) net.Listener {
 	return ln
 }
 
-// startCluster starts n bootstrapping coordinators. Ports are reserved by
-// opening the listeners first, so the peer list is known before any node
-// starts.
+// testPKI makes a throwaway CA and role certificates for loopback in a
+// temp dir.
+func testPKI(t testing.TB) *pki.Local {
+	t.Helper()
+	l, err := pki.EnsureDir(filepath.Join(t.TempDir(), "pki"), pki.EnsureOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func testCreds(t testing.TB, l *pki.Local, role pki.Role) *pki.Credentials {
+	t.Helper()
+	c, err := l.Credentials(role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// clusterOptions vary startCluster.
+type clusterOptions struct {
+	// plainRaft runs raft without TLS (only to show what TLS prevents).
+	plainRaft bool
+}
+
+// startCluster starts n bootstrapping coordinators whose raft link is
+// mutual TLS. Ports are reserved by opening the listeners first, so the
+// peer list is known before any node starts.
 func startCluster(t *testing.T, n int, etcd *clientv3.Client, cluster string) *testCluster {
 	t.Helper()
+	return startClusterWith(t, n, etcd, cluster, clusterOptions{})
+}
+
+func startClusterWith(t *testing.T, n int, etcd *clientv3.Client, cluster string, opts clusterOptions) *testCluster {
+	t.Helper()
+	var local *pki.Local
+	var creds *pki.Credentials
+	if !opts.plainRaft {
+		local = testPKI(t)
+		creds = testCreds(t, local, pki.RoleCoordinator)
+	}
 	var peers []Peer
 	var raftLns, apiLns []net.Listener
 	for i := range n {
@@ -89,13 +129,14 @@ func startCluster(t *testing.T, n int, etcd *clientv3.Client, cluster string) *t
 		raftLns, apiLns = append(raftLns, r), append(apiLns, a)
 		peers = append(peers, Peer{ID: fmt.Sprintf("c%d", i), RaftAddr: r.Addr().String(), APIAddr: "http://" + a.Addr().String()})
 	}
-	tc := &testCluster{t: t}
+	tc := &testCluster{t: t, pki: local}
 	dir := t.TempDir()
 	for i := range n {
 		cfg := Config{
 			Node: NodeConfig{
 				ID: peers[i].ID, RaftListener: raftLns[i], DataDir: filepath.Join(dir, peers[i].ID),
 				Peers: peers, Bootstrap: true, RaftLog: io.Discard,
+				RaftTLS: creds, InsecurePlainRaft: opts.plainRaft,
 				Timing: RaftTiming{HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
 					LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 10 * time.Millisecond},
 			},

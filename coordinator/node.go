@@ -16,6 +16,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/modcoord/modcoord/pki"
 )
 
 // Peer is one coordinator of the cluster: its raft server id, the address
@@ -76,8 +78,17 @@ type NodeConfig struct {
 	// RaftListener, if set, is used instead of listening on RaftBind, so a
 	// caller (a test) can reserve a port before building the peer list.
 	RaftListener net.Listener
-	DataDir      string
-	Peers        []Peer
+	// RaftTLS is this coordinator's certificate (role coordinator) and the
+	// cluster CA, from pki.LoadCredentials. The raft link is mutual TLS
+	// and admits coordinators only; the certificate must be valid for this
+	// node's host in Peers, which its peers dial.
+	RaftTLS *pki.Credentials
+	// InsecurePlainRaft runs raft over plain TCP when RaftTLS is nil.
+	// Whoever reaches the raft port can then rewrite the cluster's log;
+	// it exists until every launcher passes certificates.
+	InsecurePlainRaft bool
+	DataDir           string
+	Peers             []Peer
 	// Bootstrap forms the cluster from Peers if this node has no raft state
 	// yet. Starting every node with the same peers and Bootstrap is safe.
 	Bootstrap bool
@@ -118,6 +129,16 @@ func NewNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.Default()
+	}
+	switch {
+	case cfg.RaftTLS != nil:
+		if err := checkRaftHost(cfg.RaftTLS, self.RaftAddr); err != nil {
+			return nil, err
+		}
+	case !cfg.InsecurePlainRaft:
+		return nil, errors.New("raft has no TLS credentials: give this coordinator's certificate (modcoord certs), or InsecurePlainRaft to run raft unauthenticated")
+	default:
+		logger.Warn("raft runs over plain TCP: anyone who reaches the raft port can rewrite the cluster's log")
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("raft data dir: %w", err)
@@ -168,7 +189,15 @@ func NewNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 			return nil, fmt.Errorf("raft listen: %w", err)
 		}
 	}
-	n.transport = raft.NewNetworkTransportWithLogger(&streamLayer{Listener: ln, advertise: advertiseAddr(self.RaftAddr)}, 3, 5*time.Second, hlog)
+	var stream raft.StreamLayer = &streamLayer{Listener: ln, advertise: advertiseAddr(self.RaftAddr)}
+	if cfg.RaftTLS != nil {
+		if stream, err = newTLSStreamLayer(ln, advertiseAddr(self.RaftAddr), cfg.RaftTLS, raftHandshakeTimeout, logger); err != nil {
+			ln.Close()
+			store.Close()
+			return nil, err
+		}
+	}
+	n.transport = raft.NewNetworkTransportWithLogger(stream, 3, 5*time.Second, hlog)
 
 	has, err := raft.HasExistingState(store, store, snaps)
 	if err != nil {
@@ -334,8 +363,8 @@ func (n *Node) closeStores() error {
 	return errors.Join(errs...)
 }
 
-// streamLayer is raft's TCP stream layer over a listener we opened
-// ourselves, advertising the address peers know us by (which may be a DNS
+// streamLayer is raft's plain TCP stream layer (InsecurePlainRaft) over a
+// listener we opened ourselves, advertising the address peers know us by (which may be a DNS
 // name, so it is not resolved here).
 type streamLayer struct {
 	net.Listener
