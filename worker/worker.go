@@ -15,6 +15,7 @@ import (
 	"github.com/modcoord/modcoord/allreduce"
 	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/jobspec"
 	"github.com/modcoord/modcoord/mod"
 )
 
@@ -29,8 +30,14 @@ type Options struct {
 	Transport allreduce.Transport
 	// CheckpointDir is the shared checkpoint volume, the same path on every worker.
 	CheckpointDir string
-	LeaseTTL      time.Duration // etcd lease; a dead worker is noticed after this
-	RingDeadline  time.Duration // a silent peer fails a collective after this
+	// DataRoot is the directory a job's data path is relative to; nothing
+	// outside it is ever read (jobspec.OpenData). Empty: the working directory.
+	DataRoot string
+	// SpecLimits bound what an assigned spec may ask for, as the
+	// coordinator's do at submission (the zero value: jobspec's defaults).
+	SpecLimits   jobspec.Limits
+	LeaseTTL     time.Duration // etcd lease; a dead worker is noticed after this
+	RingDeadline time.Duration // a silent peer fails a collective after this
 	// RingWindow and RingChunkBytes tune the all-reduce pipeline (0: the
 	// allreduce defaults, sized for loopback; a cluster with more latency
 	// per hop wants a deeper window). Every worker of a job must use the
@@ -213,7 +220,13 @@ func (e *fatalError) Unwrap() error { return e.err }
 
 func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, rank int, log *slog.Logger, ready chan<- struct{}) error {
 	spec := a.Spec
-	ds, err := mod.LoadDataset(spec.Data)
+	// etcd is writable by more than the coordinator, so an assignment's
+	// spec is checked again, exactly as submit checked it.
+	if err := spec.Validate(o.SpecLimits); err != nil {
+		close(ready)
+		return &fatalError{fmt.Errorf("assigned job spec: %w", err)}
+	}
+	ds, err := loadData(o.DataRoot, spec.Data)
 	if err != nil {
 		close(ready)
 		return &fatalError{err}
@@ -604,4 +617,22 @@ func (r *reporter) flush(timeout time.Duration) {
 func (r *reporter) close() {
 	r.closeOnce.Do(func() { close(r.latest) })
 	<-r.done
+}
+
+// loadData reads a job's corpus from under the data root, refusing
+// anything that is not a regular file inside it, or is too large.
+func loadData(root, rel string) (*mod.Dataset, error) {
+	if root == "" {
+		root = "."
+	}
+	f, err := jobspec.OpenData(root, rel)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := jobspec.ReadFileLimited(f, jobspec.MaxDataBytes)
+	if err != nil {
+		return nil, fmt.Errorf("data %q: %w", rel, err)
+	}
+	return mod.NewDataset(b)
 }

@@ -176,7 +176,7 @@ func cmdSubmit(ctx context.Context, args []string) error {
 	// round trip, and with the data file checked on this machine.
 	spec, err := coordinator.ParseSpec(body)
 	if err == nil && !*skipData {
-		err = spec.CheckData()
+		err = spec.CheckData(".")
 	}
 	if err != nil {
 		return fmt.Errorf("%s is not a valid job spec:\n  %s", pos[0], strings.Join(coordinator.FieldErrors(err), "\n  "))

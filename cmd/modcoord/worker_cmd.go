@@ -37,6 +37,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 	natsCreds := fs.String("nats-creds", "", "NATS .creds file (JWT and nkey seed)")
 	natsNKey := fs.String("nats-nkey", "", "file holding an NATS nkey seed")
 	ckDir := fs.String("checkpoint-dir", "checkpoints", "shared checkpoint volume, the same path on every worker")
+	dataRoot := fs.String("data-root", ".", "directory that job specs' data paths are relative to; nothing outside it is read")
 	metricsAddr := fs.String("metrics", ":9090", "listen address for /metrics and /healthz (empty: off)")
 	lease := fs.Duration("lease", 10*time.Second, "etcd lease TTL: how soon a dead worker is noticed")
 	deadline := fs.Duration("ring-deadline", 60*time.Second, "how long a collective waits for a silent peer before failing")
@@ -98,7 +99,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 	log.Info("worker starting", "id", *id, "cluster", *cluster, "blas", mod.BLASEngine(), "checkpoints", *ckDir)
 	err = worker.Run(ctx, worker.Options{
 		ID: *id, Cluster: *cluster, Etcd: etcdCli, Coordinator: client, Transport: tr,
-		CheckpointDir: *ckDir, LeaseTTL: *lease, RingDeadline: *deadline, RingWindow: *window, RingChunkBytes: *chunkBytes, Metrics: metrics, Log: log,
+		CheckpointDir: *ckDir, DataRoot: *dataRoot, LeaseTTL: *lease, RingDeadline: *deadline, RingWindow: *window, RingChunkBytes: *chunkBytes, Metrics: metrics, Log: log,
 	})
 	if errors.Is(err, context.Canceled) {
 		return nil
