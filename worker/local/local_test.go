@@ -197,7 +197,7 @@ func TestWorkerLossResumesFromCheckpoint(t *testing.T) {
 
 func compareWithSingleProcess(t *testing.T, spec coordinator.JobSpec, steps int64, log *stepLog) float64 {
 	t.Helper()
-	ds, err := mod.LoadDataset(spec.Data)
+	ds, err := mod.LoadDataset(filepath.Join(dataRoot(t), spec.Data))
 	if err != nil {
 		t.Fatal(err)
 	}
