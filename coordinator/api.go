@@ -20,6 +20,8 @@ import (
 	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/modcoord/modcoord/jobspec"
 )
 
 // HTTP API, served by every coordinator. /healthz, /readyz and /metrics are
@@ -94,7 +96,9 @@ type apiServer struct {
 	fsm       *FSM
 	log       *slog.Logger
 	checkData bool
-	metrics   *prometheus.Registry
+	// specLimits bound what a spec may ask for; see Config.SpecLimits.
+	specLimits jobspec.Limits
+	metrics    *prometheus.Registry
 	// tokenHash is SHA-256 of the token (nil: no auth). Comparing hashes
 	// keeps the comparison constant-time even in the token's length.
 	tokenHash []byte
@@ -222,15 +226,15 @@ func (s *apiServer) submit(w http.ResponseWriter, r *http.Request) {
 		writeBodyError(w, err)
 		return
 	}
-	spec, err := ParseSpec(body)
+	spec, err := jobspec.Parse(body, s.specLimits)
 	if err == nil && s.checkData {
-		err = spec.CheckData()
+		err = spec.CheckData(".")
 	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid", "invalid job spec", FieldErrors(err))
 		return
 	}
-	plan, err := spec.Plan()
+	plan, err := spec.Plan(s.specLimits)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid", "invalid job spec", FieldErrors(err))
 		return

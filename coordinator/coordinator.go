@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/modcoord/modcoord/jobspec"
 )
 
 // Config configures one coordinator process: a raft node, the HTTP API
@@ -33,8 +35,14 @@ type Config struct {
 	// refused unless InsecureNoAuth is set.
 	Token          string
 	InsecureNoAuth bool
-	// CheckData stats each submitted spec's data file on this machine.
+	// CheckData opens each submitted spec's data file under this process's
+	// working directory, the way a worker opens it under its data root: a
+	// typo guard for deployments where both see the same files.
 	CheckData bool
+	// SpecLimits bound what a submitted spec may ask for (the zero value:
+	// jobspec's defaults, e.g. 8 GiB per worker). Workers re-validate
+	// under their own limits, so give them the same values.
+	SpecLimits jobspec.Limits
 	// Debounce is how long the live worker set must be quiet before a new
 	// generation forms (default 1 s); Resync is how often the leader
 	// re-checks everything anyway (default 5 s).
@@ -100,7 +108,7 @@ func Start(cfg Config) (*Coordinator, error) {
 	c := &Coordinator{fsm: fsm, node: node, ln: ln, log: log}
 	c.live.Store(-1)
 	c.metrics = newMetricsRegistry(fsm, node, &c.live)
-	api := &apiServer{node: node, fsm: fsm, log: log, checkData: cfg.CheckData, metrics: c.metrics,
+	api := &apiServer{node: node, fsm: fsm, log: log, checkData: cfg.CheckData, specLimits: cfg.SpecLimits, metrics: c.metrics,
 		proxy: newForwardTransport(forwardDialTimeout, forwardResponseTimeout)}
 	if cfg.Token != "" {
 		api.setToken(cfg.Token)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/modcoord/modcoord/jobspec"
 )
 
 var t0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -24,7 +26,7 @@ func testSpec(t testing.TB, minW, maxW int) (JobSpec, Plan) {
 	}
 	spec.MinWorkers, spec.MaxWorkers = minW, maxW
 	spec.CheckpointEvery, spec.KeepCheckpoints = 10, 2
-	plan, err := spec.Plan()
+	plan, err := spec.Plan(jobspec.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

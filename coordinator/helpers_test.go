@@ -274,3 +274,13 @@ checkpoint_every: 10
 keep_checkpoints: 2
 `, name, batch, fps*steps, minW, maxW)
 }
+
+// readValidSpec is the example spec the fsm tests start from.
+func readValidSpec(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile("testdata/job.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -35,6 +35,9 @@ type Options struct {
 	LeaseTTL     time.Duration
 	RingDeadline time.Duration
 	Log          *slog.Logger // default: discard
+	// DataRoot is the workers' data root (worker.Options.DataRoot); empty:
+	// the working directory, where the coordinators also check a job's data.
+	DataRoot string
 	// OnStep is passed to every worker (see worker.Options).
 	OnStep func(worker, job string, generation uint64, rank int, res train.StepResult)
 }
@@ -182,7 +185,7 @@ func (c *Cluster) startCoordinators() error {
 				Timing: coordinator.RaftTiming{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
 					LeaderLeaseTimeout: 250 * time.Millisecond, CommitTimeout: 20 * time.Millisecond},
 			},
-			APIListener: apiLns[i], Cluster: "local", Etcd: c.etcdCli, Token: c.Token, CheckData: true,
+			APIListener: apiLns[i], Cluster: "local", Etcd: c.etcdCli, Token: c.Token, CheckData: c.opts.DataRoot == "",
 			Debounce: 500 * time.Millisecond, Resync: 2 * time.Second, Logger: c.log,
 		})
 		if err != nil {
@@ -249,7 +252,7 @@ func (c *Cluster) StartWorker(id string) error {
 	go func() {
 		p.done <- worker.Run(ctx, worker.Options{
 			ID: id, Cluster: "local", Etcd: c.etcdCli, Coordinator: c.Client, Transport: tr,
-			CheckpointDir: c.CheckpointDir(), LeaseTTL: c.opts.LeaseTTL, RingDeadline: c.opts.RingDeadline,
+			CheckpointDir: c.CheckpointDir(), DataRoot: c.opts.DataRoot, LeaseTTL: c.opts.LeaseTTL, RingDeadline: c.opts.RingDeadline,
 			Metrics: metrics, Log: c.log, OnStep: c.onStep(id),
 		})
 	}()

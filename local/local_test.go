@@ -25,7 +25,7 @@ func testSpec(t *testing.T, steps int64, maxWorkers int, every int64) (coordinat
 	t.Helper()
 	model := mod.Config{DModel: 32, Layers: 2, Heads: 2, SeqLen: 32, Capacity: 0.25, Seed: 5}.WithDefaults()
 	spec := coordinator.JobSpec{
-		Name: "test", Data: dataPath(t), Model: model, Optim: mod.DefaultOptim(), Batch: 8,
+		Name: "test", Data: "tinyshakespeare.txt", Model: model, Optim: mod.DefaultOptim(), Batch: 8,
 		BudgetFLOPs: float64(steps) * model.TrainFLOPs(8).Total(),
 		MinWorkers:  1, MaxWorkers: maxWorkers, CheckpointEvery: every, KeepCheckpoints: 2, Seed: 7,
 	}
@@ -36,8 +36,9 @@ func testSpec(t *testing.T, steps int64, maxWorkers int, every int64) (coordinat
 	return spec, raw
 }
 
-func dataPath(t *testing.T) string {
-	p, err := filepath.Abs("../../data/tinyshakespeare.txt")
+// dataRoot is the repository's data directory, the workers' data root.
+func dataRoot(t *testing.T) string {
+	p, err := filepath.Abs("../../data")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func TestClusterMatchesSingleProcess(t *testing.T) {
 	const steps = 50
 	spec, raw := testSpec(t, steps, 2, 25)
 	log := newStepLog()
-	c, err := Start(ctx, Options{Dir: t.TempDir(), Workers: 2, OnStep: log.record})
+	c, err := Start(ctx, Options{Dir: t.TempDir(), DataRoot: dataRoot(t), Workers: 2, OnStep: log.record})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func TestWorkerLossResumesFromCheckpoint(t *testing.T) {
 	const steps, every = 60, 10
 	spec, raw := testSpec(t, steps, 3, every)
 	log := newStepLog()
-	c, err := Start(ctx, Options{Dir: t.TempDir(), Workers: 3, OnStep: log.record, RingDeadline: 5 * time.Second})
+	c, err := Start(ctx, Options{Dir: t.TempDir(), DataRoot: dataRoot(t), Workers: 3, OnStep: log.record, RingDeadline: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func TestWorkerLossResumesFromCheckpoint(t *testing.T) {
 
 func compareWithSingleProcess(t *testing.T, spec coordinator.JobSpec, steps int64, log *stepLog) float64 {
 	t.Helper()
-	ds, err := mod.LoadDataset(spec.Data)
+	ds, err := mod.LoadDataset(filepath.Join(dataRoot(t), spec.Data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +235,7 @@ func TestLeaderLossJobContinues(t *testing.T) {
 	defer cancel()
 	const steps = 60
 	_, raw := testSpec(t, steps, 2, 20)
-	c, err := Start(ctx, Options{Dir: t.TempDir(), Workers: 2, Log: testLogger(t)})
+	c, err := Start(ctx, Options{Dir: t.TempDir(), DataRoot: dataRoot(t), Workers: 2, Log: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

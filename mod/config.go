@@ -3,6 +3,7 @@ package mod
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -151,6 +152,20 @@ func (c Config) TopK() int {
 // HeadDim is d_model / heads.
 func (c Config) HeadDim() int { return c.DModel / c.Heads }
 
+// Ranges of the model's real-valued knobs. Past them a run only diverges
+// or underflows, and a typo (1e308, .nan) should be refused up front, for
+// a submitted job and a local `train` alike.
+const (
+	MaxAuxLossWeight = 100
+	MaxRoPETheta     = 1e12
+	MaxNormEps       = 1
+)
+
+// finiteIn reports whether x is finite and within [lo, hi]; NaN is not.
+func finiteIn(x, lo, hi float64) bool {
+	return !math.IsInf(x, 0) && x >= lo && x <= hi
+}
+
 // Validate checks every field and names the first bad one, with the fix.
 // All errors are joined so a user sees every problem in a spec at once.
 func (c Config) Validate() error {
@@ -200,8 +215,8 @@ func (c Config) Validate() error {
 	default:
 		bad("decision", "%q is unknown; use %q or %q", c.Decision, DecisionAuxLoss, DecisionPredictor)
 	}
-	if c.AuxLossWeight < 0 {
-		bad("aux_loss_weight", "%v must be >= 0", c.AuxLossWeight)
+	if !finiteIn(c.AuxLossWeight, 0, MaxAuxLossWeight) {
+		bad("aux_loss_weight", "%v is outside [0, %g]; e.g. 0.1 (omit it for the default)", c.AuxLossWeight, float64(MaxAuxLossWeight))
 	}
 	if c.PredictorHidden < 1 || c.PredictorHidden > 1<<16 {
 		bad("predictor_hidden", "%d is out of range; use 1..65536", c.PredictorHidden)
@@ -211,11 +226,11 @@ func (c Config) Validate() error {
 	default:
 		bad("positions", "%q is unknown; use %q or %q", c.Positions, PositionsRoPE, PositionsLearned)
 	}
-	if c.RoPETheta <= 0 {
-		bad("rope_theta", "%v must be > 0", c.RoPETheta)
+	if !(c.RoPETheta > 0) || !finiteIn(c.RoPETheta, 0, MaxRoPETheta) {
+		bad("rope_theta", "%v is outside (0, %g]; e.g. 10000 (omit it for the default)", c.RoPETheta, float64(MaxRoPETheta))
 	}
-	if c.NormEps <= 0 {
-		bad("norm_eps", "%v must be > 0", c.NormEps)
+	if !(c.NormEps > 0) || !finiteIn(c.NormEps, 0, MaxNormEps) {
+		bad("norm_eps", "%v is outside (0, %g]; e.g. 1e-5 (omit it for the default)", c.NormEps, float64(MaxNormEps))
 	}
 	return errors.Join(errs...)
 }

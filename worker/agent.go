@@ -11,6 +11,7 @@ import (
 
 	"github.com/modcoord/modcoord/allreduce"
 	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/jobspec"
 	"github.com/modcoord/modcoord/train"
 )
 
@@ -25,8 +26,14 @@ type Options struct {
 	Transport allreduce.Transport
 	// CheckpointDir is the shared checkpoint volume, the same path on every worker.
 	CheckpointDir string
-	LeaseTTL      time.Duration // etcd lease; a dead worker is noticed after this
-	RingDeadline  time.Duration // a silent peer fails a collective after this
+	// DataRoot is the directory a job's data path is relative to; nothing
+	// outside it is ever read (jobspec.OpenData). Empty: the working directory.
+	DataRoot string
+	// SpecLimits bound what an assigned spec may ask for, as the
+	// coordinator's do at submission (the zero value: jobspec's defaults).
+	SpecLimits   jobspec.Limits
+	LeaseTTL     time.Duration // etcd lease; a dead worker is noticed after this
+	RingDeadline time.Duration // a silent peer fails a collective after this
 	// RingWindow and RingChunkBytes tune the all-reduce pipeline (0: the
 	// allreduce defaults, sized for loopback; a cluster with more latency
 	// per hop wants a deeper window). Every worker of a job must use the

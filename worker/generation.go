@@ -10,6 +10,7 @@ import (
 	"github.com/modcoord/modcoord/allreduce"
 	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/jobspec"
 	"github.com/modcoord/modcoord/mod"
 	"github.com/modcoord/modcoord/train"
 )
@@ -73,7 +74,13 @@ func (e *fatalError) Unwrap() error { return e.err }
 
 func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, rank int, log *slog.Logger, ready chan<- struct{}) error {
 	spec := a.Spec
-	ds, err := mod.LoadDataset(spec.Data)
+	// etcd is writable by more than the coordinator, so an assignment's
+	// spec is checked again, exactly as submit checked it.
+	if err := spec.Validate(o.SpecLimits); err != nil {
+		close(ready)
+		return &fatalError{fmt.Errorf("assigned job spec: %w", err)}
+	}
+	ds, err := loadData(o.DataRoot, spec.Data)
 	if err != nil {
 		close(ready)
 		return &fatalError{err}
@@ -207,4 +214,22 @@ func restore(ctx context.Context, o Options, a coordinator.Assignment, tr *train
 	}
 	log.Info("resumed", "step", m.Step, "written_by_world", m.World)
 	return nil
+}
+
+// loadData reads a job's corpus from under the data root, refusing
+// anything that is not a regular file inside it, or is too large.
+func loadData(root, rel string) (*mod.Dataset, error) {
+	if root == "" {
+		root = "."
+	}
+	f, err := jobspec.OpenData(root, rel)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := jobspec.ReadFileLimited(f, jobspec.MaxDataBytes)
+	if err != nil {
+		return nil, fmt.Errorf("data %q: %w", rel, err)
+	}
+	return mod.NewDataset(b)
 }

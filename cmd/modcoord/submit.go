@@ -30,7 +30,7 @@ func newSubmitCmd(e env) *cobra.Command {
 			// machine.
 			spec, err := coordinator.ParseSpec(body)
 			if err == nil && !skipData {
-				err = spec.CheckData()
+				err = spec.CheckData(".")
 			}
 			if err != nil {
 				return fmt.Errorf("%s is not a valid job spec:\n  %s", args[0], strings.Join(coordinator.FieldErrors(err), "\n  "))

@@ -26,11 +26,11 @@ import (
 )
 
 type workerOptions struct {
-	id, cluster, coordinator, tokenFile, etcd                   string
-	natsURL, natsUser, natsPassFile, natsCreds, natsNKey, ckDir string
-	metricsAddr                                                 string
-	lease, deadline                                             time.Duration
-	window, chunkBytes                                          int
+	id, cluster, coordinator, tokenFile, etcd                             string
+	natsURL, natsUser, natsPassFile, natsCreds, natsNKey, ckDir, dataRoot string
+	metricsAddr                                                           string
+	lease, deadline                                                       time.Duration
+	window, chunkBytes                                                    int
 }
 
 func newWorkerCmd(e env) *cobra.Command {
@@ -53,6 +53,7 @@ func newWorkerCmd(e env) *cobra.Command {
 	fs.StringVar(&o.natsCreds, "nats-creds", "", "NATS .creds file (JWT and nkey seed)")
 	fs.StringVar(&o.natsNKey, "nats-nkey", "", "file holding an NATS nkey seed")
 	fs.StringVar(&o.ckDir, "checkpoint-dir", "checkpoints", "shared checkpoint volume, the same path on every worker")
+	fs.StringVar(&o.dataRoot, "data-root", ".", "directory that job specs' data paths are relative to; nothing outside it is read")
 	fs.StringVar(&o.metricsAddr, "metrics", ":9090", "listen address for /metrics and /healthz (empty: off)")
 	fs.DurationVar(&o.lease, "lease", 10*time.Second, "etcd lease TTL: how soon a dead worker is noticed")
 	fs.DurationVar(&o.deadline, "ring-deadline", 60*time.Second, "how long a collective waits for a silent peer before failing")
@@ -115,7 +116,7 @@ func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) er
 	log.Info("worker starting", "id", o.id, "cluster", o.cluster, "blas", mod.BLASEngine(), "checkpoints", o.ckDir)
 	err = worker.Run(ctx, worker.Options{
 		ID: o.id, Cluster: o.cluster, Etcd: etcdCli, Coordinator: client, Transport: tr,
-		CheckpointDir: o.ckDir, LeaseTTL: o.lease, RingDeadline: o.deadline, RingWindow: o.window, RingChunkBytes: o.chunkBytes, Metrics: metrics, Log: log,
+		CheckpointDir: o.ckDir, DataRoot: o.dataRoot, LeaseTTL: o.lease, RingDeadline: o.deadline, RingWindow: o.window, RingChunkBytes: o.chunkBytes, Metrics: metrics, Log: log,
 	})
 	if errors.Is(err, context.Canceled) {
 		return nil

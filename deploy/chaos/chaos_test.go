@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/jobspec"
 )
 
 // Knobs (environment):
@@ -262,7 +263,7 @@ func (c *cluster) planJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := spec.Plan()
+	plan, err := spec.Plan(jobspec.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +272,7 @@ func (c *cluster) planJob(t *testing.T) {
 	c.budget = (float64(c.steps) + 0.5) * c.fps
 	spec, err = coordinator.ParseSpec(specYAML("plan", c.budget))
 	if err == nil {
-		plan, err = spec.Plan()
+		plan, err = spec.Plan(jobspec.Limits{})
 	}
 	if err != nil || plan.Steps != c.steps {
 		t.Fatalf("budget %g buys %d steps, want %d (%v)", c.budget, plan.Steps, c.steps, err)

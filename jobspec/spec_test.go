@@ -1,4 +1,4 @@
-package coordinator
+package jobspec
 
 import (
 	"math"
@@ -19,7 +19,7 @@ func readValidSpec(t testing.TB) []byte {
 }
 
 func TestParseSpecValid(t *testing.T) {
-	spec, err := ParseSpec(readValidSpec(t))
+	spec, err := Parse(readValidSpec(t), Limits{})
 	if err != nil {
 		t.Fatalf("ParseSpec: %v", err)
 	}
@@ -35,7 +35,7 @@ func TestParseSpecValid(t *testing.T) {
 	if spec.Model.Vocab != 256 || spec.Model.MLPHidden != 512 {
 		t.Errorf("model defaults not applied: %+v", spec.Model)
 	}
-	plan, err := spec.Plan()
+	plan, err := spec.Plan(Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,11 +43,11 @@ func TestParseSpecValid(t *testing.T) {
 	if plan.FLOPsPerStep != fps || plan.Steps != int64(math.Floor(1e15/fps)) {
 		t.Errorf("plan = %+v, want %g FLOPs/step and floor(1e15/%g) steps", plan, fps, fps)
 	}
-	if err := spec.CheckData(); err != nil {
+	if err := spec.CheckData("."); err != nil {
 		t.Errorf("CheckData: %v", err)
 	}
 	spec.Data = "testdata/no-such-file.txt"
-	if err := spec.CheckData(); err == nil || !strings.HasPrefix(err.Error(), "data: ") {
+	if err := spec.CheckData("."); err == nil || !strings.HasPrefix(err.Error(), "data: ") {
 		t.Errorf("CheckData of a missing file: %v", err)
 	}
 }
@@ -55,7 +55,7 @@ func TestParseSpecValid(t *testing.T) {
 func TestParseSpecJSONAndExplicitZero(t *testing.T) {
 	js := `{"name":"j","data":"x","model":{"d_model":64,"layers":2,"heads":2,"seq_len":32},
 		"optim":{"clip_norm":0},"batch":4,"budget_flops":1e13}`
-	spec, err := ParseSpec([]byte(js))
+	spec, err := Parse([]byte(js), Limits{})
 	if err != nil {
 		t.Fatalf("ParseSpec: %v", err)
 	}
@@ -98,6 +98,9 @@ func TestParseSpecErrors(t *testing.T) {
 		{"budget missing", replace("budget_flops: 1.0e15", ""), []string{"budget_flops: 0 must be a positive"}},
 		{"name missing", replace("name: shakespeare-mod", ""), []string{"name: \"\" is not a job name"}},
 		{"data missing", replace("data: testdata/job.yaml", ""), []string{"data: required"}},
+		{"data absolute", replace("data: testdata/job.yaml", "data: /etc/passwd"), []string{`data: "/etc/passwd" is absolute`}},
+		{"data dotdot", replace("data: testdata/job.yaml", "data: a/../../x"), []string{`data: "a/../../x" has a ".." component`}},
+		{"eval_every negative", replace("eval_every: 100", "eval_every: -1"), []string{"eval_every: -1 is out of range"}},
 		{"bad lr", replace("lr: 0.002", "lr: -1"), []string{"optim.lr"}},
 		{"negative checkpoint_every", replace("checkpoint_every: 100", "checkpoint_every: -5"), []string{"checkpoint_every: -5"}},
 		{"keep too many", replace("keep_checkpoints: 3", "keep_checkpoints: 5000"), []string{"keep_checkpoints: 5000 is out of range"}},
@@ -110,7 +113,7 @@ func TestParseSpecErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseSpec([]byte(tc.spec))
+			_, err := Parse([]byte(tc.spec), Limits{})
 			if err == nil {
 				t.Fatalf("ParseSpec accepted:\n%s", tc.spec)
 			}
