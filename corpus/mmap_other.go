@@ -25,3 +25,5 @@ func mapFile(path string) ([]byte, error) {
 }
 
 func unmapFile([]byte) error { return nil }
+
+func releaseFile([]byte) error { return nil }

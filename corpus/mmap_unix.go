@@ -49,3 +49,13 @@ func unmapFile(data []byte) error {
 	}
 	return unix.Munmap(data)
 }
+
+// releaseFile drops the mapping's page-table entries. The pages stay in
+// the page cache (a later read refaults them without I/O if they are
+// still cached), but they no longer count in the process's RSS.
+func releaseFile(data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	return unix.Madvise(data, unix.MADV_DONTNEED)
+}

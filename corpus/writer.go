@@ -17,7 +17,6 @@ type Writer struct {
 	f    *os.File
 	w    *bufio.Writer
 	n    int
-	buf  [2]byte
 }
 
 // Create starts a shard that Close will put at path.
@@ -48,12 +47,26 @@ func (w *Writer) Write(tokens []int) error {
 		if t < 0 || t > 0xffff {
 			return fmt.Errorf("write shard %s: token %d does not fit the shard's uint16 tokens (the tokenizer's vocabulary is too large for llm.c version %d shards)", w.path, t, Version)
 		}
-		w.buf[0], w.buf[1] = byte(t), byte(t>>8)
-		if _, err := w.w.Write(w.buf[:]); err != nil {
+	}
+	// Encode into the bufio buffer directly rather than one two-byte
+	// Write per token.
+	for len(tokens) > 0 {
+		if w.w.Available() < 2 {
+			if err := w.w.Flush(); err != nil {
+				return fmt.Errorf("write shard %s: %w", w.path, err)
+			}
+		}
+		b := w.w.AvailableBuffer()
+		n := min(len(tokens), cap(b)/2)
+		for _, t := range tokens[:n] {
+			b = append(b, byte(t), byte(t>>8))
+		}
+		if _, err := w.w.Write(b); err != nil {
 			return fmt.Errorf("write shard %s: %w", w.path, err)
 		}
+		w.n += n
+		tokens = tokens[n:]
 	}
-	w.n += len(tokens)
 	return nil
 }
 
