@@ -47,6 +47,25 @@
 // window w is stream[w·seqLen : w·seqLen+seqLen+1] of the validation
 // stream.
 //
+// Corpus.Release drops the pages read so far from the process's resident
+// set; they stay in the page cache. It is optional (mapped file pages are
+// reclaimable) and keeps RSS near the working set of recent batches.
+//
+// # Prepare
+//
+// Prepare tokenises text files and directories (walked in lexical order,
+// regular files only, streamed a megabyte at a time) into train_NNNNNN.bin
+// and val_NNNNNN.bin llm.c shards of at most ShardTokens tokens (default
+// 10⁸) plus manifest.json. Each text file is a document; EOT, when the
+// tokenizer has one, separates consecutive documents. Inputs named *.bin
+// are token files, copied as they are after a vocabulary check. The
+// validation stream is the named ValInputs or else the last ValFraction of
+// the input bytes: 0.5% by default, 10% (mod.NewDataset's split) when the
+// input is under 64 MiB. Chunks and the split are cut only where the cut
+// cannot change gpt2's tokens (see cut.go); with the byte tokenizer a
+// single file prepared with the defaults is exactly mod.NewDataset's
+// split.
+//
 // # Vocabulary
 //
 // Shards carry no tokenizer name. CheckVocab scans each shard once for its
