@@ -95,7 +95,7 @@ type apiServer struct {
 	node      *Node
 	fsm       *FSM
 	log       *slog.Logger
-	checkData bool
+	dataRoot  string
 	// specLimits bound what a spec may ask for; see Config.SpecLimits.
 	specLimits jobspec.Limits
 	metrics    *prometheus.Registry
@@ -227,8 +227,8 @@ func (s *apiServer) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	spec, err := jobspec.Parse(body, s.specLimits)
-	if err == nil && s.checkData {
-		err = spec.CheckData(".")
+	if err == nil && s.dataRoot != "" {
+		err = spec.CheckData(s.dataRoot)
 	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid", "invalid job spec", FieldErrors(err))

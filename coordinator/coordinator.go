@@ -35,10 +35,11 @@ type Config struct {
 	// refused unless InsecureNoAuth is set.
 	Token          string
 	InsecureNoAuth bool
-	// CheckData opens each submitted spec's data file under this process's
-	// working directory, the way a worker opens it under its data root: a
-	// typo guard for deployments where both see the same files.
-	CheckData bool
+	// DataRoot, when set, makes submit open each spec's data file under it,
+	// the way a worker opens it under its own data root: a typo guard for
+	// coordinators that mount the workers' data. Empty: no check (the
+	// coordinator never reads training data).
+	DataRoot string
 	// SpecLimits bound what a submitted spec may ask for (the zero value:
 	// jobspec's defaults, e.g. 8 GiB per worker). Workers re-validate
 	// under their own limits, so give them the same values.
@@ -108,7 +109,7 @@ func Start(cfg Config) (*Coordinator, error) {
 	c := &Coordinator{fsm: fsm, node: node, ln: ln, log: log}
 	c.live.Store(-1)
 	c.metrics = newMetricsRegistry(fsm, node, &c.live)
-	api := &apiServer{node: node, fsm: fsm, log: log, checkData: cfg.CheckData, specLimits: cfg.SpecLimits, metrics: c.metrics,
+	api := &apiServer{node: node, fsm: fsm, log: log, dataRoot: cfg.DataRoot, specLimits: cfg.SpecLimits, metrics: c.metrics,
 		proxy: newForwardTransport(forwardDialTimeout, forwardResponseTimeout)}
 	if cfg.Token != "" {
 		api.setToken(cfg.Token)

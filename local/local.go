@@ -185,7 +185,7 @@ func (c *Cluster) startCoordinators() error {
 				Timing: coordinator.RaftTiming{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
 					LeaderLeaseTimeout: 250 * time.Millisecond, CommitTimeout: 20 * time.Millisecond},
 			},
-			APIListener: apiLns[i], Cluster: "local", Etcd: c.etcdCli, Token: c.Token, CheckData: c.opts.DataRoot == "",
+			APIListener: apiLns[i], Cluster: "local", Etcd: c.etcdCli, Token: c.Token, DataRoot: c.opts.DataRoot,
 			Debounce: 500 * time.Millisecond, Resync: 2 * time.Second, Logger: c.log,
 		})
 		if err != nil {

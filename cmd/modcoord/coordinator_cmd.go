@@ -19,9 +19,9 @@ import (
 )
 
 type coordinatorOptions struct {
-	id, raftAddr, apiAddr, dataDir, peers, etcd, cluster, tokenFile, metricsAddr, logLevel string
-	bootstrap, insecure, skipData                                                          bool
-	heartbeat, debounce                                                                    time.Duration
+	id, raftAddr, apiAddr, dataDir, dataRoot, peers, etcd, cluster, tokenFile, metricsAddr, logLevel string
+	bootstrap, insecure                                                                              bool
+	heartbeat, debounce                                                                              time.Duration
 }
 
 // newCoordinatorCmd runs a raft coordinator node. Its --api-addr and
@@ -48,7 +48,7 @@ func newCoordinatorCmd(e env) *cobra.Command {
 	addTokenFileFlag(fs, &o.tokenFile)
 	fs.BoolVar(&o.insecure, "insecure-no-auth", false, "serve the API without authentication (never in production)")
 	fs.StringVar(&o.metricsAddr, "metrics", "", "extra listen address for /metrics alone (the API serves /metrics too)")
-	fs.BoolVar(&o.skipData, "skip-data-check", false, "do not check that a submitted job's data file exists on this machine")
+	fs.StringVar(&o.dataRoot, "data-root", "", "when set, submit checks that a job's data file opens under this directory (the workers' data root, if mounted here); empty: no check")
 	fs.DurationVar(&o.heartbeat, "raft-heartbeat", time.Second, "raft heartbeat and election timeout")
 	fs.DurationVar(&o.debounce, "debounce", time.Second, "how long the live worker set must be quiet before a new generation forms")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -96,7 +96,7 @@ func runCoordinator(ctx context.Context, stderr io.Writer, o coordinatorOptions,
 			Timing:            coordinator.RaftTiming{HeartbeatTimeout: o.heartbeat, ElectionTimeout: o.heartbeat, LeaderLeaseTimeout: o.heartbeat / 2},
 		},
 		APIAddr: o.apiAddr, Cluster: o.cluster, Etcd: etcdCli,
-		Token: token, InsecureNoAuth: o.insecure, CheckData: !o.skipData,
+		Token: token, InsecureNoAuth: o.insecure, DataRoot: o.dataRoot,
 		Debounce: o.debounce, Logger: log,
 	})
 	if err != nil {

@@ -43,10 +43,10 @@ func defaultJobSpec(data string, workers int, steps int64) coordinator.JobSpec {
 }
 
 type localOptions struct {
-	workers          int
-	data, job, dir   string
-	steps            int64
-	verbose, jsonOut bool
+	workers                  int
+	data, dataRoot, job, dir string
+	steps                    int64
+	verbose, jsonOut         bool
 }
 
 func newLocalCmd(e env) *cobra.Command {
@@ -67,6 +67,7 @@ or is canceled.`,
 	fs.IntVar(&o.workers, "workers", 2, "workers in the cluster")
 	addDataFlag(fs, &o.data, "training corpus")
 	fs.StringVar(&o.job, "job", "", "job spec (YAML or JSON) to run instead of the default one")
+	fs.StringVar(&o.dataRoot, "data-root", "", "the workers' data root, which a --job spec's data path is relative to (default: the working directory; for the default job, --data's directory)")
 	fs.Int64Var(&o.steps, "steps", 600, "steps of the default job (its FLOP budget buys exactly this many)")
 	fs.StringVar(&o.dir, "dir", "", "state directory for raft, etcd and checkpoints (default: a temporary one, removed at exit)")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log the cluster's components to stderr")
@@ -88,9 +89,20 @@ func runLocal(ctx context.Context, stdout, stderr io.Writer, o localOptions) err
 		if o.steps < 1 {
 			return usageErrorf("--steps %d: need at least 1", o.steps)
 		}
-		if spec, err = yaml.Marshal(defaultJobSpec(o.data, o.workers, o.steps)); err != nil {
+		// The workers read only under their data root: the default job
+		// names the corpus relative to its own directory.
+		rel := filepath.Base(o.data)
+		if o.dataRoot == "" {
+			o.dataRoot = filepath.Dir(o.data)
+		} else if rel, err = filepath.Rel(o.dataRoot, o.data); err != nil {
+			return usageErrorf("--data %s is not under --data-root %s", o.data, o.dataRoot)
+		}
+		if spec, err = yaml.Marshal(defaultJobSpec(rel, o.workers, o.steps)); err != nil {
 			return err
 		}
+	}
+	if o.dataRoot == "" {
+		o.dataRoot = "."
 	}
 	if o.dir == "" {
 		tmp, err := os.MkdirTemp("", "modcoord-local-")
@@ -105,7 +117,7 @@ func runLocal(ctx context.Context, stdout, stderr io.Writer, o localOptions) err
 		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	fmt.Fprintf(stderr, "starting nats-server, etcd, 3 coordinators and %d workers (state in %s; BLAS: %s)\n", o.workers, o.dir, mod.BLASEngine())
-	cl, err := local.Start(ctx, local.Options{Dir: o.dir, Workers: o.workers, Log: logger})
+	cl, err := local.Start(ctx, local.Options{Dir: o.dir, DataRoot: o.dataRoot, Workers: o.workers, Log: logger})
 	if err != nil {
 		return fmt.Errorf("start local cluster: %w", err)
 	}
@@ -144,7 +156,7 @@ func runLocal(ctx context.Context, stdout, stderr io.Writer, o localOptions) err
 	for _, p := range job.Recent {
 		res.Losses = append(res.Losses, p.Loss)
 	}
-	if err := evalAndSample(ctx, ck, params, job.Spec.Data, &res); err != nil {
+	if err := evalAndSample(ctx, ck, params, filepath.Join(o.dataRoot, job.Spec.Data), &res); err != nil {
 		return err
 	}
 	if o.jsonOut {

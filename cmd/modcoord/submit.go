@@ -13,7 +13,7 @@ import (
 func newSubmitCmd(e env) *cobra.Command {
 	var (
 		co       clientOptions
-		skipData bool
+		dataRoot string
 		jsonOut  bool
 	)
 	cmd := &cobra.Command{
@@ -29,8 +29,8 @@ func newSubmitCmd(e env) *cobra.Command {
 			// without a round trip, and with the data file checked on this
 			// machine.
 			spec, err := coordinator.ParseSpec(body)
-			if err == nil && !skipData {
-				err = spec.CheckData(".")
+			if err == nil && dataRoot != "" {
+				err = spec.CheckData(dataRoot)
 			}
 			if err != nil {
 				return fmt.Errorf("%s is not a valid job spec:\n  %s", args[0], strings.Join(coordinator.FieldErrors(err), "\n  "))
@@ -51,7 +51,7 @@ func newSubmitCmd(e env) *cobra.Command {
 		},
 	}
 	addClientFlags(cmd, &co)
-	cmd.Flags().BoolVar(&skipData, "skip-data-check", false, "do not check that the data file exists here (only the workers may see it)")
+	cmd.Flags().StringVar(&dataRoot, "data-root", "", "also check that the data file opens under this directory here (the workers' data root, if you have a copy)")
 	addJSONFlag(cmd, &jsonOut)
 	return cmd
 }

@@ -26,6 +26,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/modcoord/modcoord/coordinator"
 	"github.com/modcoord/modcoord/jobspec"
 )
@@ -46,7 +47,7 @@ const (
 	project   = "modcoord-chaos"
 	network   = "modcoord-chaos-net"
 	ckptVol   = "modcoord-chaos-ckpt"
-	dataPath  = "/opt/modcoord/data/tinyshakespeare.txt"
+	dataPath  = "tinyshakespeare.txt" // under the workers' --data-root=/opt/modcoord/data
 	world     = 3
 	ckptEvery = 20
 	keepCkpts = 3
@@ -601,7 +602,7 @@ type tracker struct {
 	polls     int
 	pollErrs  int
 	points    map[ckKey]coordinator.ProgressPoint // by (step, generation)
-	committed map[ckKey]coordinator.CheckpointManifest
+	committed map[ckKey]checkpoint.Manifest
 	firstSeen map[ckKey]time.Time
 	gens      map[uint64]genInfo
 	leaders   []leaderObs
@@ -610,7 +611,7 @@ type tracker struct {
 func (c *cluster) track(job string) *tracker {
 	ctx, cancel := context.WithCancel(context.Background())
 	tr := &tracker{c: c, job: job, cancel: cancel, done: make(chan struct{}),
-		points: map[ckKey]coordinator.ProgressPoint{}, committed: map[ckKey]coordinator.CheckpointManifest{},
+		points: map[ckKey]coordinator.ProgressPoint{}, committed: map[ckKey]checkpoint.Manifest{},
 		firstSeen: map[ckKey]time.Time{}, gens: map[uint64]genInfo{}}
 	go tr.loop(ctx)
 	return tr
@@ -674,7 +675,7 @@ func (tr *tracker) pollOnce() {
 			tr.points[k] = p
 		}
 	}
-	record := func(m coordinator.CheckpointManifest) {
+	record := func(m checkpoint.Manifest) {
 		k := ckKey{m.Step, m.Generation}
 		if _, ok := tr.committed[k]; !ok {
 			tr.committed[k] = m
@@ -1216,19 +1217,19 @@ func injectRestartAll(f *faultCtx) error {
 // ---------------------------------------------------------------------------
 // Running a job, with or without a fault, and checking it
 
-type fingerprint []coordinator.CheckpointShard
+type fingerprint []checkpoint.ShardInfo
 
 func (fp fingerprint) Lines() []string {
 	var out []string
 	for _, s := range fp {
-		out = append(out, fmt.Sprintf("rank %d [%d,%d) %s", s.Rank, s.Lo, s.Hi, s.SHA256))
+		out = append(out, fmt.Sprintf("rank %d [%d,%d) %s", s.Rank, s.Lo, s.Hi, s.DataSHA256))
 	}
 	return out
 }
 
 func sameFingerprint(a, b fingerprint) bool {
-	return slices.EqualFunc(a, b, func(x, y coordinator.CheckpointShard) bool {
-		return x.Rank == y.Rank && x.Lo == y.Lo && x.Hi == y.Hi && x.SHA256 == y.SHA256
+	return slices.EqualFunc(a, b, func(x, y checkpoint.ShardInfo) bool {
+		return x.Rank == y.Rank && x.Lo == y.Lo && x.Hi == y.Hi && x.DataSHA256 == y.DataSHA256
 	})
 }
 
@@ -1322,7 +1323,7 @@ func (c *cluster) runJob(name string, sc *scenario, baseline fingerprint) (*resu
 		}
 		r.MaxGap, r.MaxGapStep = tr.maxGap(firstAt)
 	}
-	committed := make([]coordinator.CheckpointManifest, 0, len(tr.committed))
+	committed := make([]checkpoint.Manifest, 0, len(tr.committed))
 	firstSeen := map[ckKey]time.Time{}
 	for k, m := range tr.committed {
 		committed = append(committed, m)
@@ -1354,14 +1355,14 @@ func cloneGens(m map[uint64]genInfo) map[uint64]genInfo {
 	return out
 }
 
-func ckStep(m *coordinator.CheckpointManifest) int64 {
+func ckStep(m *checkpoint.Manifest) int64 {
 	if m == nil {
 		return 0
 	}
 	return m.Step
 }
 
-func ckSummary(m *coordinator.CheckpointManifest) string {
+func ckSummary(m *checkpoint.Manifest) string {
 	if m == nil {
 		return "none"
 	}
@@ -1485,7 +1486,7 @@ type verifyResult struct {
 // retained, with its files intact (present, recorded size, header and data
 // checksums), or was dropped by retention after keep_checkpoints newer
 // commits.
-func (c *cluster) checkCheckpoints(r *result, final coordinator.Job, committed []coordinator.CheckpointManifest, firstSeen map[ckKey]time.Time, faultAt time.Time) {
+func (c *cluster) checkCheckpoints(r *result, final coordinator.Job, committed []checkpoint.Manifest, firstSeen map[ckKey]time.Time, faultAt time.Time) {
 	retained := map[ckKey]bool{}
 	for _, m := range final.Retained {
 		retained[ckKey{m.Step, m.Generation}] = true
@@ -1558,7 +1559,7 @@ func (c *cluster) checkCheckpoints(r *result, final coordinator.Job, committed [
 // a checkpoint committed before it started (it would redo committed work:
 // a finding, see CHAOS_STRICT).
 func (c *cluster) checkWorkerLogs(r *result, job string, since time.Time, gens map[uint64]genInfo,
-	committed []coordinator.CheckpointManifest, firstSeen map[ckKey]time.Time) []trainStart {
+	committed []checkpoint.Manifest, firstSeen map[ckKey]time.Time) []trainStart {
 	var found []trainStart
 	type key struct {
 		worker string

@@ -139,8 +139,8 @@ var cases = []renderCase{
 				}
 			}
 			coord := r.statefulSet(t, "mc-gpu-coordinator")
-			if a := containerArgs(coord.Spec.Template.Spec.Containers[0]); a["--cluster"] != "gpu-prod" || a["--skip-data-check"] != "true" {
-				t.Errorf("coordinator --cluster=%q --skip-data-check=%q", a["--cluster"], a["--skip-data-check"])
+			if a := containerArgs(coord.Spec.Template.Spec.Containers[0]); a["--cluster"] != "gpu-prod" || a["--data-root"] != "/data" {
+				t.Errorf("coordinator --cluster=%q --data-root=%q", a["--cluster"], a["--data-root"])
 			}
 			sm := r.get(t, "ServiceMonitor", "mc-gpu").obj.(*serviceMonitor)
 			if sm.Metadata.Labels["release"] != "kube-prometheus-stack" {
