@@ -1,7 +1,8 @@
 // Package checkpoint is the storage core of modcoord's distributed
 // checkpoints: it writes, reads, verifies, loads and prunes the shard files
-// and manifests that the coordinator's two-phase commit produces. It does not
-// decide when to checkpoint or who commits; the coordinator does.
+// and manifests of the two-phase commit. It does not decide when to
+// checkpoint (the job spec does) or what is committed (the coordinator's
+// raft log does).
 //
 // Each worker owns the range [lo,hi) of the flat float32 parameter vector of
 // length M and writes one shard file per checkpoint holding its parameters
@@ -37,10 +38,11 @@
 // problem and the fix, never a panic.
 //
 // The main entry points: DirStore.WriteShard or AsyncWriter.Snapshot
-// (workers, phase one), NewManifest and DirStore.WriteManifest
-// (coordinator, phase two), DirStore.NewestValid and DirStore.LoadRange
-// (recovery, also with a different world size) and DirStore.Prune
-// (retention).
+// (every worker, phase one); ShardInfo.Validate and Manifest.Validate (the
+// coordinator's state machine, on each report and at the commit);
+// DirStore.WriteManifest and DirStore.Prune (the worker whose report
+// completed the commit); DirStore.NewestValid and DirStore.LoadRange
+// (every worker on restore, also with a different world size).
 //
 // See docs/checkpoints.md for the format, the commit protocol and how to
 // read checkpoints from Python.

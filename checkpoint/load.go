@@ -11,7 +11,7 @@ type LoadOptions struct {
 	// SkipChecksums reads only the needed bytes of each shard with ReadAt
 	// and does not hash shard data. Use it only right after Verify or
 	// NewestValid checked the same manifest, e.g. when every worker loads
-	// its own slice of a checkpoint the coordinator already verified. Size,
+	// its own slice of a checkpoint NewestValid already verified. Size,
 	// header checksum and metadata are checked either way.
 	SkipChecksums bool
 }
