@@ -3,6 +3,7 @@ package jobspec
 import (
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/modcoord/modcoord/mod"
 )
@@ -20,8 +21,7 @@ func measuredModelHeap(t *testing.T, cfg mod.Config, batch, replicas int) float6
 		tokens[i], targets[i] = int32(i%cfg.Vocab), int32((i+1)%cfg.Vocab)
 	}
 	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
+	settledHeap(&before)
 	p, err := mod.NewParallel[float32](cfg, batch, replicas)
 	if err != nil {
 		t.Fatal(err)
@@ -33,10 +33,27 @@ func measuredModelHeap(t *testing.T, cfg mod.Config, batch, replicas int) float6
 	if err := p.Backward(); err != nil {
 		t.Fatal(err)
 	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
+	settledHeap(&after)
 	runtime.KeepAlive(p)
 	return float64(after.HeapAlloc) - float64(before.HeapAlloc)
+}
+
+// settledHeap collects garbage until the live heap stops shrinking: the
+// previous subtest's model is released by goroutines that end after its
+// Close returns, and freeing it in the middle of a measurement would make
+// the measured growth too small (even negative).
+func settledHeap(ms *runtime.MemStats) {
+	runtime.GC()
+	runtime.ReadMemStats(ms)
+	for range 20 {
+		time.Sleep(10 * time.Millisecond)
+		prev := ms.HeapAlloc
+		runtime.GC()
+		runtime.ReadMemStats(ms)
+		if ms.HeapAlloc >= prev {
+			return
+		}
+	}
 }
 
 // TestEstimateMatchesMeasuredHeap checks the model terms of the estimate
