@@ -71,10 +71,11 @@ func equalInts(a, b []int) bool {
 // TestPythonReadsCheckpoints proves the format is readable outside Go: the
 // Python reader must see the same metadata, shapes and values.
 func TestPythonReadsCheckpoints(t *testing.T) {
-	const layoutConfig = `{"model":"tiny","layout":{"tensors":[
+	// The layout as train.CheckpointConfig records it: a list of mod.Tensor.
+	const layoutConfig = `{"model":"tiny","layout":[
 		{"name":"tok_emb","shape":[10,20],"offset":0,"decay":true},
 		{"name":"layer0.wqkv","shape":[20,30],"offset":200,"decay":true},
-		{"name":"ln_f","shape":[200],"offset":800,"decay":false}],"total":1000}}`
+		{"name":"ln_f","shape":[200],"offset":800,"decay":false}]}`
 	store := newTestStore(t)
 	flat := flatState(1000)
 	ctx := context.Background()

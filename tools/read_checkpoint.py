@@ -11,7 +11,8 @@ Usage:
     read_checkpoint.py SHARD.safetensors      summary of one shard
     read_checkpoint.py MANIFEST.json          whole checkpoint: assembles the
                                               flat parameter vector and, if the
-                                              config has a "layout", names it
+                                              config has a "layout" (a list of
+                                              {name, shape, offset}), names it
     add --json for a machine-readable summary (sums are float64, summed in
     index order).
 
@@ -33,6 +34,7 @@ except ImportError:  # the standard library is enough
     np = None
 
 MAX_HEADER_BYTES = 100 << 20
+MAX_MANIFEST_BYTES = 64 << 20  # as checkpoint.ReadManifestFile
 TENSORS = ("params", "adam_m", "adam_v")
 
 
@@ -123,6 +125,8 @@ def read_manifest(path):
     params is the flat parameter vector [0, total); named maps tensor names
     to (shape, flat values) when the config holds a layout.
     """
+    if os.path.getsize(path) > MAX_MANIFEST_BYTES:
+        raise CheckpointError("%s: over %d bytes, not a manifest" % (path, MAX_MANIFEST_BYTES))
     with open(path) as f:
         manifest = json.load(f, object_pairs_hook=_no_duplicates)
     step_dir = os.path.dirname(os.path.abspath(path))
@@ -143,17 +147,34 @@ def read_manifest(path):
         covered += hi - lo
     if covered != total:
         raise CheckpointError("%s: shards cover %d of %d elements" % (path, covered, total))
+    return manifest, params, name_tensors(path, manifest.get("config"), params)
+
+
+def name_tensors(path, config, params):
+    """Split the flat vector by the layout in a checkpoint's config.
+
+    The training code (train.CheckpointConfig) records the layout as a list
+    of mod.Tensor objects: {"name", "shape", "offset", "decay"}. A config
+    without a layout names nothing."""
     named = {}
-    layout = (manifest.get("config") or {}).get("layout") if isinstance(manifest.get("config"), dict) else None
-    for t in (layout or {}).get("tensors", []):
+    layout = config.get("layout") if isinstance(config, dict) else None
+    if layout is None:
+        return named
+    if not isinstance(layout, list):
+        raise CheckpointError("%s: config layout is %s, want a list of tensors" % (path, type(layout).__name__))
+    for t in layout:
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not isinstance(t.get("shape"), list):
+            raise CheckpointError("%s: layout entry %r is not a tensor {name, shape, offset}" % (path, t))
         size = 1
         for d in t["shape"]:
             size *= d
+        if not (0 <= t["offset"] and t["offset"] + size <= len(params)):
+            raise CheckpointError("%s: tensor %s at %d+%d is outside the %d parameters" % (path, t["name"], t["offset"], size, len(params)))
         values = params[t["offset"]:t["offset"] + size]
         if np is not None:
             values = values.reshape(t["shape"])
         named[t["name"]] = (t["shape"], values)
-    return manifest, params, named
+    return named
 
 
 def _summary(values, shape=None):

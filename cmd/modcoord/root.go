@@ -64,7 +64,7 @@ func newRootCmd(e env) *cobra.Command {
 			root.AddCommand(c)
 		}
 	}
-	add("local", newTrainCmd(e), newEvalCmd(e), newSampleCmd(), newBenchCmd(), newIsoflopCmd(e), newLocalCmd(e))
+	add("local", newTrainCmd(e), newEvalCmd(e), newSampleCmd(), newBenchCmd(), newIsoflopCmd(e), newLocalCmd(e), newExportCmd())
 	add("cluster", newCoordinatorCmd(e), newWorkerCmd(e))
 	add("client", newSubmitCmd(e), newStatusCmd(e), newWatchCmd(e), newCancelCmd(e), newCheckpointsCmd(e))
 	root.AddCommand(newVersionCmd())
