@@ -125,7 +125,10 @@ func TestAdversarialEtcdWorkerCannotWriteAssignment(t *testing.T) {
 		}},
 		{"worker writes another cluster", worker, func(c *clientv3.Client) error { _, err := c.Put(ctxT(t), "/modcoord/c2/workers/w0", "{}"); return err }},
 		{"worker writes outside modcoord", worker, func(c *clientv3.Client) error { _, err := c.Put(ctxT(t), "/x", "{}"); return err }},
-		{"coordinator writes another cluster", coord, func(c *clientv3.Client) error { _, err := c.Put(ctxT(t), "/modcoord/c2/assignments/j", "{}"); return err }},
+		{"coordinator writes another cluster", coord, func(c *clientv3.Client) error {
+			_, err := c.Put(ctxT(t), "/modcoord/c2/assignments/j", "{}")
+			return err
+		}},
 		{"worker disables auth", worker, func(c *clientv3.Client) error { _, err := c.AuthDisable(ctxT(t)); return err }},
 		{"coordinator adds a user", coord, func(c *clientv3.Client) error { _, err := c.UserAdd(ctxT(t), "mallory", "pw"); return err }},
 		{"user certificate reads", etcdAs(t, l, pki.RoleUser, ep), func(c *clientv3.Client) error { _, err := c.Get(ctxT(t), assignmentKey); return err }},

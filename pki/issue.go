@@ -68,9 +68,9 @@ func (ca *CA) Issue(role Role, name string, hosts []string, opts IssueOptions) (
 		// The CommonName is the role: etcd takes it as the user name of a
 		// client certificate, and NATS maps the subject to a user
 		// (EtcdUser, NATSUser). The name is in the role URI.
-		Subject:      SubjectFor(role),
-		NotBefore:    now.Add(-clockSkew),
-		NotAfter:     notAfter,
+		Subject:   SubjectFor(role),
+		NotBefore: now.Add(-clockSkew),
+		NotAfter:  notAfter,
 		// ECDSA keys sign; they never encipher keys.
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
