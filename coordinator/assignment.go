@@ -2,12 +2,14 @@ package coordinator
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/modcoord/modcoord/checkpoint"
+	"github.com/modcoord/modcoord/pki"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -59,11 +61,18 @@ func assignmentFor(j Job) Assignment {
 // publishAssignment writes a to etcd unless what is there is as new or
 // newer: a higher generation, or the same generation with the same status
 // or an ended one. It reports whether it wrote.
-func publishAssignment(ctx context.Context, cli *clientv3.Client, cluster string, a Assignment) (bool, error) {
+// With signer the value is signed (EncodeAssignment), and a value already
+// there that does not verify under signer's CA counts as absent: a forged
+// assignment with a huge generation must not lock the job's key.
+func publishAssignment(ctx context.Context, cli *clientv3.Client, cluster string, a Assignment, signer *pki.Credentials) (bool, error) {
 	key := AssignmentKey(cluster, a.Job)
-	val, err := json.Marshal(a)
+	val, err := EncodeAssignment(key, a, signer)
 	if err != nil {
-		return false, fmt.Errorf("encode assignment for job %s: %w", a.Job, err)
+		return false, err
+	}
+	var trust *x509.CertPool
+	if signer != nil {
+		trust = signer.CAs
 	}
 	for range 5 {
 		resp, err := cli.Get(ctx, key)
@@ -73,8 +82,7 @@ func publishAssignment(ctx context.Context, cli *clientv3.Client, cluster string
 		cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
 		if len(resp.Kvs) > 0 {
 			kv := resp.Kvs[0]
-			var old Assignment
-			if json.Unmarshal(kv.Value, &old) == nil && !supersedes(a, old) {
+			if old, err := DecodeAssignment(key, kv.Value, trust, time.Time{}); err == nil && !supersedes(a, old) {
 				return false, nil
 			}
 			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
@@ -106,13 +114,37 @@ func supersedes(a, old Assignment) bool {
 // the current ones, then each new one as the leader writes it (and all of
 // them again if the watch had to be restarted). A worker acts on those it
 // is a member of (Assignment.Rank). The channel closes when ctx is done.
+//
+// It checks no signature: a worker of a cluster with certificates uses
+// WatchAssignmentsWith and the cluster CA.
 func WatchAssignments(ctx context.Context, cli *clientv3.Client, cluster string) <-chan Assignment {
+	return WatchAssignmentsWith(ctx, cli, cluster, WatchOptions{})
+}
+
+// WatchOptions tune WatchAssignmentsWith.
+type WatchOptions struct {
+	// Trust is the cluster CA. When set, only assignments signed by a
+	// coordinator certificate of this CA are passed on (DecodeAssignment);
+	// anything else in etcd (forged, unsigned, signed by a worker) is
+	// logged and dropped.
+	Trust *x509.CertPool
+	// Log hears dropped assignments (default slog.Default()).
+	Log *slog.Logger
+}
+
+// WatchAssignmentsWith is WatchAssignments, verifying signatures when
+// o.Trust is set.
+func WatchAssignmentsWith(ctx context.Context, cli *clientv3.Client, cluster string, o WatchOptions) <-chan Assignment {
 	out := make(chan Assignment, 16)
-	log := slog.Default().With("cluster", cluster)
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("cluster", cluster)
 	emit := func(kv *mvccpb.KeyValue) {
-		var a Assignment
-		if err := json.Unmarshal(kv.Value, &a); err != nil {
-			log.Warn("ignoring malformed assignment", "key", string(kv.Key), "err", err)
+		a, err := DecodeAssignment(string(kv.Key), kv.Value, o.Trust, time.Time{})
+		if err != nil {
+			log.Warn("ignoring an assignment that does not verify", "key", truncate(string(kv.Key), 200), "err", err)
 			return
 		}
 		select {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/modcoord/modcoord/pki"
 )
 
 // controller is the leader's scheduler. It runs only while its node leads:
@@ -16,10 +18,12 @@ import (
 // when the set of members should change, commits checkpoints whose shards
 // are all reported, and publishes assignments to etcd.
 type controller struct {
-	node     *Node
-	fsm      *FSM
-	etcd     *clientv3.Client
-	cluster  string
+	node    *Node
+	fsm     *FSM
+	etcd    *clientv3.Client
+	cluster string
+	// signer signs assignments (nil: written unsigned).
+	signer   *pki.Credentials
 	debounce time.Duration
 	resync   time.Duration
 	log      *slog.Logger
@@ -137,7 +141,7 @@ func (c *controller) publish(ctx context.Context, published map[string]Assignmen
 		if old, ok := published[j.ID]; ok && !supersedes(a, old) {
 			continue
 		}
-		wrote, err := publishAssignment(ctx, c.etcd, c.cluster, a)
+		wrote, err := publishAssignment(ctx, c.etcd, c.cluster, a, c.signer)
 		if err != nil {
 			c.log.Warn("publish assignment failed; will retry", "job", j.ID, "err", err)
 			continue

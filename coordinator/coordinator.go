@@ -16,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/modcoord/modcoord/jobspec"
+	"github.com/modcoord/modcoord/pki"
 )
 
 // Config configures one coordinator process: a raft node, the HTTP API
@@ -31,6 +32,11 @@ type Config struct {
 	// Etcd is the membership store. Without it no generation ever forms:
 	// jobs queue and wait (useful only for API-only tests).
 	Etcd *clientv3.Client
+	// AssignmentSigner, a coordinator certificate and key (pki), signs
+	// every assignment written to etcd; workers given the cluster CA act
+	// only on signed ones (WatchOptions.Trust). Nil: unsigned, for a
+	// cluster without certificates.
+	AssignmentSigner *pki.Credentials
 	// Token is the bearer token every /v1 request must carry. Empty is
 	// refused unless InsecureNoAuth is set.
 	Token          string
@@ -76,6 +82,11 @@ func Start(cfg Config) (*Coordinator, error) {
 	}
 	if err := checkEtcdName("cluster", cfg.Cluster); err != nil {
 		return nil, err
+	}
+	if cfg.AssignmentSigner != nil {
+		if err := checkSigner(cfg.AssignmentSigner); err != nil {
+			return nil, fmt.Errorf("assignment signer: %w", err)
+		}
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -126,7 +137,7 @@ func Start(cfg Config) (*Coordinator, error) {
 		}
 	}()
 	if cfg.Etcd != nil {
-		ctrl := &controller{node: node, fsm: fsm, etcd: cfg.Etcd, cluster: cfg.Cluster,
+		ctrl := &controller{node: node, fsm: fsm, etcd: cfg.Etcd, cluster: cfg.Cluster, signer: cfg.AssignmentSigner,
 			debounce: cfg.Debounce, resync: cfg.Resync, log: log.With("role", "leader"), live: &c.live}
 		c.wg.Add(1)
 		go func() {

@@ -184,6 +184,11 @@ func watchWorkers(ctx context.Context, cli *clientv3.Client, cluster string, log
 	decode := func(kv *mvccpb.KeyValue) {
 		id := strings.TrimPrefix(string(kv.Key), prefix)
 		var w WorkerInfo
+		if len(kv.Value) > MaxWorkerInfoBytes {
+			log.Warn("ignoring oversized worker registration", "key", truncate(string(kv.Key), 200), "bytes", len(kv.Value))
+			delete(live, id)
+			return
+		}
 		if err := json.Unmarshal(kv.Value, &w); err != nil || w.ID != id {
 			log.Warn("ignoring malformed worker registration", "key", string(kv.Key))
 			return

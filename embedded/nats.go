@@ -27,6 +27,11 @@ type NATSConfig struct {
 	// TLS, when set, makes every client connection use TLS; with
 	// ClientAuth set to RequireAndVerifyClientCert it is mutual.
 	TLS *tls.Config
+	// CertUsers maps each client to the user named by its certificate's
+	// subject (nats-server's verify_and_map) instead of a password: Users
+	// are then subject DNs such as pki.NATSUser(pki.RoleWorker). It needs
+	// TLS with client certificates required.
+	CertUsers bool
 	// MaxPayload and MaxPending default to NATSMaxPayload and
 	// NATSMaxPending.
 	MaxPayload int32
@@ -37,6 +42,21 @@ type NATSConfig struct {
 	Log bool
 	// ReadyTimeout defaults to 10 s.
 	ReadyTimeout time.Duration
+}
+
+// RingSubjects is every subject the ring all-reduce uses:
+// modcoord.<job>.g<generation>.ring.<rank> and modcoord.<job>.g<generation>.gather
+// (allreduce.RingInbox, GatherInbox). The ring uses no request-reply, so
+// no _INBOX subjects.
+const RingSubjects = "modcoord.>"
+
+// RingPermissions let a worker publish and subscribe on the ring's
+// subjects and nothing else.
+func RingPermissions() *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: []string{RingSubjects}},
+		Subscribe: &server.SubjectPermission{Allow: []string{RingSubjects}},
+	}
 }
 
 // StartNATS runs a nats-server and waits until it accepts connections.
@@ -66,6 +86,12 @@ func StartNATS(cfg NATSConfig) (*server.Server, error) {
 		opts.TLS = true
 		opts.TLSVerify = cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
 		opts.TLSTimeout = 5
+	}
+	if cfg.CertUsers {
+		if !opts.TLSVerify {
+			return nil, fmt.Errorf("embedded nats-server: certificate users need TLS that requires client certificates")
+		}
+		opts.TLSMap = true
 	}
 	return StartNATSWithOptions(opts, cfg.ReadyTimeout)
 }

@@ -18,11 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 
 	"github.com/modcoord/modcoord/allreduce"
 	"github.com/modcoord/modcoord/coordinator"
-	"github.com/modcoord/modcoord/embedded"
+	"github.com/modcoord/modcoord/pki"
 	"github.com/modcoord/modcoord/train"
 	"github.com/modcoord/modcoord/worker"
 )
@@ -48,11 +47,13 @@ type Cluster struct {
 	Token  string
 	Client *coordinator.Client
 
-	nats     *server.Server
-	natsUser string
-	natsPass string
-	etcd     *embed.Etcd
-	etcdCli  *clientv3.Client
+	nats *server.Server
+	etcd *embed.Etcd
+	// etcdCli is the coordinators' etcd client (coordinator certificate),
+	// workerEtcd the workers' (worker certificate): etcd auth tells them apart.
+	etcdCli    *clientv3.Client
+	workerEtcd *clientv3.Client
+	pki        *pki.Local
 
 	mu      sync.Mutex
 	coords  []*coordinator.Coordinator
@@ -97,6 +98,9 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 			c.Close()
 		}
 	}()
+	if err := c.ensurePKI(); err != nil {
+		return nil, err
+	}
 	if err := c.startNATS(); err != nil {
 		return nil, err
 	}
@@ -133,10 +137,7 @@ func randomSecret() string {
 }
 
 func (c *Cluster) startNATS() error {
-	c.natsUser, c.natsPass = "modcoord", randomSecret()
-	s, err := embedded.StartNATS(embedded.NATSConfig{
-		Users: []*server.User{{Username: c.natsUser, Password: c.natsPass}},
-	})
+	s, err := startSecureNATS(c.pki)
 	if err != nil {
 		return err
 	}
@@ -145,21 +146,26 @@ func (c *Cluster) startNATS() error {
 }
 
 func (c *Cluster) startEtcd() error {
-	e, err := embedded.StartEtcd(embedded.EtcdConfig{Dir: filepath.Join(c.opts.Dir, "etcd")})
+	e, err := startSecureEtcd(c.pki, filepath.Join(c.opts.Dir, "etcd"))
 	if err != nil {
 		return err
 	}
 	c.etcd = e
-	client := e.Clients[0].Addr().String()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + client}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		return fmt.Errorf("etcd client: %w", err)
+	endpoint := "https://" + e.Clients[0].Addr().String()
+	if c.etcdCli, err = etcdClient(c.pki, pki.RoleCoordinator, endpoint); err != nil {
+		return err
 	}
-	c.etcdCli = cli
+	if c.workerEtcd, err = etcdClient(c.pki, pki.RoleWorker, endpoint); err != nil {
+		return err
+	}
 	return nil
 }
 
 func (c *Cluster) startCoordinators() error {
+	signer, err := c.creds(pki.RoleCoordinator)
+	if err != nil {
+		return err
+	}
 	n := c.opts.Coordinators
 	raftLns, apiLns := make([]net.Listener, n), make([]net.Listener, n)
 	for i := 0; i < n; i++ {
@@ -185,7 +191,7 @@ func (c *Cluster) startCoordinators() error {
 				Timing: coordinator.RaftTiming{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
 					LeaderLeaseTimeout: 250 * time.Millisecond, CommitTimeout: 20 * time.Millisecond},
 			},
-			APIListener: apiLns[i], Cluster: "local", Etcd: c.etcdCli, Token: c.Token, DataRoot: c.opts.DataRoot,
+			APIListener: apiLns[i], Cluster: localCluster, Etcd: c.etcdCli, AssignmentSigner: signer, Token: c.Token, DataRoot: c.opts.DataRoot,
 			Debounce: 500 * time.Millisecond, Resync: 2 * time.Second, Logger: c.log,
 		})
 		if err != nil {
@@ -237,7 +243,15 @@ func (c *Cluster) StopCoordinator(i int) error {
 
 // StartWorker starts a worker with the given id.
 func (c *Cluster) StartWorker(id string) error {
-	tr, err := allreduce.DialNATS(allreduce.NATSOptions{URL: c.nats.ClientURL(), Name: id, User: c.natsUser, Password: c.natsPass})
+	wc, err := c.creds(pki.RoleWorker)
+	if err != nil {
+		return err
+	}
+	natsTLS, err := pki.ClientConfig(wc, pki.RoleNATS)
+	if err != nil {
+		return err
+	}
+	tr, err := allreduce.DialNATS(allreduce.NATSOptions{URL: c.nats.ClientURL(), Name: id, TLS: natsTLS})
 	if err != nil {
 		return fmt.Errorf("worker %s: %w", id, err)
 	}
@@ -251,7 +265,7 @@ func (c *Cluster) StartWorker(id string) error {
 	p := &workerProc{cancel: cancel, done: make(chan error, 1), tr: tr, reg: reg}
 	go func() {
 		p.done <- worker.Run(ctx, worker.Options{
-			ID: id, Cluster: "local", Etcd: c.etcdCli, Coordinator: c.Client, Transport: tr,
+			ID: id, Cluster: localCluster, Etcd: c.workerEtcd, AssignmentTrust: wc.CAs, Coordinator: c.Client, Transport: tr,
 			CheckpointDir: c.CheckpointDir(), DataRoot: c.opts.DataRoot, LeaseTTL: c.opts.LeaseTTL, RingDeadline: c.opts.RingDeadline,
 			Metrics: metrics, Log: c.log, OnStep: c.onStep(id),
 		})
@@ -300,6 +314,9 @@ func (c *Cluster) Close() {
 	}
 	if c.etcdCli != nil {
 		c.etcdCli.Close()
+	}
+	if c.workerEtcd != nil {
+		c.workerEtcd.Close()
 	}
 	if c.etcd != nil {
 		c.etcd.Close()

@@ -14,7 +14,10 @@
 //   - etcd: the etcd server (and its peer link).
 //   - nats: the NATS server (and its cluster routes).
 //
-// The role is encoded as a URI SAN, spiffe://modcoord/role/<role>/<name>.
+// The role is encoded as a URI SAN, spiffe://modcoord/role/<role>/<name>,
+// and is also the subject's CommonName (SubjectFor): etcd takes the CN as
+// the user of a client certificate (EtcdUser) and NATS maps the subject
+// to a user (NATSUser), and both want one user per role, not per name.
 // A SAN rather than the Subject's OrganizationalUnit because SANs are what
 // modern verifiers treat as identity (Go ignores the CN, and an OU is free
 // text that tools and CAs reorder, repeat or drop), a URI has one

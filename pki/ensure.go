@@ -67,7 +67,8 @@ func EnsureDir(dir string, opts EnsureOptions) (*Local, error) {
 	for _, role := range Roles() {
 		// LoadCredentials checks the chain to this CA, so a certificate
 		// left over from a replaced CA is reissued too.
-		if creds, err := l.Credentials(role); err == nil && !creds.ExpiresWithin(renewBefore, now) && sameHosts(creds, hosts) {
+		if creds, err := l.Credentials(role); err == nil && !creds.ExpiresWithin(renewBefore, now) && sameHosts(creds, hosts) &&
+			creds.Cert.Leaf.Subject.CommonName == string(role) { // certificates before CN = role are reissued
 			continue
 		}
 		if _, err := ca.Issue(role, name, hosts, IssueOptions{Now: opts.Now}); err != nil {

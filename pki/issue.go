@@ -5,7 +5,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"net"
 	"net/url"
@@ -66,9 +65,12 @@ func (ca *CA) Issue(role Role, name string, hosts []string, opts IssueOptions) (
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{Organization: []string{"modcoord"}, CommonName: name},
-		NotBefore:    now.Add(-clockSkew),
-		NotAfter:     notAfter,
+		// The CommonName is the role: etcd takes it as the user name of a
+		// client certificate, and NATS maps the subject to a user
+		// (EtcdUser, NATSUser). The name is in the role URI.
+		Subject:   SubjectFor(role),
+		NotBefore: now.Add(-clockSkew),
+		NotAfter:  notAfter,
 		// ECDSA keys sign; they never encipher keys.
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,6 +21,10 @@ type Options struct {
 	ID      string // unique in the cluster; the pod name on Kubernetes
 	Cluster string
 	Etcd    *clientv3.Client
+	// AssignmentTrust is the cluster CA: when set, the worker acts only
+	// on assignments signed by a coordinator certificate of it
+	// (coordinator.WatchOptions). Nil: a cluster without certificates.
+	AssignmentTrust *x509.CertPool
 	// Coordinator is the API client for progress and checkpoint reports.
 	Coordinator *coordinator.Client
 	// Transport carries the ring all-reduce (NATS in production).
@@ -79,7 +84,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	defer stop()
-	assignments := coordinator.WatchAssignments(ctx, o.Etcd, o.Cluster)
+	assignments := coordinator.WatchAssignmentsWith(ctx, o.Etcd, o.Cluster, coordinator.WatchOptions{Trust: o.AssignmentTrust, Log: o.Log})
 	for {
 		var a coordinator.Assignment
 		var ok bool

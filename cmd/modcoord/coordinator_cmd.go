@@ -12,14 +12,14 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/pki"
 )
 
 type coordinatorOptions struct {
 	id, raftAddr, apiAddr, dataDir, dataRoot, peers, etcd, cluster, tokenFile, metricsAddr, logLevel string
+	tlsDir                                                                                           string
 	bootstrap, insecure                                                                              bool
 	heartbeat, debounce                                                                              time.Duration
 }
@@ -46,6 +46,7 @@ func newCoordinatorCmd(e env) *cobra.Command {
 	fs.BoolVar(&o.bootstrap, "bootstrap", false, "form the cluster from --peers if this node has no raft state (safe on every node)")
 	addEtcdClusterFlags(fs, &o.etcd, &o.cluster)
 	addTokenFileFlag(fs, &o.tokenFile)
+	addTLSDirFlag(fs, &o.tlsDir, "a coordinator certificate, for raft and etcd over mutual TLS and to sign the assignments workers verify")
 	fs.BoolVar(&o.insecure, "insecure-no-auth", false, "serve the API without authentication (never in production)")
 	fs.StringVar(&o.metricsAddr, "metrics", "", "extra listen address for /metrics alone (the API serves /metrics too)")
 	fs.StringVar(&o.dataRoot, "data-root", "", "when set, submit checks that a job's data file opens under this directory (the workers' data root, if mounted here); empty: no check")
@@ -81,21 +82,24 @@ func runCoordinator(ctx context.Context, stderr io.Writer, o coordinatorOptions,
 	if err != nil {
 		return usageErrorf("--peers: %v", err)
 	}
-	etcdCli, err := clientv3.New(clientv3.Config{Endpoints: splitList(o.etcd), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	creds, err := loadTLSDir(o.tlsDir, pki.RoleCoordinator)
 	if err != nil {
-		return fmt.Errorf("etcd client: %w", err)
+		return err
+	}
+	etcdCli, err := newEtcdClient(o.etcd, creds)
+	if err != nil {
+		return err
 	}
 	defer etcdCli.Close()
 
 	co, err := coordinator.Start(coordinator.Config{
 		Node: coordinator.NodeConfig{
 			ID: o.id, RaftBind: o.raftAddr, DataDir: o.dataDir, Peers: peerList, Bootstrap: o.bootstrap,
-			// Plain until the command takes certificate flags (issue 14);
-			// NewNode warns about it at startup.
-			InsecurePlainRaft: true,
-			Timing:            coordinator.RaftTiming{HeartbeatTimeout: o.heartbeat, ElectionTimeout: o.heartbeat, LeaderLeaseTimeout: o.heartbeat / 2},
+			// Plain without --tls-dir; NewNode warns about it at startup.
+			RaftTLS: creds, InsecurePlainRaft: creds == nil,
+			Timing: coordinator.RaftTiming{HeartbeatTimeout: o.heartbeat, ElectionTimeout: o.heartbeat, LeaderLeaseTimeout: o.heartbeat / 2},
 		},
-		APIAddr: o.apiAddr, Cluster: o.cluster, Etcd: etcdCli,
+		APIAddr: o.apiAddr, Cluster: o.cluster, Etcd: etcdCli, AssignmentSigner: creds,
 		Token: token, InsecureNoAuth: o.insecure, DataRoot: o.dataRoot,
 		Debounce: o.debounce, Logger: log,
 	})

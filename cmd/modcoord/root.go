@@ -65,7 +65,7 @@ func newRootCmd(e env) *cobra.Command {
 		}
 	}
 	add("local", newTrainCmd(e), newEvalCmd(e), newSampleCmd(), newBenchCmd(), newIsoflopCmd(e), newLocalCmd(e), newExportCmd())
-	add("cluster", newCoordinatorCmd(e), newWorkerCmd(e))
+	add("cluster", newCoordinatorCmd(e), newWorkerCmd(e), newCertsCmd(), newEtcdSetupCmd(e))
 	add("client", newSubmitCmd(e), newStatusCmd(e), newWatchCmd(e), newCancelCmd(e), newCheckpointsCmd(e))
 	root.AddCommand(newVersionCmd())
 	return root

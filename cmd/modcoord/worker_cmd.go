@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -16,19 +17,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/modcoord/modcoord/allreduce"
 	"github.com/modcoord/modcoord/coordinator"
 	"github.com/modcoord/modcoord/mod"
+	"github.com/modcoord/modcoord/pki"
 	"github.com/modcoord/modcoord/worker"
 )
 
 type workerOptions struct {
 	id, cluster, coordinator, tokenFile, etcd                             string
 	natsURL, natsUser, natsPassFile, natsCreds, natsNKey, ckDir, dataRoot string
-	metricsAddr                                                           string
+	metricsAddr, tlsDir                                                   string
 	lease, deadline                                                       time.Duration
 	window, chunkBytes                                                    int
 }
@@ -52,6 +52,7 @@ func newWorkerCmd(e env) *cobra.Command {
 	fs.StringVar(&o.natsPassFile, "nats-password-file", "", "file holding the NATS password")
 	fs.StringVar(&o.natsCreds, "nats-creds", "", "NATS .creds file (JWT and nkey seed)")
 	fs.StringVar(&o.natsNKey, "nats-nkey", "", "file holding an NATS nkey seed")
+	addTLSDirFlag(fs, &o.tlsDir, "a worker certificate, for etcd and NATS over mutual TLS; the worker then acts only on assignments signed by a coordinator certificate of that CA")
 	fs.StringVar(&o.ckDir, "checkpoint-dir", "checkpoints", "shared checkpoint volume, the same path on every worker")
 	fs.StringVar(&o.dataRoot, "data-root", ".", "directory that job specs' data paths are relative to; nothing outside it is read")
 	fs.StringVar(&o.metricsAddr, "metrics", ":9090", "listen address for /metrics and /healthz (empty: off)")
@@ -81,7 +82,20 @@ func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) er
 	if err != nil {
 		return usageErrorf("--coordinator: %v", err)
 	}
-	natsOpts := allreduce.NATSOptions{URL: o.natsURL, Name: o.id, User: o.natsUser, CredsFile: o.natsCreds, NKeySeedFile: o.natsNKey}
+	creds, err := loadTLSDir(o.tlsDir, pki.RoleWorker)
+	if err != nil {
+		return err
+	}
+	etcdCli, err := newEtcdClient(o.etcd, creds)
+	if err != nil {
+		return err
+	}
+	defer etcdCli.Close()
+	natsTLS, err := natsClientTLS(creds)
+	if err != nil {
+		return err
+	}
+	natsOpts := allreduce.NATSOptions{URL: o.natsURL, Name: o.id, User: o.natsUser, CredsFile: o.natsCreds, NKeySeedFile: o.natsNKey, TLS: natsTLS}
 	if o.natsPassFile != "" {
 		b, err := os.ReadFile(o.natsPassFile)
 		if err != nil {
@@ -94,11 +108,6 @@ func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) er
 		return fmt.Errorf("connect to NATS at %s: %w", o.natsURL, err)
 	}
 	defer tr.Close()
-	etcdCli, err := clientv3.New(clientv3.Config{Endpoints: splitList(o.etcd), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		return fmt.Errorf("etcd client: %w", err)
-	}
-	defer etcdCli.Close()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -115,13 +124,22 @@ func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) er
 	}
 	log.Info("worker starting", "id", o.id, "cluster", o.cluster, "blas", mod.BLASEngine(), "checkpoints", o.ckDir)
 	err = worker.Run(ctx, worker.Options{
-		ID: o.id, Cluster: o.cluster, Etcd: etcdCli, Coordinator: client, Transport: tr,
+		ID: o.id, Cluster: o.cluster, Etcd: etcdCli, AssignmentTrust: trustOf(creds), Coordinator: client, Transport: tr,
 		CheckpointDir: o.ckDir, DataRoot: o.dataRoot, LeaseTTL: o.lease, RingDeadline: o.deadline, RingWindow: o.window, RingChunkBytes: o.chunkBytes, Metrics: metrics, Log: log,
 	})
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
+}
+
+// trustOf is the CA a worker checks assignment signatures against (nil
+// without --tls-dir).
+func trustOf(c *pki.Credentials) *x509.CertPool {
+	if c == nil {
+		return nil
+	}
+	return c.CAs
 }
 
 // serveMetrics serves /metrics and /healthz.

@@ -4,7 +4,12 @@
 //
 //	chaosinfra nats   --port 4222 --user U --password-file F   a NATS server with user/password auth
 //	                  (and /healthz on --monitor-port 8222)
+//	chaosinfra nats   --tls-dir D                              the same over mutual TLS: only worker
+//	                  certificates of D's CA connect, as the one user (on modcoord.> only)
 //	chaosinfra etcd   --data-dir D --advertise URL             a one-member etcd
+//	chaosinfra etcd   --tls-dir D --cluster C --listen https://0.0.0.0:2379 --advertise https://etcd:2379
+//	                  the same over mutual TLS, with etcd auth set up for cluster C
+//	                  (users coordinator and worker; see modcoord etcd-setup)
 //	chaosinfra http   [--token-file F] [--body-file F] [--when-isolated] [--repeat-for D] METHOD URL
 //	                  one HTTP request: prints the status code (0: no answer)
 //	                  and the body (exit 0 whatever the status); or, with
@@ -38,9 +43,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/modcoord/modcoord/embedded"
+	"github.com/modcoord/modcoord/pki"
 )
 
 func main() {
@@ -85,23 +93,38 @@ func runNATS(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("nats", flag.ContinueOnError)
 	port := fs.Int("port", 4222, "client port")
 	user := fs.String("user", "modcoord", "the one user")
-	passFile := fs.String("password-file", "", "file holding the user's password (required: auth is always on)")
+	passFile := fs.String("password-file", "", "file holding the user's password (required without --tls-dir: auth is always on)")
+	tlsDir := fs.String("tls-dir", "", "directory with ca.crt and a nats certificate: mutual TLS, users from worker certificates, no password")
 	monitor := fs.Int("monitor-port", 8222, "HTTP monitoring port (/healthz), 0 for none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	pass, err := readSecret(*passFile)
-	if err != nil {
-		return fmt.Errorf("--password-file: %w", err)
+	cfg := embedded.NATSConfig{Host: "0.0.0.0", Port: *port, HTTPPort: *monitor, Log: true, ReadyTimeout: 30 * time.Second}
+	auth := ""
+	if *tlsDir != "" {
+		creds, err := pki.LoadDir(*tlsDir, pki.RoleNATS)
+		if err != nil {
+			return fmt.Errorf("--tls-dir: %w", err)
+		}
+		if cfg.TLS, err = pki.ServerConfig(creds, pki.RoleWorker); err != nil {
+			return err
+		}
+		cfg.CertUsers = true
+		cfg.Users = []*server.User{{Username: pki.NATSUser(pki.RoleWorker), Permissions: embedded.RingPermissions()}}
+		auth = "mutual TLS, worker certificates as " + pki.NATSUser(pki.RoleWorker)
+	} else {
+		pass, err := readSecret(*passFile)
+		if err != nil {
+			return fmt.Errorf("--password-file: %w", err)
+		}
+		cfg.Users = []*server.User{{Username: *user, Password: pass}}
+		auth = "user " + *user
 	}
-	s, err := embedded.StartNATS(embedded.NATSConfig{
-		Host: "0.0.0.0", Port: *port, HTTPPort: *monitor, Log: true, ReadyTimeout: 30 * time.Second,
-		Users: []*server.User{{Username: *user, Password: pass}},
-	})
+	s, err := embedded.StartNATS(cfg)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "nats-server ready on :%d (auth: user %s)\n", *port, *user)
+	fmt.Fprintf(os.Stderr, "nats-server ready on :%d (auth: %s)\n", *port, auth)
 	<-ctx.Done()
 	s.Shutdown()
 	s.WaitForShutdown()
@@ -114,6 +137,8 @@ func runEtcd(ctx context.Context, args []string) error {
 	dir := fs.String("data-dir", "/var/lib/etcd", "data directory")
 	listen := fs.String("listen", "http://0.0.0.0:2379", "client listen URL")
 	advertise := fs.String("advertise", "http://etcd:2379", "advertised client URL")
+	tlsDir := fs.String("tls-dir", "", "directory with ca.crt and an etcd certificate: clients need a certificate of that CA, and etcd auth is set up (URLs must be https)")
+	cluster := fs.String("cluster", "", "with --tls-dir: the modcoord cluster names (comma-separated) to set up etcd users for")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -126,14 +151,38 @@ func runEtcd(ctx context.Context, args []string) error {
 		return err
 	}
 	peer, _ := url.Parse("http://127.0.0.1:2380")
-	e, err := embedded.StartEtcd(embedded.EtcdConfig{
+	cfg := embedded.EtcdConfig{
 		Name: *name, Dir: *dir, LogLevel: "warn", ReadyTimeout: 60 * time.Second,
 		ClientURL: *lu, AdvertiseURL: *au, PeerURL: *peer,
-	})
+	}
+	var creds *pki.Credentials
+	if *tlsDir != "" {
+		if *cluster == "" {
+			return errors.New("--tls-dir needs --cluster: the cluster names to set up etcd users for")
+		}
+		if lu.Scheme != "https" || au.Scheme != "https" {
+			return errors.New("--tls-dir: give https --listen and --advertise URLs")
+		}
+		f, err := pki.FilesInDir(*tlsDir, pki.RoleEtcd)
+		if err != nil {
+			return fmt.Errorf("--tls-dir: %w", err)
+		}
+		if creds, err = pki.LoadDir(*tlsDir, pki.RoleEtcd); err != nil {
+			return fmt.Errorf("--tls-dir: %w", err)
+		}
+		cfg.ClientTLS = &embedded.EtcdTLS{CAFile: f.CA, CertFile: f.Cert, KeyFile: f.Key}
+	}
+	e, err := embedded.StartEtcd(cfg)
 	if err != nil {
 		return err
 	}
 	defer e.Close()
+	if creds != nil {
+		if err := setupEtcdAuth(ctx, creds, au.String(), strings.Split(*cluster, ",")); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "etcd auth set up for clusters %s\n", *cluster)
+	}
 	fmt.Fprintf(os.Stderr, "etcd ready on %s\n", *listen)
 	select {
 	case <-ctx.Done():
@@ -141,6 +190,23 @@ func runEtcd(ctx context.Context, args []string) error {
 	case err := <-e.Err():
 		return err
 	}
+}
+
+// setupEtcdAuth connects as the etcd server's own certificate (the root
+// role once auth is on) and sets up modcoord's users and roles.
+func setupEtcdAuth(ctx context.Context, creds *pki.Credentials, endpoint string, clusters []string) error {
+	tlsCfg, err := pki.ClientConfig(creds, pki.RoleEtcd)
+	if err != nil {
+		return err
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, TLS: tlsCfg, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("etcd auth setup: %w", err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return embedded.SetupEtcdAuth(ctx, cli, clusters...)
 }
 
 func runHTTP(ctx context.Context, args []string) error {
