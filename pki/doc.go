@@ -22,6 +22,27 @@
 // spire) read it. RoleOf refuses certificates with zero or several role
 // URIs, so a role can never be guessed.
 //
+// A second encoding is for issuers that cannot write URI SANs (Helm's
+// genSignedCert sets only the CommonName, IPs and DNS names): the Subject's
+// CommonName, exactly modcoord:<role>:<name> (RoleCommonName). IdentityOf
+// reads it when a certificate has no role URI. A CommonName that starts
+// with "modcoord:" must be exactly that form (known role, valid name, no
+// other field) and the certificate's only CommonName, or the certificate
+// is refused; a CommonName without that prefix claims nothing. When a
+// certificate carries both encodings they must name the same role and
+// name. Either encoding is only a claim: what authenticates it is the
+// chain to the cluster CA, which LoadCredentials and the TLS configurations
+// always verify first, so the CA must sign modcoord certificates only
+// (with cert-manager, an Issuer of its own, not a shared ClusterIssuer).
+//
+// Issue writes both: the URI SAN and the CommonName modcoord:<role>:<name>.
+// etcd, with client certificate auth on, takes the CommonName as the user
+// name, so a worker's requests reach etcd as user modcoord:worker:w0 and
+// etcd roles can be granted per modcoord role. RFC 5280 limits a
+// CommonName to 64 characters, which Go ignores but cert-manager and
+// OpenSSL enforce: keep names of certificates made by those tools within
+// 43 characters (the Helm chart uses its fullname, at most 40).
+//
 // # Files
 //
 // A directory holds ca.crt and ca.key (the CA), and <role>-<name>.crt /

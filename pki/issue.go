@@ -66,9 +66,11 @@ func (ca *CA) Issue(role Role, name string, hosts []string, opts IssueOptions) (
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{Organization: []string{"modcoord"}, CommonName: name},
-		NotBefore:    now.Add(-clockSkew),
-		NotAfter:     notAfter,
+		// The CommonName carries the identity too (RoleCommonName): etcd
+		// takes it as the user name when client-certificate auth is on.
+		Subject:   pkix.Name{Organization: []string{"modcoord"}, CommonName: RoleCommonName(Identity{Role: role, Name: name})},
+		NotBefore: now.Add(-clockSkew),
+		NotAfter:  notAfter,
 		// ECDSA keys sign; they never encipher keys.
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},

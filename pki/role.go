@@ -3,6 +3,7 @@ package pki
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net/http"
@@ -53,6 +54,10 @@ func (id Identity) String() string { return string(id.Role) + "/" + id.Name }
 const (
 	trustDomain = "modcoord"
 	rolePrefix  = "/role/"
+	// cnPrefix starts a CommonName that carries a role:
+	// modcoord:<role>:<name>. Names cannot contain ':', so the form has
+	// exactly one parse.
+	cnPrefix = "modcoord:"
 )
 
 // roleURI is the URI SAN that carries id.
@@ -60,8 +65,68 @@ func roleURI(id Identity) *url.URL {
 	return &url.URL{Scheme: "spiffe", Host: trustDomain, Path: rolePrefix + string(id.Role) + "/" + id.Name}
 }
 
-// IdentityOf reads the role and name out of cert's URI SANs. It does not
-// verify the certificate; call it on a verified chain's leaf.
+// RoleCommonName is the CommonName that carries id, modcoord:<role>:<name>:
+// what Issue writes beside the URI SAN, and the only identity a certificate
+// made by a tool that cannot write URI SANs (Helm's genSignedCert) carries.
+// RFC 5280 bounds a CommonName at 64 characters and some issuers
+// (cert-manager, OpenSSL) enforce that, so names of such certificates
+// should stay within 64-len("modcoord:coordinator:") = 43 characters.
+func RoleCommonName(id Identity) string {
+	return cnPrefix + string(id.Role) + ":" + id.Name
+}
+
+var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
+
+// identityFromCN reads the role out of cert's CommonName. claimed is false
+// when no CommonName starts with "modcoord:" (a free-text CommonName claims
+// nothing); a CommonName that starts with it must be exactly
+// modcoord:<role>:<name> with a known role and a valid name, and must be
+// the certificate's only CommonName.
+func identityFromCN(cert *x509.Certificate) (id Identity, claimed bool, err error) {
+	var cns []string
+	for _, atv := range cert.Subject.Names {
+		if atv.Type.Equal(oidCommonName) {
+			s, _ := atv.Value.(string) // a non-string CN claims nothing, but still counts
+			cns = append(cns, s)
+		}
+	}
+	if len(cert.Subject.Names) == 0 && cert.Subject.CommonName != "" {
+		// A certificate built in memory rather than parsed.
+		cns = []string{cert.Subject.CommonName}
+	}
+	for _, cn := range cns {
+		if strings.HasPrefix(cn, cnPrefix) {
+			claimed = true
+		}
+	}
+	if !claimed {
+		return Identity{}, false, nil
+	}
+	if len(cns) != 1 {
+		return Identity{}, true, fmt.Errorf("certificate carries %d CommonNames, one of them a modcoord role; exactly one CommonName is allowed", len(cns))
+	}
+	parts := strings.Split(cns[0], ":")
+	if len(parts) != 3 {
+		return Identity{}, true, fmt.Errorf("certificate %q: malformed role CommonName (want %s<role>:<name>)", cns[0], cnPrefix)
+	}
+	r, err := ParseRole(parts[1])
+	if err != nil {
+		return Identity{}, true, fmt.Errorf("certificate %q: malformed role CommonName: %w", cns[0], err)
+	}
+	if err := checkName(parts[2]); err != nil {
+		return Identity{}, true, fmt.Errorf("certificate %q: malformed role CommonName: %w", cns[0], err)
+	}
+	return Identity{Role: r, Name: parts[2]}, true, nil
+}
+
+// IdentityOf reads the role and name a certificate carries: its one
+// spiffe://modcoord/role/<role>/<name> URI SAN, else its CommonName
+// modcoord:<role>:<name>. When it carries both they must name the same
+// identity. A certificate with neither, with several role URIs, or with a
+// CommonName that starts with "modcoord:" but is not exactly that form is
+// refused. It does not verify the certificate; call it on a verified
+// chain's leaf (the chain to the cluster CA is what authenticates either
+// encoding).
 func IdentityOf(cert *x509.Certificate) (Identity, error) {
 	if cert == nil {
 		return Identity{}, errors.New("no certificate")
@@ -78,13 +143,22 @@ func IdentityOf(cert *x509.Certificate) (Identity, error) {
 		}
 		found = append(found, Identity{Role: r, Name: name})
 	}
-	switch len(found) {
-	case 0:
-		return Identity{}, fmt.Errorf("certificate %q carries no modcoord role (no spiffe://%s%s... URI SAN); issue it with modcoord certs", cert.Subject.CommonName, trustDomain, rolePrefix)
-	case 1:
-		return found[0], nil
-	default:
+	if len(found) > 1 {
 		return Identity{}, fmt.Errorf("certificate %q carries %d role URIs; exactly one is allowed", cert.Subject.CommonName, len(found))
+	}
+	cnID, claimed, err := identityFromCN(cert)
+	if err != nil {
+		return Identity{}, err
+	}
+	switch {
+	case len(found) == 1 && claimed && found[0] != cnID:
+		return Identity{}, fmt.Errorf("certificate %q: its role URI names %s but its CommonName names %s; they must agree", cert.Subject.CommonName, found[0], cnID)
+	case len(found) == 1:
+		return found[0], nil
+	case claimed:
+		return cnID, nil
+	default:
+		return Identity{}, fmt.Errorf("certificate %q carries no modcoord role (neither a spiffe://%s%s<role>/<name> URI SAN nor a CommonName %s<role>:<name>); issue it with modcoord certs", cert.Subject.CommonName, trustDomain, rolePrefix, cnPrefix)
 	}
 }
 
