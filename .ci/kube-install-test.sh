@@ -13,7 +13,8 @@
 # proof that the chart's securityContext passes.
 #
 # Releases (one namespace each):
-#   modcoord  default values
+#   modcoord  default values (generated TLS Secrets must survive an upgrade;
+#             deleting <fullname>-tls and upgrading reissues it from the kept CA)
 #   gpu       helm/modcoord/ci/nondefault-values.yaml (existing Secrets, PVCs,
 #             ServiceMonitor and PrometheusRule CRDs created first)
 #   pn        helm/modcoord/ci/pernode-values.yaml (NATS DaemonSet: a Node
@@ -227,6 +228,13 @@ done
 # What nondefault-values.yaml expects to exist already.
 kubectl -n mc-gpu create secret generic modcoord-api-token --from-literal=api-token="$(openssl rand -hex 24)"
 kubectl -n mc-gpu create secret generic modcoord-nats-creds --from-literal=worker.creds="not-a-real-creds-file"
+# tls.existingSecret: the keys the pods project (the pods never start here,
+# so the contents need not be real certificates).
+tls_args=(--from-literal=ca.crt=not-a-real-ca)
+for role in coordinator worker user etcd nats; do
+  tls_args+=(--from-literal="$role-mc-gpu.crt=not-a-real-cert" --from-literal="$role-mc-gpu.key=not-a-real-key")
+done
+kubectl -n mc-gpu create secret generic modcoord-tls "${tls_args[@]}"
 for pvc in shared-checkpoints training-corpus; do
   kubectl -n mc-gpu apply -f - <<EOF
 apiVersion: v1
@@ -301,6 +309,9 @@ check_release mc-default modcoord 1
 token_before=$(secret_data mc-default modcoord-token)
 nats_before=$(secret_data mc-default modcoord-nats)
 [ -n "$token_before" ] && [ -n "$nats_before" ] || die "generated Secrets missing"
+tls_ca_before=$(secret_data mc-default modcoord-tls-ca)
+tls_before=$(secret_data mc-default modcoord-tls)
+[ -n "$tls_ca_before" ] && [ -n "$tls_before" ] || die "generated TLS Secrets missing"
 
 phase "install: non-default values"
 helm_run install gpu "$chart" -n mc-gpu -f helm/modcoord/ci/nondefault-values.yaml --timeout 2m
@@ -331,6 +342,17 @@ helm_run upgrade modcoord "$chart" -n mc-default --set worker.replicas=3 --timeo
 check_release mc-default modcoord 2
 [ "$(secret_data mc-default modcoord-token)" = "$token_before" ] || die "upgrade changed the generated API token"
 [ "$(secret_data mc-default modcoord-nats)" = "$nats_before" ] || die "upgrade changed the generated NATS passwords"
+[ "$(secret_data mc-default modcoord-tls-ca)" = "$tls_ca_before" ] || die "upgrade changed the generated CA"
+[ "$(secret_data mc-default modcoord-tls)" = "$tls_before" ] || die "upgrade changed the generated certificates"
+# Deleting the certificates' Secret and upgrading reissues them from the kept CA.
+kubectl -n mc-default delete secret modcoord-tls
+helm_run upgrade modcoord "$chart" -n mc-default --set worker.replicas=3 --timeout 2m
+check_release mc-default modcoord 3
+[ "$(secret_data mc-default modcoord-tls-ca)" = "$tls_ca_before" ] || die "reissuing the certificates changed the CA"
+tls_after=$(secret_data mc-default modcoord-tls)
+[ -n "$tls_after" ] && [ "$tls_after" != "$tls_before" ] || die "deleting modcoord-tls and upgrading did not reissue the certificates"
+[ "$(kubectl -n mc-default get secret modcoord-tls -o jsonpath='{.data.ca\.crt}')" = "$(kubectl -n mc-default get secret modcoord-tls-ca -o jsonpath='{.data.ca\.crt}')" ] \
+  || die "reissued certificates do not carry the kept CA"
 helm_run upgrade gpu "$chart" -n mc-gpu -f helm/modcoord/ci/nondefault-values.yaml --set worker.replicas=6 --timeout 2m
 check_release mc-gpu gpu 2
 helm_run upgrade pn "$chart" -n mc-pernode "${pernode[@]}" --set nats.config.maxPending=512MB --timeout 2m

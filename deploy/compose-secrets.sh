@@ -4,6 +4,15 @@
 #   token          the API bearer token (coordinators, workers, clients)
 #   nats-password  the workers' NATS password
 #   nats-auth.conf the NATS server's authorization block with that password
+#   tls/           ca.crt and <role>-compose.crt/.key for every role
+#                  (coordinator, worker, user, etcd, nats), valid for the
+#                  service names c0 c1 c2 etcd nats and localhost; compose
+#                  mounts each container's own role's files in
+#                  /etc/modcoord/tls (deploy/certgen; needs Go)
+#   ca/            the cluster CA, ca.key included; mounted nowhere
+#
+# Run again, it keeps what exists and is valid and renews certificates
+# close to expiry (pki.EnsureDir).
 #
 #   MODCOORD_SECRETS  directory (default deploy/secrets, git-ignored)
 #
@@ -27,10 +36,18 @@ if [ ! -s "$dir/nats-auth.conf" ]; then
   printf 'authorization {\n  users: [\n    { user: "modcoord", password: "%s" }\n  ]\n}\n' "$(cat "$dir/nats-password")" > "$dir/nats-auth.conf"
   echo "wrote $dir/nats-auth.conf" >&2
 fi
+# TLS: the CA in ca/, what the containers mount in tls/.
+abs=$(cd "$dir" && pwd)
+(cd .. && GOFLAGS="${GOFLAGS:--mod=mod}" go run ./deploy/certgen -ca "$abs/ca" -out "$abs/tls" -name compose \
+  -hosts c0,c1,c2,etcd,nats,localhost,127.0.0.1,::1)
+chmod 0700 "$dir/ca"
+chmod 0755 "$dir/tls"
+# The user certificate is for the CLI on this host: not made 65532's.
+mounted=("$dir"/token "$dir"/nats-password "$dir"/nats-auth.conf "$dir"/tls/ca.crt "$dir"/tls/{coordinator,worker,etcd,nats}-compose.{crt,key})
 if [ "$(id -u)" = 0 ]; then
-  chown 65532:65532 "$dir"/token "$dir"/nats-password "$dir"/nats-auth.conf
-  chmod 0400 "$dir"/token "$dir"/nats-password "$dir"/nats-auth.conf
+  chown 65532:65532 "${mounted[@]}"
+  chmod 0400 "${mounted[@]}"
 else
-  chmod 0444 "$dir"/token "$dir"/nats-password "$dir"/nats-auth.conf
+  chmod 0444 "${mounted[@]}"
   echo "compose-secrets: not root, so the secrets are world-readable for uid 65532 in the containers" >&2
 fi

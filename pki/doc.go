@@ -25,6 +25,18 @@
 // spire) read it. RoleOf refuses certificates with zero or several role
 // URIs, so a role can never be guessed.
 //
+// A second encoding is for issuers that cannot write URI SANs (Helm's
+// genSignedCert sets only the CommonName, IPs and DNS names): a CommonName
+// that is exactly a role's name (RoleCommonName). IdentityOf reads it when
+// a certificate has no role URI, and the identity's name is then the role.
+// Such a CommonName must be the certificate's only CommonName; any other
+// CommonName claims nothing. When a certificate carries both encodings
+// they must name the same role. Either encoding is only a claim: what
+// authenticates it is the chain to the cluster CA, which LoadCredentials
+// and the TLS configurations always verify first, so the CA must sign
+// modcoord certificates only (with cert-manager, an Issuer of its own, not
+// a shared ClusterIssuer).
+//
 // # Files
 //
 // A directory holds ca.crt and ca.key (the CA), and <role>-<name>.crt /

@@ -66,8 +66,10 @@ func (ca *CA) Issue(role Role, name string, hosts []string, opts IssueOptions) (
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		// The CommonName is the role: etcd takes it as the user name of a
-		// client certificate, and NATS maps the subject to a user
-		// (EtcdUser, NATSUser). The name is in the role URI.
+		// client certificate, NATS maps the subject to a user (EtcdUser,
+		// NATSUser), and a certificate made by a tool that cannot write
+		// URI SANs (Helm) carries its role this way alone. The name is in
+		// the role URI.
 		Subject:   SubjectFor(role),
 		NotBefore: now.Add(-clockSkew),
 		NotAfter:  notAfter,

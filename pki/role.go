@@ -3,6 +3,7 @@ package pki
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net/http"
@@ -60,8 +61,54 @@ func roleURI(id Identity) *url.URL {
 	return &url.URL{Scheme: "spiffe", Host: trustDomain, Path: rolePrefix + string(id.Role) + "/" + id.Name}
 }
 
-// IdentityOf reads the role and name out of cert's URI SANs. It does not
-// verify the certificate; call it on a verified chain's leaf.
+// RoleCommonName is the CommonName that carries id's role: the role's own
+// name (SubjectFor). It is what Issue writes beside the URI SAN, and the
+// only identity a certificate made by a tool that cannot write URI SANs
+// (Helm's genSignedCert) carries; such a certificate's name is its role.
+func RoleCommonName(id Identity) string { return string(id.Role) }
+
+var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
+
+// identityFromCN reads a role out of cert's CommonName. claimed is false
+// when no CommonName is a role's name (a free-text CommonName claims
+// nothing); a certificate whose CommonName is a role must have exactly one
+// CommonName. The identity's name is the role, since a CommonName carries
+// nothing else.
+func identityFromCN(cert *x509.Certificate) (id Identity, claimed bool, err error) {
+	var cns []string
+	for _, atv := range cert.Subject.Names {
+		if atv.Type.Equal(oidCommonName) {
+			s, _ := atv.Value.(string) // a non-string CN claims nothing, but still counts
+			cns = append(cns, s)
+		}
+	}
+	if len(cert.Subject.Names) == 0 && cert.Subject.CommonName != "" {
+		// A certificate built in memory rather than parsed.
+		cns = []string{cert.Subject.CommonName}
+	}
+	var role Role
+	for _, cn := range cns {
+		if r, err := ParseRole(cn); err == nil {
+			claimed, role = true, r
+		}
+	}
+	if !claimed {
+		return Identity{}, false, nil
+	}
+	if len(cns) != 1 {
+		return Identity{}, true, fmt.Errorf("certificate carries %d CommonNames, one of them a modcoord role; exactly one CommonName is allowed", len(cns))
+	}
+	return Identity{Role: role, Name: string(role)}, true, nil
+}
+
+// IdentityOf reads the role and name a certificate carries: its one
+// spiffe://modcoord/role/<role>/<name> URI SAN, else its CommonName
+// modcoord:<role>:<name>. When it carries both they must name the same
+// identity. A certificate with neither, with several role URIs, or with a
+// CommonName that starts with "modcoord:" but is not exactly that form is
+// refused. It does not verify the certificate; call it on a verified
+// chain's leaf (the chain to the cluster CA is what authenticates either
+// encoding).
 func IdentityOf(cert *x509.Certificate) (Identity, error) {
 	if cert == nil {
 		return Identity{}, errors.New("no certificate")
@@ -78,13 +125,22 @@ func IdentityOf(cert *x509.Certificate) (Identity, error) {
 		}
 		found = append(found, Identity{Role: r, Name: name})
 	}
-	switch len(found) {
-	case 0:
-		return Identity{}, fmt.Errorf("certificate %q carries no modcoord role (no spiffe://%s%s... URI SAN); issue it with modcoord certs", cert.Subject.CommonName, trustDomain, rolePrefix)
-	case 1:
-		return found[0], nil
-	default:
+	if len(found) > 1 {
 		return Identity{}, fmt.Errorf("certificate %q carries %d role URIs; exactly one is allowed", cert.Subject.CommonName, len(found))
+	}
+	cnID, claimed, err := identityFromCN(cert)
+	if err != nil {
+		return Identity{}, err
+	}
+	switch {
+	case len(found) == 1 && claimed && found[0].Role != cnID.Role:
+		return Identity{}, fmt.Errorf("certificate %q: its role URI names role %s but its CommonName role %s; they must agree", cert.Subject.CommonName, found[0].Role, cnID.Role)
+	case len(found) == 1:
+		return found[0], nil
+	case claimed:
+		return cnID, nil
+	default:
+		return Identity{}, fmt.Errorf("certificate %q carries no modcoord role (neither a spiffe://%s%s<role>/<name> URI SAN nor a CommonName naming a role); issue it with modcoord certs", cert.Subject.CommonName, trustDomain, rolePrefix)
 	}
 }
 

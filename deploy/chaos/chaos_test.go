@@ -29,6 +29,7 @@ import (
 	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/modcoord/modcoord/coordinator"
 	"github.com/modcoord/modcoord/jobspec"
+	"github.com/modcoord/modcoord/pki"
 )
 
 // Knobs (environment):
@@ -120,6 +121,41 @@ func composeCommand() ([]string, error) {
 	return nil, errors.New("neither `docker compose` nor docker-compose is available")
 }
 
+// writeTLS makes the cluster's TLS material in secrets: a CA in ca/
+// (mounted nowhere) and, for each role, tls/<role>/ with ca.crt and
+// <role>-chaos.crt/.key, which compose.yaml mounts at /etc/modcoord/tls in
+// that role's containers. One certificate per role, valid for every
+// service name. World-readable like the token: the containers' uid is not
+// the suite's.
+func writeTLS(secrets string) error {
+	local, err := pki.EnsureDir(filepath.Join(secrets, "ca"), pki.EnsureOptions{
+		Name:  "chaos",
+		Hosts: []string{"c0", "c1", "c2", "etcd", "nats", "localhost", "127.0.0.1", "::1"},
+	})
+	if err != nil {
+		return fmt.Errorf("TLS material: %w", err)
+	}
+	for _, role := range pki.Roles() {
+		dir := filepath.Join(secrets, "tls", string(role))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("TLS material: %w", err)
+		}
+		os.Chmod(filepath.Join(secrets, "tls"), 0o755)
+		os.Chmod(dir, 0o755)
+		f := local.Files(role)
+		for _, src := range []string{f.CA, f.Cert, f.Key} {
+			b, err := os.ReadFile(src)
+			if err != nil {
+				return fmt.Errorf("TLS material: %w", err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, filepath.Base(src)), b, 0o644); err != nil {
+				return fmt.Errorf("TLS material: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
 func randomHex(n int) string {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -200,7 +236,8 @@ func startCluster(t *testing.T) *cluster {
 		_ = out
 	}
 
-	// Secrets: the API token and the NATS password, mounted read-only.
+	// Secrets: the API token, the NATS password and the TLS material (see
+	// writeTLS), mounted read-only, file by file (compose.yaml).
 	if c.secrets, err = os.MkdirTemp("", "modcoord-chaos-secrets-"); err != nil {
 		t.Fatal(err)
 	}
@@ -210,6 +247,9 @@ func startCluster(t *testing.T) *cluster {
 		if err := os.WriteFile(filepath.Join(c.secrets, name), []byte(val+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := writeTLS(c.secrets); err != nil {
+		t.Fatal(err)
 	}
 	c.env = []string{"CHAOS_IMAGE=" + c.image, "CHAOS_SECRETS=" + c.secrets}
 	for _, co := range coordinators {

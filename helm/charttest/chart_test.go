@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -21,6 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"sigs.k8s.io/yaml"
+
+	"github.com/modcoord/modcoord/pki"
 )
 
 // chartDir is the chart under test; MODCOORD_CHART overrides it (used to
@@ -38,7 +41,8 @@ type renderCase struct {
 	name       string
 	release    string
 	namespace  string
-	valuesFile string // relative to the chart; "" for the defaults
+	valuesFile string   // relative to the chart; "" for the defaults
+	set        []string // --set values, after valuesFile
 	// external: objects the values name but the chart must not create
 	// ("Secret/name", "PersistentVolumeClaim/name").
 	external []string
@@ -93,13 +97,14 @@ var cases = []renderCase{
 			if _, ok := args["--ring-window"]; ok {
 				t.Errorf("worker --ring-window=%q with the default ringWindow 0, want the flag left out", args["--ring-window"])
 			}
-			r.absent(t, "ServiceMonitor", "PrometheusRule", "DaemonSet")
+			r.absent(t, "ServiceMonitor", "PrometheusRule", "DaemonSet", "Certificate")
+			r.checkGeneratedTLS(t, "modcoord")
 		},
 	},
 	{
 		name: "nondefault", release: "gpu", namespace: "ml", valuesFile: "ci/nondefault-values.yaml",
 		external: []string{
-			"Secret/modcoord-api-token", "Secret/modcoord-nats-creds",
+			"Secret/modcoord-api-token", "Secret/modcoord-nats-creds", "Secret/modcoord-tls",
 			"PersistentVolumeClaim/shared-checkpoints", "PersistentVolumeClaim/training-corpus",
 		},
 		check: func(t *testing.T, r *rendered) {
@@ -201,6 +206,58 @@ var cases = []renderCase{
 			if _, ok := r.get(t, "PersistentVolumeClaim", "pn-modcoord-checkpoints").obj.(*corev1.PersistentVolumeClaim).Annotations["helm.sh/resource-policy"]; ok {
 				t.Error("keepOnUninstall=false must drop helm.sh/resource-policy")
 			}
+			r.checkGeneratedTLS(t, "pn")
+		},
+	},
+	{
+		name: "certmanager", release: "cm", namespace: "cm",
+		set: []string{"tls.certManager.enabled=true", "tls.certManager.issuerRef.name=modcoord-ca"},
+		external: []string{
+			"Secret/cm-modcoord-tls-coordinator", "Secret/cm-modcoord-tls-worker",
+			"Secret/cm-modcoord-tls-etcd", "Secret/cm-modcoord-tls-nats",
+		},
+		check: func(t *testing.T, r *rendered) {
+			if r.has("Secret", "cm-modcoord-tls") || r.has("Secret", "cm-modcoord-tls-ca") {
+				t.Error("cert-manager issues the certificates; the chart must not generate any")
+			}
+			n := 0
+			for _, m := range r.all {
+				c, ok := m.obj.(*certificate)
+				if !ok {
+					continue
+				}
+				n++
+				role := strings.TrimPrefix(c.Metadata.Name, "cm-modcoord-tls-")
+				if _, err := pki.ParseRole(role); err != nil {
+					t.Errorf("Certificate %s: %v", c.Metadata.Name, err)
+					continue
+				}
+				if c.Spec.SecretName != c.Metadata.Name {
+					t.Errorf("Certificate %s: secretName %q", c.Metadata.Name, c.Spec.SecretName)
+				}
+				if want := role; c.Spec.CommonName != want {
+					t.Errorf("Certificate %s: commonName %q, want %q", c.Metadata.Name, c.Spec.CommonName, want)
+				}
+				if want := "spiffe://modcoord/role/" + role + "/cm-modcoord"; len(c.Spec.URIs) != 1 || c.Spec.URIs[0] != want {
+					t.Errorf("Certificate %s: uris %v, want [%s]", c.Metadata.Name, c.Spec.URIs, want)
+				}
+				if c.Spec.IssuerRef.Name != "modcoord-ca" || c.Spec.IssuerRef.Kind != "Issuer" {
+					t.Errorf("Certificate %s: issuerRef %+v", c.Metadata.Name, c.Spec.IssuerRef)
+				}
+				if c.Spec.PrivateKey.Algorithm != "ECDSA" || c.Spec.PrivateKey.Size != 256 {
+					t.Errorf("Certificate %s: privateKey %+v, want ECDSA 256", c.Metadata.Name, c.Spec.PrivateKey)
+				}
+				server := slices.Contains(c.Spec.Usages, "server auth")
+				if server == (role == "user") || !slices.Contains(c.Spec.Usages, "client auth") {
+					t.Errorf("Certificate %s: usages %v", c.Metadata.Name, c.Spec.Usages)
+				}
+				if role == "coordinator" && !slices.Contains(c.Spec.DNSNames, "cm-modcoord-coordinator-0.cm-modcoord-coordinator-headless.cm.svc.cluster.local") {
+					t.Errorf("Certificate %s: dnsNames %v lack the pods' names", c.Metadata.Name, c.Spec.DNSNames)
+				}
+			}
+			if n != len(pki.Roles()) {
+				t.Errorf("%d Certificates, want one per role (%d)", n, len(pki.Roles()))
+			}
 		},
 	},
 }
@@ -213,6 +270,9 @@ func TestChartRenders(t *testing.T) {
 			if c.valuesFile != "" {
 				args = append(args, "-f", filepath.Join(chartDir, c.valuesFile))
 			}
+			for _, v := range c.set {
+				args = append(args, "--set", v)
+			}
 			out := runHelm(t, helm, args...)
 			r := parse(t, out, c.release)
 			r.external = map[string]bool{}
@@ -224,6 +284,7 @@ func TestChartRenders(t *testing.T) {
 			r.checkServices(t)
 			r.checkNoSecretLeaks(t)
 			r.checkCoordinators(t)
+			r.checkTLSMounts(t)
 			c.check(t, r)
 		})
 	}
@@ -272,6 +333,11 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"bad duration", []string{"worker.lease=10 seconds"}, "lease"},
 		{"bad alert window", []string{"prometheusRule.stallWindow=ten minutes"}, "stallWindow"},
 		{"zero checkpoint lag", []string{"prometheusRule.checkpointLagFactor=0"}, "checkpointLagFactor"},
+		{"typo in tls", []string{"tls.existingSecert=x"}, "existingSecert"},
+		{"bad certificate name", []string{"tls.certName=a/b"}, "certName"},
+		{"certificate name too long for a CommonName", []string{"tls.certName=" + strings.Repeat("n", 44)}, "certName"},
+		{"cert-manager without an issuer", []string{"tls.certManager.enabled=true"}, "issuerRef.name"},
+		{"cert-manager and an existing Secret", []string{"tls.certManager.enabled=true", "tls.certManager.issuerRef.name=ca", "tls.existingSecret=x"}, "set one"},
 	}
 	for _, b := range bad {
 		t.Run(b.name, func(t *testing.T) {
@@ -392,6 +458,12 @@ func parse(t *testing.T, out []byte, release string) *rendered {
 				t.Fatalf("%s: ServiceMonitor does not decode strictly: %v", src, err)
 			}
 			m.obj, m.meta = sm, &sm.Metadata
+		case probe.APIVersion == "cert-manager.io/v1" && probe.Kind == "Certificate":
+			c := &certificate{}
+			if err := yaml.UnmarshalStrict([]byte(doc), c); err != nil {
+				t.Fatalf("%s: Certificate does not decode strictly: %v", src, err)
+			}
+			m.obj, m.meta = c, &c.Metadata
 		case probe.APIVersion == "monitoring.coreos.com/v1" && probe.Kind == "PrometheusRule":
 			pr := &prometheusRule{}
 			if err := yaml.UnmarshalStrict([]byte(doc), pr); err != nil {
@@ -847,10 +919,16 @@ func (r *rendered) checkVolumes(t *testing.T, what string, sts *appsv1.StatefulS
 		switch {
 		case v.Secret != nil:
 			r.checkSecretRef(t, what+" volume "+v.Name, v.Secret.SecretName)
+			if len(v.Secret.Items) == 0 {
+				t.Errorf("%s volume %s: mounts every key of Secret %s; list the items (a Secret may hold a CA key)", what, v.Name, v.Secret.SecretName)
+			}
 		case v.Projected != nil:
 			for _, s := range v.Projected.Sources {
 				if s.Secret != nil {
 					r.checkSecretRef(t, what+" volume "+v.Name, s.Secret.Name)
+					if len(s.Secret.Items) == 0 {
+						t.Errorf("%s volume %s: projects every key of Secret %s; list the items (a Secret may hold a CA key)", what, v.Name, s.Secret.Name)
+					}
 				}
 				if s.ServiceAccountToken != nil {
 					t.Errorf("%s: projects a service account token; nothing here calls the API", what)
