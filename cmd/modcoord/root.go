@@ -65,6 +65,7 @@ func newRootCmd(e env) *cobra.Command {
 		}
 	}
 	add("local", newTrainCmd(e), newEvalCmd(e), newSampleCmd(), newBenchCmd(), newIsoflopCmd(e), newLocalCmd(e))
+	add("local", newPrepareCmd())
 	add("cluster", newCoordinatorCmd(e), newWorkerCmd(e))
 	add("client", newSubmitCmd(e), newStatusCmd(e), newWatchCmd(e), newCancelCmd(e), newCheckpointsCmd(e))
 	root.AddCommand(newVersionCmd())
