@@ -73,9 +73,13 @@ type StartGenerationCommand struct {
 type ProgressReport struct {
 	Generation uint64 `json:"generation"`
 	// Step is the number of steps completed.
-	Step    int64    `json:"step"`
-	Loss    float64  `json:"loss"`
+	Step int64   `json:"step"`
+	Loss float64 `json:"loss"`
+	// ValLoss, when set, is the validation loss measured after step
+	// ValStep (≤ Step: a report may carry an earlier step's validation
+	// when reports were coalesced; 0 means Step).
 	ValLoss *float64 `json:"val_loss,omitempty"`
+	ValStep int64    `json:"val_step,omitempty"`
 	// Tokens and WallS are the tokens trained and the seconds taken since
 	// the previous report (normally one step); tokens/s is their ratio.
 	Tokens int64   `json:"tokens"`

@@ -251,6 +251,12 @@ func (j *Job) progress(c Command) error {
 	j.Ledger.StepsDone = p.Step
 	j.Ledger.FLOPsUsed = float64(p.Step) * j.Ledger.FLOPsPerStep
 	j.Recent = append(j.Recent, ProgressPoint{ProgressReport: *p, At: c.At})
+	if p.ValLoss != nil {
+		j.Val = &ValPoint{Step: p.Step, Loss: *p.ValLoss}
+		if p.ValStep > 0 && p.ValStep <= p.Step {
+			j.Val.Step = p.ValStep
+		}
+	}
 	if len(j.Recent) > RecentProgress {
 		j.Recent = slices.Clone(j.Recent[len(j.Recent)-RecentProgress:])
 	}

@@ -97,6 +97,8 @@ type Job struct {
 	Ledger     Ledger               `json:"ledger"`
 	// Recent holds the last RecentProgress progress reports, oldest first.
 	Recent []ProgressPoint `json:"recent,omitempty"`
+	// Val is the last validation loss rank 0 reported (nil: none yet).
+	Val *ValPoint `json:"val,omitempty"`
 
 	// Checkpoint is the last committed checkpoint (nil: none yet).
 	Checkpoint *checkpoint.Manifest `json:"checkpoint,omitempty"`
@@ -113,6 +115,12 @@ type Job struct {
 	RequestID string `json:"request_id,omitempty"`
 }
 
+// ValPoint is a validation loss and the step it was measured after.
+type ValPoint struct {
+	Step int64   `json:"step"`
+	Loss float64 `json:"loss"`
+}
+
 // RecentProgress is how many progress reports a job keeps for `watch`.
 const RecentProgress = 100
 
@@ -120,6 +128,10 @@ func (j *Job) clone() Job {
 	c := *j
 	c.Members = slices.Clone(j.Members)
 	c.Recent = slices.Clone(j.Recent)
+	if j.Val != nil {
+		v := *j.Val
+		c.Val = &v
+	}
 	c.Checkpoint = j.Checkpoint.Clone()
 	c.Pending = j.Pending.Clone()
 	c.ResumeFrom = j.ResumeFrom.Clone()
@@ -138,6 +150,14 @@ func cloneManifests(ms []checkpoint.Manifest) []checkpoint.Manifest {
 		out[i] = *ms[i].Clone()
 	}
 	return out
+}
+
+// LastVal is the most recent validation loss and its step, if any.
+func (j *Job) LastVal() (ValPoint, bool) {
+	if j.Val == nil {
+		return ValPoint{}, false
+	}
+	return *j.Val, true
 }
 
 // LastLoss is the most recent training loss, if any was reported.

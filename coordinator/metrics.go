@@ -14,9 +14,9 @@ type stateCollector struct {
 	node *Node
 	live *atomic.Int64
 
-	budgetRemaining, flopsUsed, flopsSpent, stepsDone, stepsTotal *prometheus.Desc
-	checkpointStep, checkpointEvery                               *prometheus.Desc
-	loss, generation, members, status, workers, leader, commit    *prometheus.Desc
+	budgetRemaining, flopsUsed, flopsSpent, stepsDone, stepsTotal                *prometheus.Desc
+	checkpointStep, checkpointEvery                                              *prometheus.Desc
+	loss, valLoss, valStep, generation, members, status, workers, leader, commit *prometheus.Desc
 }
 
 func newMetricsRegistry(fsm *FSM, node *Node, live *atomic.Int64) *prometheus.Registry {
@@ -33,6 +33,8 @@ func newMetricsRegistry(fsm *FSM, node *Node, live *atomic.Int64) *prometheus.Re
 		checkpointStep:  prometheus.NewDesc("modcoord_job_checkpoint_committed_step", "Step of the job's last committed checkpoint (0: none yet).", job, nil),
 		checkpointEvery: prometheus.NewDesc("modcoord_job_checkpoint_every_steps", "The job's checkpoint interval in steps (its spec's checkpoint_every).", job, nil),
 		loss:            prometheus.NewDesc("modcoord_job_train_loss", "Last training loss rank 0 reported for the job (nats per token). Named apart from the workers' modcoord_worker_train_loss: this one is per job and exported identically by every coordinator, that one per worker process.", job, nil),
+		valLoss:         prometheus.NewDesc("modcoord_job_val_loss", "Last validation loss the job's ranks measured (nats per token, on the spec's eval_windows validation windows, every eval_every steps and at the last step).", job, nil),
+		valStep:         prometheus.NewDesc("modcoord_job_val_step", "Step after which modcoord_job_val_loss was measured.", job, nil),
 		generation:      prometheus.NewDesc("modcoord_job_generation", "Current membership generation.", job, nil),
 		members:         prometheus.NewDesc("modcoord_job_members", "Workers in the current generation.", job, nil),
 		status:          prometheus.NewDesc("modcoord_job_status", "1 for the job's current status.", []string{"job", "status"}, nil),
@@ -47,7 +49,7 @@ func newMetricsRegistry(fsm *FSM, node *Node, live *atomic.Int64) *prometheus.Re
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.budgetRemaining, c.flopsUsed, c.flopsSpent, c.stepsDone, c.stepsTotal,
-		c.checkpointStep, c.checkpointEvery, c.loss, c.generation, c.members, c.status, c.workers, c.leader, c.commit} {
+		c.checkpointStep, c.checkpointEvery, c.loss, c.valLoss, c.valStep, c.generation, c.members, c.status, c.workers, c.leader, c.commit} {
 		ch <- d
 	}
 }
@@ -76,6 +78,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.status, 1, j.ID, string(j.Status))
 		if loss, ok := j.LastLoss(); ok {
 			gauge(c.loss, loss, j.ID)
+		}
+		if v, ok := j.LastVal(); ok {
+			gauge(c.valLoss, v.Loss, j.ID)
+			gauge(c.valStep, float64(v.Step), j.ID)
 		}
 	}
 	if n := c.live.Load(); n >= 0 {

@@ -4,6 +4,7 @@ package corpus
 
 import (
 	"fmt"
+	"io"
 	"os"
 )
 
@@ -27,3 +28,18 @@ func mapFile(path string) ([]byte, error) {
 func unmapFile([]byte) error { return nil }
 
 func releaseFile([]byte) error { return nil }
+
+// mapOpened reads an open file whole; path names it in errors.
+func mapOpened(f *os.File, path string) ([]byte, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat token file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("token file %s is not a regular file", path)
+	}
+	if st.Size() > maxFileBytes {
+		return nil, fmt.Errorf("token file %s: %d bytes is over the %d-byte limit (split it into shards)", path, st.Size(), int64(maxFileBytes))
+	}
+	return io.ReadAll(f)
+}

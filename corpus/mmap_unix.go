@@ -19,6 +19,12 @@ func mapFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("open token file: %w", err)
 	}
 	defer f.Close()
+	return mapOpened(f, path)
+}
+
+// mapOpened maps an open file whole, read-only; path names it in errors.
+// The caller still closes f.
+func mapOpened(f *os.File, path string) ([]byte, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("stat token file: %w", err)

@@ -126,15 +126,21 @@ func ReadFileLimited(f *os.File, max int64) ([]byte, error) {
 }
 
 // CheckData opens the spec's data under root and closes it: the same
-// checks a worker's OpenData makes, for a caller that shares the workers'
+// checks a worker's OpenCorpus makes, for a caller that shares the workers'
 // view of the data (a submitting machine, `modcoord local`). It is only a
 // guard against typos; the coordinator itself never reads data.
+//
+// For a corpus of token shards it maps them and checks the tokenizer and
+// its tokenizer, but neither scans the shards for their largest token (a
+// worker does, once) nor checks their length: a submission costs no pass
+// over the data.
 func (s Spec) CheckData(root string) error {
-	f, err := OpenData(root, s.Data)
+	c, err := s.openCorpus(root)
 	if err != nil {
 		return err
 	}
-	return f.Close()
+	defer c.Close()
+	return s.checkCorpus(c, false)
 }
 
 // quietError prints msg only and unwraps to err, for causes whose text

@@ -20,6 +20,11 @@ const (
 	// MaxDataBytes is the largest corpus a worker reads, the cap
 	// mod.LoadDataset applies too: workers hold the whole corpus in memory.
 	MaxDataBytes = 4 << 30
+	// MaxShardFiles bounds each of shards.train and shards.val.
+	MaxShardFiles = 100_000
+	// MaxEvalWindows bounds eval_windows: each evaluation runs that many
+	// forward windows, on every eval_every'th step.
+	MaxEvalWindows = 1 << 20
 	// maxFLOPCountWork bounds batch × layers × heads: mod.Config.TrainFLOPs
 	// loops that many times, and the coordinator runs it on every submission.
 	maxFLOPCountWork = 1 << 26

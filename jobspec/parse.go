@@ -69,6 +69,12 @@ func unknownFields(raw map[string]any) []error {
 	if m, ok := raw["optim"].(map[string]any); ok {
 		check("optim.", m, reflect.TypeFor[mod.OptimConfig]())
 	}
+	if m, ok := raw["shards"].(map[string]any); ok {
+		check("shards.", m, reflect.TypeFor[Shards]())
+	}
+	if m, ok := raw["init_from"].(map[string]any); ok {
+		check("init_from.", m, reflect.TypeFor[InitFrom]())
+	}
 	return errs
 }
 

@@ -29,12 +29,12 @@ func (s Spec) Plan(limits Limits) (Plan, error) {
 	if !jobNamePattern.MatchString(s.Name) {
 		bad("name", "%q is not a job name; use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", truncate(s.Name, 80))
 	}
-	if err := CheckDataPath(s.Data); err != nil {
-		errs = append(errs, err)
-	}
+	errs = append(errs, s.checkData()...)
 	modelErr := s.Model.Validate()
 	if modelErr != nil {
 		errs = append(errs, modelErr)
+	} else if err := s.checkTokenizer(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := ValidateOptim(s.Optim); err != nil {
 		errs = append(errs, err)
@@ -70,6 +70,14 @@ func (s Spec) Plan(limits Limits) (Plan, error) {
 	}
 	if s.EvalEvery < 1 || s.EvalEvery > MaxSteps {
 		bad("eval_every", "%d is out of range; use 1..%d steps (omit it for %d)", s.EvalEvery, int64(MaxSteps), DefaultEvalEvery)
+	}
+	if s.EvalWindows < 1 || s.EvalWindows > MaxEvalWindows {
+		bad("eval_windows", "%d is out of range; use 1..%d validation windows (omit it for %d)", s.EvalWindows, MaxEvalWindows, DefaultEvalWindows)
+	}
+	if s.InitFrom != nil {
+		if err := checkRelPath("init_from.checkpoint", s.InitFrom.Checkpoint, "the workers' checkpoint directory", "a finished job's id"); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	budgetOK := s.BudgetFLOPs > 0 && !math.IsInf(s.BudgetFLOPs, 1)
 	if !budgetOK {

@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/jobspec"
 	"github.com/modcoord/modcoord/mod"
 	"github.com/modcoord/modcoord/train"
 )
@@ -269,4 +271,106 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// TestClusterValLossMatchesTrain: the validation loss a cluster reports at
+// its last step equals what a single-process trainer computes at the same
+// step with the same spec and seed. With one worker the arithmetic is the
+// same, so the loss is bit-identical; with two, the gradients are summed
+// in another order (and the ranks' shares of the windows are added), so
+// it agrees to 1e-5 relative, the tolerance of the per-step losses above.
+// The one-worker cluster then runs a second job from the first one's
+// checkpoint (init_from): it starts from the trained weights, counts only
+// its own steps, and a spec whose model differs is refused.
+func TestClusterValLossMatchesTrain(t *testing.T) {
+	for _, tc := range []struct {
+		workers int
+		tol     float64
+	}{{1, 0}, {2, 1e-5}} {
+		t.Run(fmt.Sprintf("%d workers", tc.workers), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			const steps = 20
+			spec, _ := testSpec(t, steps, tc.workers, 10)
+			spec.EvalEvery, spec.EvalWindows = 10, 6
+			raw, err := yaml.Marshal(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := Start(ctx, Options{Dir: t.TempDir(), DataRoot: dataRoot(t), Workers: tc.workers})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			sub, err := c.Client.Submit(ctx, raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			j := waitJob(t, ctx, c, sub.ID, ended)
+			if j.Status != coordinator.StatusCompleted || j.Val == nil {
+				t.Fatalf("job ended %s (%s) with validation %+v", j.Status, j.Reason, j.Val)
+			}
+			if j.Val.Step != steps {
+				t.Fatalf("last validation at step %d, want the last step %d", j.Val.Step, steps)
+			}
+
+			ds, err := spec.OpenCorpus(dataRoot(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ds.Close()
+			single, err := train.NewTrainer(train.TrainerConfig{Model: spec.Model, Optim: spec.Optim, GlobalBatch: spec.Batch,
+				TotalSteps: steps, Seed: spec.Seed, Rank: 0, World: 1}, ds, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer single.Close()
+			for range steps {
+				if _, err := single.Step(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := single.EvalLoss(ctx, spec.EvalWindows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rel := math.Abs(j.Val.Loss-want) / want
+			if rel > tc.tol {
+				t.Fatalf("cluster of %d reported val %.10f at step %d; train computes %.10f (rel %.2g, tolerance %g)", tc.workers, j.Val.Loss, j.Val.Step, want, rel, tc.tol)
+			}
+			t.Logf("%d workers: val %.10f at step %d, train %.10f (rel %.2g)", tc.workers, j.Val.Loss, j.Val.Step, want, rel)
+			if tc.workers != 1 {
+				return
+			}
+
+			// A job continuing from this one's final checkpoint.
+			spec2, _ := testSpec(t, 5, 1, 5)
+			spec2.Name, spec2.InitFrom = "continued", &jobspec.InitFrom{Checkpoint: sub.ID, Optimizer: true}
+			spec2.EvalEvery, spec2.EvalWindows = 5, 6
+			raw2, _ := yaml.Marshal(spec2)
+			sub2, err := c.Client.Submit(ctx, raw2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			j2 := waitJob(t, ctx, c, sub2.ID, ended)
+			if j2.Status != coordinator.StatusCompleted || j2.Ledger.StepsDone != 5 || j2.Ledger.TotalSteps != 5 {
+				t.Fatalf("continued job ended %s (%s), ledger %+v; want its own 5 steps", j2.Status, j2.Reason, j2.Ledger)
+			}
+			if first := j2.Recent[0]; first.Loss > want+0.1 {
+				t.Fatalf("continued job's first loss %.4f is not near the first job's val %.4f: it did not start from its weights", first.Loss, want)
+			}
+
+			bad := spec2
+			bad.Name, bad.Model.DModel = "mismatch", 48
+			raw3, _ := yaml.Marshal(bad)
+			sub3, err := c.Client.Submit(ctx, raw3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			j3 := waitJob(t, ctx, c, sub3.ID, ended)
+			if j3.Status != coordinator.StatusFailed || !strings.Contains(j3.Reason, "init_from") {
+				t.Fatalf("a job whose model differs from init_from's checkpoint ended %s: %s", j3.Status, j3.Reason)
+			}
+		})
+	}
 }

@@ -5,6 +5,21 @@ import (
 	"os"
 )
 
+// Data is what training and evaluation read: a training stream drawn by
+// the batch rule and a validation stream cut into fixed windows. Dataset
+// (bytes in memory) and corpus.Corpus (token shards) implement it and draw
+// bit-identical batches from the same byte-level text.
+type Data interface {
+	// CheckSeqLen reports whether both streams can hold one window.
+	CheckSeqLen(seqLen int) error
+	// Batch fills samples lo..hi−1 of the global training batch of a step.
+	Batch(seed uint64, step int64, lo, hi, seqLen int, tokens, targets []int32)
+	// ValWindows is the number of validation windows of seqLen+1 tokens.
+	ValWindows(seqLen int) int
+	// ValBatch fills validation windows lo..hi−1.
+	ValBatch(lo, hi, seqLen int, tokens, targets []int32)
+}
+
 // Dataset is a byte-tokenised corpus split into train (the first 90%) and
 // validation (the last 10%). Byte-level tokens (vocabulary 256) make any
 // file a valid corpus.

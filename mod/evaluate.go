@@ -25,7 +25,7 @@ type RoutingReport struct {
 
 // EvaluateRouting runs validation windows [0, windows) (≤ 0: all) through
 // the model twice, with top-k and with causal routing.
-func EvaluateRouting(cfg Config, params []float32, d *Dataset, windows, batch int) (RoutingReport, error) {
+func EvaluateRouting(cfg Config, params []float32, d Data, windows, batch int) (RoutingReport, error) {
 	cfg = cfg.WithDefaults()
 	r := RoutingReport{Capacity: cfg.Capacity, RoutedLayers: cfg.RoutedLayers}
 	T := cfg.SeqLen

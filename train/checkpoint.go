@@ -11,6 +11,7 @@ import (
 
 	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/modcoord/modcoord/mod"
+	"github.com/modcoord/modcoord/tokenizer"
 )
 
 // CheckpointConfig is what a checkpoint records about the run, in the
@@ -23,13 +24,24 @@ type CheckpointConfig struct {
 	Seed       uint64          `json:"seed"`
 	TotalSteps int64           `json:"total_steps"`
 	Layout     []mod.Tensor    `json:"layout"`
+	// Tokenizer names the vocabulary the model was trained on ("" in
+	// checkpoints written before it was recorded: byte).
+	Tokenizer string `json:"tokenizer,omitempty"`
+}
+
+// TokenizerName is the checkpoint's tokenizer, byte when none is recorded.
+func (c CheckpointConfig) TokenizerName() string {
+	if c.Tokenizer == "" {
+		return tokenizer.ByteName
+	}
+	return c.Tokenizer
 }
 
 // CheckpointConfig describes this trainer's run.
 func (t *Trainer) CheckpointConfig() CheckpointConfig {
 	return CheckpointConfig{
 		Model: t.cfg.Model, Optim: t.cfg.Optim, Batch: t.cfg.GlobalBatch, Seed: t.cfg.Seed,
-		TotalSteps: t.cfg.TotalSteps, Layout: t.model.Layout().Tensors,
+		TotalSteps: t.cfg.TotalSteps, Layout: t.model.Layout().Tensors, Tokenizer: t.cfg.Tokenizer,
 	}
 }
 
@@ -224,4 +236,52 @@ func findManifests(path string) ([]*checkpoint.Manifest, string, error) {
 		return nil, "", fmt.Errorf("checkpoint %s: no committed step (no %s in any step directory)", path, checkpoint.ManifestFile)
 	}
 	return out, root, nil
+}
+
+// InitFrom starts a new run from an opened checkpoint: it loads all the
+// parameters and, with optimizer, this rank's range of the AdamW moments
+// (otherwise they stay zero). The step count stays where it is (0 for a
+// new trainer): the new run's schedule and budget count its own steps.
+// The checkpoint's model must be the trainer's, up to model.seed (unused
+// when weights are loaded), and its tokenizer the same.
+func (t *Trainer) InitFrom(ctx context.Context, o *Opened, optimizer bool) error {
+	if err := SameModel(o.Config.Model, t.cfg.Model); err != nil {
+		return fmt.Errorf("init_from.checkpoint %s: %w", o.Dir, err)
+	}
+	if got, want := o.Config.TokenizerName(), tokenizerName(t.cfg.Tokenizer); got != want {
+		return fmt.Errorf("init_from.checkpoint %s: it was trained with tokenizer %s but this job uses %s; set tokenizer: %s", o.Dir, got, want, got)
+	}
+	if o.Manifest.Total != t.layout.Total {
+		return fmt.Errorf("init_from.checkpoint %s: it holds %d parameters, this model has %d", o.Dir, o.Manifest.Total, t.layout.Total)
+	}
+	opts := checkpoint.LoadOptions{SkipChecksums: true} // OpenCheckpoint verified it
+	if err := o.Store.LoadRange(ctx, o.Manifest, 0, o.Manifest.Total, checkpoint.State{Params: t.model.Params()}, opts); err != nil {
+		return fmt.Errorf("init_from.checkpoint %s: parameters: %w", o.Dir, err)
+	}
+	if optimizer {
+		if err := o.Store.LoadRange(ctx, o.Manifest, t.opt.Lo, t.opt.Hi, checkpoint.State{AdamM: t.opt.M, AdamV: t.opt.V}, opts); err != nil {
+			return fmt.Errorf("init_from.checkpoint %s: optimizer state: %w", o.Dir, err)
+		}
+	}
+	return nil
+}
+
+// SameModel reports how two model configs differ, ignoring the weight-init
+// seed; nil if they describe the same model.
+func SameModel(ck, spec mod.Config) error {
+	a, b := ck.WithDefaults(), spec.WithDefaults()
+	a.Seed, b.Seed = 0, 0
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	if errA != nil || errB != nil || string(ja) != string(jb) {
+		return fmt.Errorf("its model (%s) differs from the spec's model (%s); the model fields must match the checkpoint's", a, b)
+	}
+	return nil
+}
+
+func tokenizerName(n string) string {
+	if n == "" {
+		return tokenizer.ByteName
+	}
+	return n
 }

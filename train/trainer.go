@@ -26,7 +26,15 @@ type TrainerConfig struct {
 	TotalSteps  int64  // for the learning-rate schedule
 	Seed        uint64 // data order
 	Rank, World int
+	// Tokenizer names the data's vocabulary; checkpoints record it so
+	// that sample and eval decode with it. "" means byte.
+	Tokenizer string
 }
+
+// EvalBatch is the batch of the evaluation model: validation windows run
+// through it 16 at a time, whoever evaluates (train, a cluster's ranks,
+// eval, local), so the same weights give the same loss bits.
+const EvalBatch = 16
 
 // Trainer runs training steps for one rank: forward and backward on its
 // slice of the global batch, reduce-scatter of the gradient, AdamW on the
@@ -34,8 +42,9 @@ type TrainerConfig struct {
 // World 1 it is the single-process trainer, with the same arithmetic.
 type Trainer struct {
 	cfg     TrainerConfig
-	data    *mod.Dataset
+	data    mod.Data
 	model   *mod.Parallel[float32]
+	eval    *mod.Parallel[float32] // built on first EvalLoss; shares model's params
 	layout  shard.Layout
 	opt     *shard.Optimizer
 	coll    Collective
@@ -62,7 +71,7 @@ type StepResult struct {
 
 // NewTrainer builds the model (fresh weights from cfg.Model.Seed) and this
 // rank's optimizer state. coll may be nil only when World is 1.
-func NewTrainer(cfg TrainerConfig, data *mod.Dataset, coll Collective) (*Trainer, error) {
+func NewTrainer(cfg TrainerConfig, data mod.Data, coll Collective) (*Trainer, error) {
 	if cfg.World < 1 || cfg.Rank < 0 || cfg.Rank >= cfg.World {
 		return nil, fmt.Errorf("trainer: rank %d of world %d is invalid", cfg.Rank, cfg.World)
 	}
@@ -102,7 +111,46 @@ func NewTrainer(cfg TrainerConfig, data *mod.Dataset, coll Collective) (*Trainer
 func (t *Trainer) Model() *mod.Parallel[float32] { return t.model }
 
 // Close releases the model's worker goroutines.
-func (t *Trainer) Close() { t.model.Close() }
+func (t *Trainer) Close() {
+	if t.eval != nil {
+		t.eval.Close()
+	}
+	t.model.Close()
+}
+
+// EvalLoss is the validation loss of the current weights: the mean
+// cross-entropy (nats per token) over validation windows [0, windows)
+// (≤ 0: all), with top-k routing, as mod.EvalLoss computes it with a batch
+// of EvalBatch. With more than one rank every rank must call it at the
+// same step: each evaluates a contiguous share of the windows, and one
+// scalar all-reduce adds the shares' sums and token counts, in rank order.
+// With one rank the result is bit-identical to mod.EvalLoss; with several
+// it differs only in how the per-window sums are grouped (a few ulps).
+func (t *Trainer) EvalLoss(ctx context.Context, windows int) (float64, error) {
+	T := t.cfg.Model.SeqLen
+	windows, err := mod.EvalWindows(t.data, T, windows)
+	if err != nil {
+		return 0, err
+	}
+	if t.eval == nil {
+		if t.eval, err = mod.NewParallelWithParams(t.cfg.Model, EvalBatch, 0, t.model.Params()); err != nil {
+			return 0, err
+		}
+	}
+	lo, hi := t.cfg.Rank*windows/t.cfg.World, (t.cfg.Rank+1)*windows/t.cfg.World
+	sum, count, err := mod.EvalSum(t.eval, t.data, lo, hi)
+	if err != nil {
+		return 0, fmt.Errorf("step %d validation: %w", t.step, err)
+	}
+	if t.cfg.World > 1 {
+		vals := []float64{sum, float64(count)}
+		if err := t.coll.AllReduceScalars(ctx, uint64(t.step), vals); err != nil {
+			return 0, fmt.Errorf("step %d validation all-reduce: %w", t.step, err)
+		}
+		sum, count = vals[0], int(vals[1])
+	}
+	return sum / float64(count), nil
+}
 
 // Optimizer is this rank's AdamW state.
 func (t *Trainer) Optimizer() *shard.Optimizer { return t.opt }

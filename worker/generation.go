@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/modcoord/modcoord/allreduce"
 	"github.com/modcoord/modcoord/checkpoint"
 	"github.com/modcoord/modcoord/coordinator"
 	"github.com/modcoord/modcoord/jobspec"
-	"github.com/modcoord/modcoord/mod"
 	"github.com/modcoord/modcoord/train"
 )
 
@@ -80,11 +80,12 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		close(ready)
 		return &fatalError{fmt.Errorf("assigned job spec: %w", err)}
 	}
-	ds, err := loadData(o.DataRoot, spec.Data)
+	ds, err := spec.OpenCorpus(o.DataRoot)
 	if err != nil {
 		close(ready)
 		return &fatalError{err}
 	}
+	defer ds.Close()
 	ring, err := allreduce.NewRing(o.Transport, allreduce.Config{
 		Job: a.Job, Generation: a.Generation, Rank: rank, World: len(a.Members),
 		Deadline: o.RingDeadline, Window: o.RingWindow, ChunkBytes: o.RingChunkBytes, Metrics: o.Metrics.ring(),
@@ -96,7 +97,7 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 	defer ring.Close()
 	tr, err := train.NewTrainer(train.TrainerConfig{
 		Model: spec.Model, Optim: spec.Optim, GlobalBatch: spec.Batch, TotalSteps: a.TotalSteps,
-		Seed: spec.Seed, Rank: rank, World: len(a.Members),
+		Seed: spec.Seed, Rank: rank, World: len(a.Members), Tokenizer: spec.Tokenizer,
 	}, ds, ring)
 	if err != nil {
 		close(ready)
@@ -112,6 +113,10 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 	}
 	if a.Checkpoint != nil {
 		if err := restore(ctx, o, a, tr, store, log); err != nil {
+			return err
+		}
+	} else if spec.InitFrom != nil {
+		if err := initFrom(ctx, o, spec.InitFrom, tr, log); err != nil {
 			return err
 		}
 	}
@@ -135,8 +140,18 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		if o.OnStep != nil {
 			o.OnStep(a.Job, a.Generation, rank, res)
 		}
+		var val *float64
+		if res.Step%spec.EvalEvery == 0 || res.Step == a.TotalSteps {
+			// Every rank evaluates its share of the same windows at the same
+			// steps; the all-reduce inside gives all of them the loss.
+			v, err := tr.EvalLoss(ctx, spec.EvalWindows)
+			if err != nil {
+				return err
+			}
+			val = &v
+		}
 		if rep != nil {
-			rep.send(res, time.Since(t0))
+			rep.send(res, time.Since(t0), val)
 		}
 		switch {
 		case res.Stop || res.Step == a.TotalSteps:
@@ -216,20 +231,20 @@ func restore(ctx context.Context, o Options, a coordinator.Assignment, tr *train
 	return nil
 }
 
-// loadData reads a job's corpus from under the data root, refusing
-// anything that is not a regular file inside it, or is too large.
-func loadData(root, rel string) (*mod.Dataset, error) {
-	if root == "" {
-		root = "."
-	}
-	f, err := jobspec.OpenData(root, rel)
+// initFrom loads the weights (and optionally the optimizer state) of the
+// checkpoint a new job starts from. Every rank reads the same shared
+// volume, so every rank starts from the same weights.
+func initFrom(ctx context.Context, o Options, from *jobspec.InitFrom, tr *train.Trainer, log *slog.Logger) error {
+	ck, err := train.OpenCheckpoint(ctx, filepath.Join(o.CheckpointDir, filepath.FromSlash(from.Checkpoint)))
 	if err != nil {
-		return nil, err
+		return &fatalError{fmt.Errorf("init_from.checkpoint %q: %w", from.Checkpoint, err)}
 	}
-	defer f.Close()
-	b, err := jobspec.ReadFileLimited(f, jobspec.MaxDataBytes)
-	if err != nil {
-		return nil, fmt.Errorf("data %q: %w", rel, err)
+	for _, s := range ck.Skipped {
+		log.Warn("init_from: checkpoint damaged; using an older one", "skipped", s.String())
 	}
-	return mod.NewDataset(b)
+	if err := tr.InitFrom(ctx, ck, from.Optimizer); err != nil {
+		return &fatalError{err}
+	}
+	log.Info("initialised from checkpoint", "checkpoint", ck.Dir, "step", ck.Manifest.Step, "optimizer", from.Optimizer)
+	return nil
 }

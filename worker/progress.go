@@ -47,12 +47,20 @@ func newReporter(ctx context.Context, o Options, a coordinator.Assignment, tr *t
 	return r
 }
 
-func (r *reporter) send(res train.StepResult, took time.Duration) {
+// send queues a step's report; val is the validation loss measured after
+// the step, if it was.
+func (r *reporter) send(res train.StepResult, took time.Duration, val *float64) {
 	p := coordinator.ProgressReport{Step: res.Step, Loss: res.Loss, Tokens: int64(res.Tokens), WallS: took.Seconds()}
+	if val != nil {
+		p.ValLoss, p.ValStep = val, res.Step
+	}
 	select {
 	case old := <-r.latest: // coalesce with the unsent one
 		p.Tokens += old.Tokens
 		p.WallS += old.WallS
+		if p.ValLoss == nil { // keep an unsent validation loss, with its step
+			p.ValLoss, p.ValStep = old.ValLoss, old.ValStep
+		}
 	default:
 	}
 	r.latest <- p

@@ -28,9 +28,13 @@ func newEvalCmd(e env) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("load %s: %w", ck.Dir, err)
 			}
-			ds, err := mod.LoadDataset(data)
+			ds, err := openTrainData(data)
 			if err != nil {
-				return fmt.Errorf("--data %s: %w", data, err)
+				return err
+			}
+			defer ds.Close()
+			if _, err := checkTrainTokenizer(ds, ck.Config.TokenizerName(), ck.Config.Model); err != nil {
+				return fmt.Errorf("--data %s for checkpoint %s: %w", data, ck.Dir, err)
 			}
 			rep, err := mod.EvaluateRouting(ck.Config.Model, params, ds, windows, 16)
 			if err != nil {
@@ -50,7 +54,7 @@ func newEvalCmd(e env) *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&ckpt, "checkpoint", "", "checkpoint: a step directory, or a directory written by `train --out`")
-	addDataFlag(fs, &data, "corpus whose last 10% is the validation split")
+	addDataFlag(fs, &data, "corpus: a text file whose last 10% is the validation split, or a directory prepared by `modcoord prepare`")
 	fs.IntVar(&windows, "windows", 0, "validation windows to use (0: all)")
 	addJSONFlag(cmd, &jsonOut)
 	return cmd

@@ -47,7 +47,11 @@ func finalStateHash(t *testing.T, out string) (int64, string) {
 // TestSIGKILLThenResumeIsBitIdentical kills `modcoord train` with SIGKILL
 // at random steps (a real process, mid-step or mid-checkpoint), resumes it
 // with --resume, and requires the final parameters and optimizer state to
-// be bit-identical to an uninterrupted run: equal sha256.
+// be bit-identical to an uninterrupted run: equal sha256. It does so with
+// the text file and with token shards prepared from it (byte tokenizer,
+// several shards, windows crossing shard boundaries); those are the same
+// tokens split the same way, so both uninterrupted runs end in the same
+// state too.
 func TestSIGKILLThenResumeIsBitIdentical(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level test; run without -short")
@@ -57,10 +61,30 @@ func TestSIGKILLThenResumeIsBitIdentical(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(killTestConfig), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	data, err := filepath.Abs("../../data/tinyshakespeare.txt")
+	text, err := filepath.Abs("../../data/tinyshakespeare.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
+	shards := filepath.Join(t.TempDir(), "shards")
+	if outB, err := exec.Command(bin, "prepare", "--tokenizer", "byte", "--shard-tokens", "300000", "--out", shards, text).CombinedOutput(); err != nil {
+		t.Fatalf("prepare: %v\n%s", err, outB)
+	}
+	var textHash string
+	for _, tc := range []struct{ name, data string }{{"text", text}, {"shards", shards}} {
+		t.Run(tc.name, func(t *testing.T) {
+			refHash := killAndResume(t, bin, cfgPath, tc.data)
+			if textHash == "" {
+				textHash = refHash
+			} else if refHash != textHash {
+				t.Fatalf("training on the prepared byte shards ended in state %s, on the text in %s; they hold the same tokens", refHash, textHash)
+			}
+		})
+	}
+}
+
+// killAndResume is TestSIGKILLThenResumeIsBitIdentical on one corpus; it
+// returns the uninterrupted run's final state hash.
+func killAndResume(t *testing.T, bin, cfgPath, data string) string {
 	const steps = 60
 	args := func(out string) []string {
 		return []string{"train", "--data", data, "--config", cfgPath, "--steps", strconv.Itoa(steps), "--out", out,
@@ -134,6 +158,7 @@ func TestSIGKILLThenResumeIsBitIdentical(t *testing.T) {
 		t.Logf("trial %d: SIGKILL at step %d, resumed from checkpoint %d: final state sha256 %s… equals the uninterrupted run", trial, killAt, resumedFrom, hash[:16])
 		trial++
 	}
+	return refHash
 }
 
 // TestCorruptCheckpointFallsBack damages the newest checkpoint three ways;

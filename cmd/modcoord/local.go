@@ -15,21 +15,26 @@ import (
 	"github.com/modcoord/modcoord/coordinator"
 	"github.com/modcoord/modcoord/local"
 	"github.com/modcoord/modcoord/mod"
+	"github.com/modcoord/modcoord/tokenizer"
 	"github.com/modcoord/modcoord/train"
 )
 
 // localResult is the summary `local --json` prints.
 type localResult struct {
-	Job        string    `json:"job"`
-	Steps      int64     `json:"steps"`
-	ValLoss    float64   `json:"val_loss"`
-	FLOPs      float64   `json:"flops"`
-	WallS      float64   `json:"wall_s"`
-	Workers    int       `json:"workers"`
-	TokensPerS float64   `json:"tokens_per_s"`
-	Checkpoint string    `json:"checkpoint"`
-	Sample     string    `json:"sample"`
-	Losses     []float64 `json:"losses,omitempty"`
+	Job     string  `json:"job"`
+	Steps   int64   `json:"steps"`
+	ValLoss float64 `json:"val_loss"` // the final checkpoint, on the whole validation split
+	// ClusterValLoss is the last validation loss the cluster's ranks
+	// reported (on the spec's eval_windows windows), after ClusterValStep.
+	ClusterValLoss *float64  `json:"cluster_val_loss,omitempty"`
+	ClusterValStep int64     `json:"cluster_val_step,omitempty"`
+	FLOPs          float64   `json:"flops"`
+	WallS          float64   `json:"wall_s"`
+	Workers        int       `json:"workers"`
+	TokensPerS     float64   `json:"tokens_per_s"`
+	Checkpoint     string    `json:"checkpoint"`
+	Sample         string    `json:"sample"`
+	Losses         []float64 `json:"losses,omitempty"`
 }
 
 // defaultJobSpec is the job `modcoord local` runs when given no spec.
@@ -156,24 +161,36 @@ func runLocal(ctx context.Context, stdout, stderr io.Writer, o localOptions) err
 	for _, p := range job.Recent {
 		res.Losses = append(res.Losses, p.Loss)
 	}
-	if err := evalAndSample(ctx, ck, params, filepath.Join(o.dataRoot, job.Spec.Data), &res); err != nil {
+	if v, ok := job.LastVal(); ok {
+		res.ClusterValLoss, res.ClusterValStep = &v.Loss, v.Step
+	}
+	if err := evalAndSample(ctx, ck, params, job.Spec, o.dataRoot, &res); err != nil {
 		return err
 	}
 	if o.jsonOut {
 		return writeJSON(stdout, res)
 	}
-	fmt.Fprintf(stdout, "\n%s\n\njob %s: %d steps on %d workers, val loss %.4f, %.3g FLOPs, %.1f s, %.0f tokens/s\ncheckpoint %s\n",
-		res.Sample, res.Job, res.Steps, res.Workers, res.ValLoss, res.FLOPs, res.WallS, res.TokensPerS, res.Checkpoint)
+	cluster := ""
+	if res.ClusterValLoss != nil {
+		cluster = fmt.Sprintf(" (the cluster measured val %.4f on %d windows at step %d)", *res.ClusterValLoss, job.Spec.EvalWindows, res.ClusterValStep)
+	}
+	fmt.Fprintf(stdout, "\n%s\n\njob %s: %d steps on %d workers, val loss %.4f over the whole validation split%s, %.3g FLOPs, %.1f s, %.0f tokens/s\ncheckpoint %s\n",
+		res.Sample, res.Job, res.Steps, res.Workers, res.ValLoss, cluster, res.FLOPs, res.WallS, res.TokensPerS, res.Checkpoint)
 	return nil
 }
 
-func evalAndSample(ctx context.Context, ck *train.Opened, params []float32, data string, res *localResult) error {
+func evalAndSample(ctx context.Context, ck *train.Opened, params []float32, spec coordinator.JobSpec, dataRoot string, res *localResult) error {
 	cfg := ck.Config.Model
-	ds, err := mod.LoadDataset(data)
+	ds, err := spec.OpenCorpus(dataRoot)
 	if err != nil {
 		return err
 	}
-	eval, err := mod.NewParallelWithParams(cfg, 16, 0, params)
+	defer ds.Close()
+	tok, err := tokenizer.New(ck.Config.TokenizerName())
+	if err != nil {
+		return err
+	}
+	eval, err := mod.NewParallelWithParams(cfg, train.EvalBatch, 0, params)
 	if err != nil {
 		return err
 	}
@@ -182,8 +199,8 @@ func evalAndSample(ctx context.Context, ck *train.Opened, params []float32, data
 		return err
 	}
 	prompt := []byte("ROMEO:\n")
-	n := min(200, cfg.SeqLen-len(prompt))
-	texts, _, err := generate(ctx, cfg, params, prompt, n, 1, 0.8, 0, 1)
+	n := min(200, cfg.SeqLen-len(tok.Encode(prompt)))
+	texts, _, err := generateWith(ctx, tok, cfg, params, prompt, n, 1, 0.8, 0, 1)
 	if err != nil {
 		return err
 	}

@@ -16,8 +16,11 @@ import (
 type progress struct {
 	label       string // the job id; empty for train
 	step, total int64
-	loss        float64 // smoothed or last training loss
+	loss        float64 // training loss: smoothed (train) or rank 0's last (cluster)
 	hasLoss     bool
+	ema         bool    // loss is an exponential moving average
+	val         float64 // last validation loss
+	valStep     int64   // the step val was measured after; 0: none
 	lr          float64 // 0: unknown (a cluster job does not report it)
 	gradNorm    float64
 	tokPerS     float64
@@ -42,7 +45,16 @@ func progressText(p progress) string {
 	}
 	fmt.Fprintf(&b, "step %d/%d [%s%s] %3.0f%%", p.step, p.total, strings.Repeat("=", fill), strings.Repeat(" ", width-fill), 100*frac)
 	if p.hasLoss {
-		fmt.Fprintf(&b, "  loss %.4f", p.loss)
+		fmt.Fprintf(&b, "  train %.4f", p.loss)
+		if p.ema {
+			b.WriteString(" (ema)")
+		}
+	}
+	if p.valStep > 0 {
+		fmt.Fprintf(&b, "  val %.4f", p.val)
+		if p.valStep != p.step {
+			fmt.Fprintf(&b, " @%d", p.valStep)
+		}
 	}
 	if p.lr > 0 {
 		fmt.Fprintf(&b, "  lr %.2e  |g| %.2f", p.lr, p.gradNorm)
@@ -100,6 +112,11 @@ func progressLine(j coordinator.Job, stepsPerS float64) string {
 	p := progress{label: j.ID, step: l.StepsDone, total: l.TotalSteps, budgetFrac: -1}
 	if n := len(j.Recent); n > 0 {
 		p.loss, p.hasLoss = j.Recent[n-1].Loss, true
+	}
+	if v, ok := j.LastVal(); ok {
+		p.val, p.valStep = v.Loss, v.Step
+	}
+	if n := len(j.Recent); n > 0 {
 		var tok, sec float64
 		for _, pt := range j.Recent[max(0, n-10):] {
 			tok += float64(pt.Tokens)

@@ -64,7 +64,7 @@ func newRootCmd(e env) *cobra.Command {
 			root.AddCommand(c)
 		}
 	}
-	add("local", newTrainCmd(e), newEvalCmd(e), newSampleCmd(), newBenchCmd(), newIsoflopCmd(e), newLocalCmd(e), newExportCmd())
+	add("local", newTrainCmd(e), newEvalCmd(e), newSampleCmd(), newBenchCmd(), newIsoflopCmd(e), newLocalCmd(e), newExportCmd(), newPrepareCmd())
 	add("cluster", newCoordinatorCmd(e), newWorkerCmd(e), newCertsCmd(), newEtcdSetupCmd(e))
 	add("client", newSubmitCmd(e), newStatusCmd(e), newWatchCmd(e), newCancelCmd(e), newCheckpointsCmd(e))
 	root.AddCommand(newVersionCmd())

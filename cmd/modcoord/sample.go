@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/modcoord/modcoord/mod"
+	"github.com/modcoord/modcoord/tokenizer"
 )
 
 type sampleOptions struct {
@@ -73,10 +74,17 @@ func runSample(ctx context.Context, stdout, stderr io.Writer, o sampleOptions) e
 		return fmt.Errorf("load %s: %w", ck.Dir, err)
 	}
 	cfg := ck.Config.Model
-	if len(o.prompt) > cfg.SeqLen {
-		fmt.Fprintf(stderr, "note: the prompt (%d bytes) is longer than the model's context; it sees the last %d\n", len(o.prompt), cfg.SeqLen)
+	// The checkpoint names the tokenizer its model reads (byte when it
+	// predates the field): the prompt is encoded and the output decoded
+	// with it.
+	tok, err := tokenizer.New(ck.Config.TokenizerName())
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", ck.Dir, err)
 	}
-	out, dec, err := generate(ctx, cfg, params, []byte(o.prompt), o.tokens, o.batch, o.temperature, o.topK, o.seed)
+	if n := len(tok.Encode([]byte(o.prompt))); n > cfg.SeqLen {
+		fmt.Fprintf(stderr, "note: the prompt (%d tokens) is longer than the model's context; it sees the last %d\n", n, cfg.SeqLen)
+	}
+	out, dec, err := generateWith(ctx, tok, cfg, params, []byte(o.prompt), o.tokens, o.batch, o.temperature, o.topK, o.seed)
 	if err != nil {
 		return err
 	}
@@ -108,8 +116,21 @@ func runSample(ctx context.Context, stdout, stderr io.Writer, o sampleOptions) e
 // routing decisions are those of a fresh window, exactly what a forward
 // pass over the cropped context computes).
 func generate(ctx context.Context, cfg mod.Config, params []float32, prompt []byte, n, batch int, temperature float64, topK int, seed uint64) ([]string, *mod.Decoder[float32], error) {
-	if len(prompt) == 0 {
+	return generateWith(ctx, tokenizer.Byte{}, cfg, params, prompt, n, batch, temperature, topK, seed)
+}
+
+// generateWith is generate for a model reading tok's ids: the prompt is
+// encoded with tok and each row's new tokens decoded with it.
+func generateWith(ctx context.Context, tok tokenizer.Tokenizer, cfg mod.Config, params []float32, text []byte, n, batch int, temperature float64, topK int, seed uint64) ([]string, *mod.Decoder[float32], error) {
+	if len(text) == 0 {
 		return nil, nil, usageErrorf("--prompt is empty; give at least one character")
+	}
+	if tok.Name() != tokenizer.ByteName && tok.VocabSize() > cfg.Vocab {
+		return nil, nil, fmt.Errorf("the model's vocabulary (%d) is smaller than tokenizer %s's (%d)", cfg.Vocab, tok.Name(), tok.VocabSize())
+	}
+	prompt := tok.Encode(text)
+	if len(prompt) == 0 {
+		return nil, nil, usageErrorf("--prompt encodes to no tokens; give some text")
 	}
 	if len(prompt) > cfg.SeqLen {
 		prompt = prompt[len(prompt)-cfg.SeqLen:]
@@ -169,11 +190,11 @@ func generate(ctx context.Context, cfg mod.Config, params []float32, prompt []by
 	texts := make([]string, batch)
 	for b := range hist {
 		gen := hist[b][len(prompt):]
-		buf := make([]byte, len(gen))
+		ids := make([]int, len(gen))
 		for i, t := range gen {
-			buf[i] = byte(t)
+			ids[i] = int(t)
 		}
-		texts[b] = string(buf)
+		texts[b] = tok.Decode(ids)
 	}
 	return texts, dec, nil
 }

@@ -81,9 +81,9 @@ func TestTrainProgressLine(t *testing.T) {
 	var m rateMeter
 	m.observe(10, timeAt(0))
 	m.observe(20, timeAt(2)) // 5 steps/s
-	line := progressText(progress{step: 20, total: 100, loss: 2.5, hasLoss: true, lr: 1e-3, gradNorm: 0.5,
-		tokPerS: 1000, budgetFrac: -1, eta: m.eta(20, 100)})
-	for _, want := range []string{"step 20/100 [", "20%", "loss 2.5000", "lr 1.00e-03", "1000 tok/s", "ETA 16s"} {
+	line := progressText(progress{step: 20, total: 100, loss: 2.5, hasLoss: true, ema: true, lr: 1e-3, gradNorm: 0.5,
+		tokPerS: 1000, budgetFrac: -1, eta: m.eta(20, 100), val: 2.25, valStep: 20})
+	for _, want := range []string{"step 20/100 [", "20%", "train 2.5000 (ema)", "val 2.2500  ", "lr 1.00e-03", "1000 tok/s", "ETA 16s"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("train progress %q lacks %q", line, want)
 		}

@@ -63,14 +63,17 @@ func newStatusCmd(e env) *cobra.Command {
 
 func printJobTable(w io.Writer, jobs []coordinator.Job) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tNAME\tSTATUS\tSTEP\tLOSS\tBUDGET\tGEN\tWORKERS\tREASON")
+	fmt.Fprintln(tw, "JOB\tNAME\tSTATUS\tSTEP\tTRAIN LOSS\tVAL LOSS\tBUDGET\tGEN\tWORKERS\tREASON")
 	for _, j := range jobs {
-		loss := "-"
+		loss, val := "-", "-"
 		if l, ok := j.LastLoss(); ok {
 			loss = fmt.Sprintf("%.4f", l)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%d\t%d\t%s\n", j.ID, j.Spec.Name, j.Status,
-			j.Ledger.StepsDone, j.Ledger.TotalSteps, loss, budgetUsed(j.Ledger), j.Generation, len(j.Members), j.Reason)
+		if v, ok := j.LastVal(); ok {
+			val = fmt.Sprintf("%.4f@%d", v.Loss, v.Step)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%d\t%d\t%s\n", j.ID, j.Spec.Name, j.Status,
+			j.Ledger.StepsDone, j.Ledger.TotalSteps, loss, val, budgetUsed(j.Ledger), j.Generation, len(j.Members), j.Reason)
 	}
 	tw.Flush()
 }
@@ -89,13 +92,16 @@ func printJob(w io.Writer, j coordinator.Job) {
 	row("job", "%s (%s)", j.ID, j.Spec.Name)
 	row("status", "%s", j.Reason) // reasons start with the status
 	row("model", "%s", j.Spec.Model)
-	row("data", "%s, batch %d, workers %d..%d", j.Spec.Data, j.Spec.Batch, j.Spec.MinWorkers, j.Spec.MaxWorkers)
+	row("data", "%s (tokenizer %s), batch %d, workers %d..%d", specData(j.Spec), j.Spec.Tokenizer, j.Spec.Batch, j.Spec.MinWorkers, j.Spec.MaxWorkers)
 	row("steps", "%d of %d (generation %d started at step %d)", l.StepsDone, l.TotalSteps, j.Generation, j.StartStep)
 	row("budget", "%.4g of %.4g FLOPs used (%s), %.4g spent incl. redone steps, %.4g FLOPs/step",
 		l.FLOPsUsed, l.BudgetFLOPs, budgetUsed(l), l.FLOPsSpent, l.FLOPsPerStep)
 	row("members", "%s", strings.Join(j.Members, " "))
 	if loss, ok := j.LastLoss(); ok {
-		row("loss", "%.4f", loss)
+		row("train loss", "%.4f (step %d, rank 0's last batch)", loss, j.Recent[len(j.Recent)-1].Step)
+	}
+	if v, ok := j.LastVal(); ok {
+		row("val loss", "%.4f (step %d, %d validation windows)", v.Loss, v.Step, j.Spec.EvalWindows)
 	}
 	if j.Checkpoint != nil {
 		row("checkpoint", "step %d (generation %d, %d shards)", j.Checkpoint.Step, j.Checkpoint.Generation, len(j.Checkpoint.Shards))
@@ -105,4 +111,12 @@ func printJob(w io.Writer, j coordinator.Job) {
 		row("ended", "%s", j.EndedAt.Format(time.RFC3339))
 	}
 	tw.Flush()
+}
+
+// specData names a spec's data: its path, or its shard lists' sizes.
+func specData(s coordinator.JobSpec) string {
+	if s.Shards != nil {
+		return fmt.Sprintf("%d training and %d validation shards", len(s.Shards.Train), len(s.Shards.Val))
+	}
+	return s.Data
 }

@@ -6,12 +6,16 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/modcoord/modcoord/corpus"
+	"github.com/modcoord/modcoord/jobspec"
 	"github.com/modcoord/modcoord/mod"
+	"github.com/modcoord/modcoord/tokenizer"
 	"github.com/modcoord/modcoord/train"
 )
 
@@ -27,31 +31,104 @@ func defaultTrainSpec() trainSpec {
 	return trainSpec{Model: mod.DefaultConfig(), Optim: mod.DefaultOptim(), Batch: 32, Seed: 1}
 }
 
+// trainConfig is what --config gave: the model and optimizer, and, when
+// the file is a whole job spec (it has name or budget_flops), that spec
+// and the fields it set.
+type trainConfig struct {
+	trainSpec
+	job  *jobspec.Spec
+	plan jobspec.Plan
+	set  map[string]bool // top-level fields present in the file
+}
+
 // loadTrainSpec reads a YAML or JSON file over the defaults; unknown fields
-// are refused so a typo never silently trains the wrong model.
-func loadTrainSpec(path string) (trainSpec, error) {
-	spec := defaultTrainSpec()
+// are refused so a typo never silently trains the wrong model. A file with
+// name or budget_flops is a job spec, the one `submit` takes, and is
+// parsed and validated exactly as submit does (jobspec.Parse); other files
+// give only model, optim, batch and seed.
+func loadTrainSpec(path string) (trainConfig, error) {
+	cfg := trainConfig{trainSpec: defaultTrainSpec()}
 	if path == "" {
-		return spec, nil
+		return cfg, nil
 	}
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return spec, fmt.Errorf("read config: %w", err)
+		return cfg, fmt.Errorf("read config: %w", err)
 	}
-	spec.Model = mod.Config{}
-	if err := yaml.UnmarshalStrict(raw, &spec); err != nil {
-		return spec, fmt.Errorf("config %s: %w", path, err)
+	var keys map[string]any
+	if err := yaml.Unmarshal(raw, &keys); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
-	spec.Model = spec.Model.WithDefaults()
-	return spec, nil
+	cfg.set = map[string]bool{}
+	for k := range keys {
+		cfg.set[k] = true
+	}
+	if cfg.set["name"] || cfg.set["budget_flops"] {
+		spec, err := jobspec.Parse(raw, jobspec.Limits{})
+		if err != nil {
+			return cfg, fmt.Errorf("job spec %s:\n  %s", path, strings.Join(jobspec.FieldErrors(err), "\n  "))
+		}
+		if cfg.plan, err = spec.Plan(jobspec.Limits{}); err != nil {
+			return cfg, err
+		}
+		cfg.job = &spec
+		cfg.trainSpec = trainSpec{Model: spec.Model, Optim: spec.Optim, Batch: spec.Batch, Seed: spec.Seed}
+		return cfg, nil
+	}
+	cfg.Model = mod.Config{}
+	if err := yaml.UnmarshalStrict(raw, &cfg.trainSpec); err != nil {
+		return cfg, fmt.Errorf("config %s: %w (a whole job spec, as submit takes, needs name and budget_flops)", path, err)
+	}
+	cfg.Model = cfg.Model.WithDefaults()
+	return cfg, nil
+}
+
+// clusterOnly lists the job-spec fields a file set that `train` ignores.
+func (c trainConfig) clusterOnly() []string {
+	var out []string
+	for _, k := range []string{"min_workers", "max_workers", "init_from"} {
+		if c.set[k] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// openTrainData opens --data: a text file (bytes are tokens, the last
+// 10% validates) or a directory of token shards prepared by `modcoord
+// prepare` (or named *train*.bin / *val*.bin).
+func openTrainData(path string) (*corpus.Corpus, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("--data %s: %w (give a text file or a directory made by `modcoord prepare`)", path, err)
+	}
+	if st.IsDir() {
+		c, err := corpus.OpenDir(path)
+		if err != nil {
+			return nil, fmt.Errorf("--data %s: %w", path, err)
+		}
+		return c, nil
+	}
+	if st.Size() > jobspec.MaxDataBytes {
+		return nil, fmt.Errorf("--data %s: %d bytes is over the %d-byte limit for a text file; prepare it into token shards with `modcoord prepare`", path, st.Size(), int64(jobspec.MaxDataBytes))
+	}
+	text, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--data %s: %w", path, err)
+	}
+	c, err := corpus.FromText(text)
+	if err != nil {
+		return nil, fmt.Errorf("--data %s: %w", path, err)
+	}
+	return c, nil
 }
 
 // trainOptions are train's flags.
 type trainOptions struct {
-	data, config, out, resume, cpuProfile string
-	steps, evalEvery, ckEvery, logEvery   int64
-	evalWindows, keep                     int
-	dense, jsonOut                        bool
+	data, dataRoot, config, out, resume, cpuProfile string
+	steps, evalEvery, ckEvery, logEvery             int64
+	evalWindows, keep                               int
+	dense, jsonOut                                  bool
 }
 
 func newTrainCmd(e env) *cobra.Command {
@@ -59,21 +136,31 @@ func newTrainCmd(e env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Train a model in this process",
-		Args:  positional(cobra.NoArgs),
+		Long: `Train a model in this process. --config takes the job spec submit takes
+(name, data, model, optim, batch, budget_flops, eval_every, ...): its budget
+sets the steps and its data (relative to --data-root) the corpus, unless
+--steps or --data say otherwise; the fields only a cluster uses
+(min_workers, max_workers, init_from) are ignored with a warning. A file
+with only model, optim, batch and seed works too.
+
+--data is a text file (bytes are tokens; the last 10% validates) or a
+directory of token shards made by ` + "`modcoord prepare`" + `.`,
+		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runTrain(cmd, o)
 		},
 	}
 	fs := cmd.Flags()
-	addDataFlag(fs, &o.data, "training corpus (any file; bytes are tokens)")
-	fs.StringVar(&o.config, "config", "", "YAML or JSON file with model, optim, batch and seed (default: the built-in MoD config)")
-	fs.Int64Var(&o.steps, "steps", 600, "training steps")
+	addDataFlag(fs, &o.data, "training corpus: a text file (bytes are tokens) or a directory prepared by `modcoord prepare`")
+	fs.StringVar(&o.dataRoot, "data-root", ".", "directory a --config job spec's data path is relative to (used when --data is not given)")
+	fs.StringVar(&o.config, "config", "", "job spec (YAML or JSON, as submit takes) or a file with model, optim, batch and seed (default: the built-in MoD config)")
+	fs.Int64Var(&o.steps, "steps", 600, "training steps (default with a job spec: what its budget_flops buys)")
 	fs.StringVar(&o.out, "out", "", "directory for the final weights (safetensors)")
-	fs.Int64Var(&o.evalEvery, "eval-every", 250, "estimate validation loss every N steps (0: only at the end)")
-	fs.IntVar(&o.evalWindows, "eval-windows", 64, "validation windows for the periodic estimate; the final evaluation uses all")
+	fs.Int64Var(&o.evalEvery, "eval-every", 250, "estimate validation loss every N steps (0: only at the end; default with a job spec: its eval_every)")
+	fs.IntVar(&o.evalWindows, "eval-windows", jobspec.DefaultEvalWindows, "validation windows for the periodic estimate; the final evaluation uses all (default with a job spec: its eval_windows)")
 	fs.BoolVar(&o.dense, "dense", false, "train the dense model of the same shape instead")
-	fs.Int64Var(&o.ckEvery, "checkpoint-every", 0, "also checkpoint to --out every N steps (0: only at the end)")
-	fs.IntVar(&o.keep, "keep", 3, "committed checkpoints to keep in --out")
+	fs.Int64Var(&o.ckEvery, "checkpoint-every", 0, "also checkpoint to --out every N steps (0: only at the end; default with a job spec and --out: its checkpoint_every)")
+	fs.IntVar(&o.keep, "keep", 3, "committed checkpoints to keep in --out (default with a job spec: its keep_checkpoints)")
 	fs.Int64Var(&o.logEvery, "log-every", 10, "print progress every N steps")
 	fs.StringVar(&o.resume, "resume", "", "continue from this checkpoint (written by --out); model, optimizer and data order come from it")
 	addJSONFlag(cmd, &o.jsonOut)
@@ -83,6 +170,37 @@ func newTrainCmd(e env) *cobra.Command {
 
 func runTrain(cmd *cobra.Command, o trainOptions) error {
 	ctx, stdout, stderr := cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr()
+	changed := cmd.Flags().Changed
+	if o.resume != "" && (o.config != "" || o.dense) {
+		return usageErrorf("--resume takes the model from the checkpoint; drop --config and --dense")
+	}
+	cfg, err := loadTrainSpec(o.config)
+	if err != nil {
+		return err
+	}
+	tokName := ""
+	if job := cfg.job; job != nil {
+		// The job spec's own settings, where no flag overrides them.
+		if !changed("steps") {
+			o.steps = cfg.plan.Steps
+		}
+		if !changed("eval-every") {
+			o.evalEvery = job.EvalEvery
+		}
+		if !changed("eval-windows") {
+			o.evalWindows = job.EvalWindows
+		}
+		if !changed("checkpoint-every") && o.out != "" && cfg.set["checkpoint_every"] {
+			o.ckEvery = job.CheckpointEvery
+		}
+		if !changed("keep") && cfg.set["keep_checkpoints"] {
+			o.keep = job.KeepCheckpoints
+		}
+		tokName = job.Tokenizer
+		if f := cfg.clusterOnly(); len(f) > 0 {
+			fmt.Fprintf(stderr, "warning: %s ignores the job spec's cluster-only field(s) %s\n", "train", strings.Join(f, ", "))
+		}
+	}
 	if o.steps < 1 {
 		return usageErrorf("--steps %d: need at least 1", o.steps)
 	}
@@ -92,9 +210,6 @@ func runTrain(cmd *cobra.Command, o trainOptions) error {
 	if o.logEvery < 1 {
 		return usageErrorf("--log-every %d: need at least 1", o.logEvery)
 	}
-	if o.resume != "" && (o.config != "" || o.dense) {
-		return usageErrorf("--resume takes the model from the checkpoint; drop --config and --dense")
-	}
 	if o.cpuProfile != "" {
 		stop, err := startCPUProfile(o.cpuProfile)
 		if err != nil {
@@ -102,10 +217,7 @@ func runTrain(cmd *cobra.Command, o trainOptions) error {
 		}
 		defer stop()
 	}
-	spec, err := loadTrainSpec(o.config)
-	if err != nil {
-		return err
-	}
+	spec := cfg.trainSpec
 	var resumeFrom *train.Opened
 	if o.resume != "" {
 		if resumeFrom, err = openCheckpoint(ctx, stderr, o.resume); err != nil {
@@ -113,7 +225,8 @@ func runTrain(cmd *cobra.Command, o trainOptions) error {
 		}
 		ck := resumeFrom.Config
 		spec = trainSpec{Model: ck.Model, Optim: ck.Optim, Batch: ck.Batch, Seed: ck.Seed}
-		if !cmd.Flags().Changed("steps") {
+		tokName = ck.TokenizerName()
+		if !changed("steps") {
 			o.steps = ck.TotalSteps
 		}
 		if o.steps <= resumeFrom.Manifest.Step {
@@ -130,12 +243,23 @@ func runTrain(cmd *cobra.Command, o trainOptions) error {
 	if spec.Batch < 1 {
 		return fmt.Errorf("batch %d: need at least 1 sequence per step", spec.Batch)
 	}
-	ds, err := mod.LoadDataset(o.data)
+	var ds *corpus.Corpus
+	if cfg.job != nil && !changed("data") {
+		job := *cfg.job
+		job.Model = spec.Model
+		ds, err = job.OpenCorpus(o.dataRoot)
+	} else {
+		ds, err = openTrainData(o.data)
+	}
 	if err != nil {
-		return fmt.Errorf("--data %s: %w", o.data, err)
+		return err
+	}
+	defer ds.Close()
+	if tokName, err = checkTrainTokenizer(ds, tokName, spec.Model); err != nil {
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	log.Info("training", "model", spec.Model.String(), "batch", spec.Batch, "steps", o.steps,
+	log.Info("training", "model", spec.Model.String(), "batch", spec.Batch, "steps", o.steps, "tokenizer", tokName,
 		"flops_per_step", spec.Model.TrainFLOPs(spec.Batch).Total(), "blas", mod.BLASEngine())
 	if w := warmupWarning(o.steps, spec.Optim); w != "" {
 		fmt.Fprintln(stderr, w)
@@ -143,7 +267,7 @@ func runTrain(cmd *cobra.Command, o trainOptions) error {
 
 	tr, err := train.NewTrainer(train.TrainerConfig{
 		Model: spec.Model, Optim: spec.Optim, GlobalBatch: spec.Batch, TotalSteps: o.steps,
-		Seed: spec.Seed, Rank: 0, World: 1,
+		Seed: spec.Seed, Rank: 0, World: 1, Tokenizer: tokName,
 	}, ds, nil)
 	if err != nil {
 		return err
@@ -155,11 +279,6 @@ func runTrain(cmd *cobra.Command, o trainOptions) error {
 		}
 		log.Info("resumed", "checkpoint", resumeFrom.Dir, "step", resumeFrom.Manifest.Step)
 	}
-	eval, err := mod.NewParallelWithParams(spec.Model, 16, 0, tr.Model().Params())
-	if err != nil {
-		return err
-	}
-	defer eval.Close()
 	save := func(ctx context.Context) error {
 		dir, err := tr.SaveLocal(ctx, o.out)
 		if err != nil {
@@ -175,7 +294,7 @@ func runTrain(cmd *cobra.Command, o trainOptions) error {
 	if o.ckEvery > 0 {
 		hooks.every, hooks.save = o.ckEvery, save
 	}
-	res, err := trainLoop(ctx, tr, eval, ds, o.steps, o.evalEvery, o.evalWindows, stderr, hooks)
+	res, err := trainLoop(ctx, tr, o.steps, o.evalEvery, o.evalWindows, stderr, hooks)
 	if err != nil {
 		return err
 	}
@@ -188,9 +307,41 @@ func runTrain(cmd *cobra.Command, o trainOptions) error {
 	if o.jsonOut {
 		return writeJSON(stdout, res)
 	}
-	fmt.Fprintf(stdout, "steps %d  train loss %.4f  val loss %.4f  %.3g FLOPs  %.1f s  %.0f tokens/s\n",
+	fmt.Fprintf(stdout, "steps %d  train loss %.4f (ema)  val loss %.4f (all windows)  %.3g FLOPs  %.1f s  %.0f tokens/s\n",
 		res.Steps, res.TrainLoss, res.ValLoss, res.FLOPs, res.WallS, res.TokensPerS)
 	return nil
+}
+
+// checkTrainTokenizer settles the tokenizer of a run: want (from a job
+// spec or the checkpoint resumed; "" if neither says) must agree with the
+// corpus's recorded one, and the model's vocabulary must cover it. It
+// returns the name to record in checkpoints.
+func checkTrainTokenizer(ds *corpus.Corpus, want string, model mod.Config) (string, error) {
+	got := ds.Tokenizer()
+	switch {
+	case want == "" && got == "":
+		// Shards without a manifest name no tokenizer: a model with
+		// GPT-2's vocabulary is taken to read gpt2 ids, any other bytes.
+		want = tokenizer.ByteName
+		if model.Vocab >= 50257 {
+			want = tokenizer.GPT2Name
+		}
+	case want == "":
+		want = got
+	case got != "" && got != want:
+		return "", fmt.Errorf("tokenizer: the corpus was prepared with %s but the run uses %s; use data prepared with --tokenizer %s", got, want, want)
+	}
+	tok, err := tokenizer.New(want)
+	if err != nil {
+		return "", err
+	}
+	if want != tokenizer.ByteName && model.Vocab < tok.VocabSize() {
+		return "", fmt.Errorf("model.vocab: %d is smaller than tokenizer %s's %d tokens; set model.vocab to at least %d", model.Vocab, want, tok.VocabSize(), tok.VocabSize())
+	}
+	if err := ds.CheckVocab(model.Vocab); err != nil {
+		return "", fmt.Errorf("model.vocab: %w", err)
+	}
+	return want, nil
 }
 
 // warmupWarning says when a run ends inside the learning-rate warmup: the
@@ -222,12 +373,13 @@ type loopHooks struct {
 	save     func(context.Context) error
 }
 
-func trainLoop(ctx context.Context, tr *train.Trainer, eval *mod.Parallel[float32], ds *mod.Dataset, steps, evalEvery int64, evalWindows int, logw io.Writer, hooks loopHooks) (trainResult, error) {
+func trainLoop(ctx context.Context, tr *train.Trainer, steps, evalEvery int64, evalWindows int, logw io.Writer, hooks loopHooks) (trainResult, error) {
 	start := time.Now()
 	var res trainResult
 	var tokens int
 	first := tr.StepsDone()
-	var smooth float64
+	var smooth, val float64
+	var valStep int64
 	var meter rateMeter
 	for tr.StepsDone() < steps {
 		if err := ctx.Err(); err != nil {
@@ -249,31 +401,32 @@ func trainLoop(ctx context.Context, tr *train.Trainer, eval *mod.Parallel[float3
 				return res, err
 			}
 		}
+		if evalEvery > 0 && r.Step%evalEvery == 0 && r.Step < steps {
+			if val, err = tr.EvalLoss(ctx, evalWindows); err != nil {
+				return res, err
+			}
+			valStep = r.Step
+			fmt.Fprintf(logw, "step %5d  val %.4f (%d windows)\n", r.Step, val, evalWindows)
+		}
 		meter.observe(r.Step, time.Now())
 		if r.Step%max(hooks.logEvery, 1) == 0 || r.Step == steps {
 			fmt.Fprintln(logw, progressText(progress{
-				step: r.Step, total: steps, loss: smooth, hasLoss: true, lr: r.LR, gradNorm: r.GradNorm,
+				step: r.Step, total: steps, loss: smooth, hasLoss: true, ema: true, val: val, valStep: valStep,
+				lr: r.LR, gradNorm: r.GradNorm,
 				tokPerS: float64(tokens) / el, budgetFrac: -1, eta: meter.eta(r.Step, steps),
 				elapsed: time.Duration(el * float64(time.Second)),
 			}))
-		}
-		if evalEvery > 0 && r.Step%evalEvery == 0 && r.Step < steps {
-			v, err := mod.EvalLoss(eval, ds, evalWindows)
-			if err != nil {
-				return res, err
-			}
-			fmt.Fprintf(logw, "step %5d  val loss %.4f (%d windows)\n", r.Step, v, evalWindows)
 		}
 		res.TrainLoss = smooth
 	}
 	res.Steps = tr.StepsDone() - first
 	res.WallS = time.Since(start).Seconds()
 	res.TokensPerS = float64(tokens) / res.WallS
-	v, err := mod.EvalLoss(eval, ds, 0)
+	v, err := tr.EvalLoss(ctx, 0)
 	if err != nil {
 		return res, err
 	}
 	res.ValLoss = v
-	fmt.Fprintf(logw, "final val loss %.4f over the whole validation split\n", v)
+	fmt.Fprintf(logw, "step %5d  val %.4f (all windows: the whole validation split)\n", tr.StepsDone(), v)
 	return res, nil
 }

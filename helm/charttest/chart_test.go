@@ -1225,7 +1225,7 @@ func (r *rendered) checkDashboard(t *testing.T, name string) {
 	}
 	for _, metric := range []string{
 		"modcoord_step_duration_seconds", "modcoord_tokens_total", "modcoord_job_used_flops",
-		"modcoord_job_budget_remaining_flops", "modcoord_job_train_loss", "modcoord_router_tokens_selected",
+		"modcoord_job_budget_remaining_flops", "modcoord_job_train_loss", "modcoord_job_val_loss", "modcoord_router_tokens_selected",
 		"modcoord_allreduce_duration_seconds", "modcoord_allreduce_bytes_total", "modcoord_checkpoint_duration_seconds",
 		"modcoord_workers", "modcoord_raft_leader",
 	} {
