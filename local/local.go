@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/modcoord/modcoord/allreduce"
 	"github.com/modcoord/modcoord/coordinator"
 	"github.com/modcoord/modcoord/embedded"
+	"github.com/modcoord/modcoord/pki"
 	"github.com/modcoord/modcoord/train"
 	"github.com/modcoord/modcoord/worker"
 )
@@ -40,13 +42,21 @@ type Options struct {
 	DataRoot string
 	// OnStep is passed to every worker (see worker.Options).
 	OnStep func(worker, job string, generation uint64, rank int, res train.StepResult)
+	// OnTrainer is passed to every worker (see worker.Options).
+	OnTrainer func(worker, job string, generation uint64, rank int, tr *train.Trainer)
 }
 
 // Cluster is a running in-process cluster.
 type Cluster struct {
-	opts   Options
-	Token  string
+	opts Options
+	// PKI is the throwaway CA and role certificates under Dir/pki:
+	// coordinators use the coordinator certificate for raft and the API,
+	// workers the worker certificate, and Client the user certificate.
+	PKI *pki.Local
+	// Client is a user's API client (submit, cancel, read).
 	Client *coordinator.Client
+	// workerTLS is the workers' API client configuration.
+	workerTLS *tls.Config
 
 	nats     *server.Server
 	natsUser string
@@ -91,12 +101,22 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	c := &Cluster{opts: o, workers: map[string]*workerProc{}, log: o.Log, Token: randomSecret()}
+	c := &Cluster{opts: o, workers: map[string]*workerProc{}, log: o.Log}
 	defer func() {
 		if err != nil {
 			c.Close()
 		}
 	}()
+	if c.PKI, err = pki.EnsureDir(filepath.Join(o.Dir, "pki"), pki.EnsureOptions{}); err != nil {
+		return nil, err
+	}
+	userTLS, err := c.clientTLS(pki.RoleUser)
+	if err != nil {
+		return nil, err
+	}
+	if c.workerTLS, err = c.clientTLS(pki.RoleWorker); err != nil {
+		return nil, err
+	}
 	if err := c.startNATS(); err != nil {
 		return nil, err
 	}
@@ -110,7 +130,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	for _, p := range c.peers {
 		addrs = append(addrs, p.APIAddr)
 	}
-	if c.Client, err = coordinator.NewClient(addrs, c.Token); err != nil {
+	if c.Client, err = coordinator.NewClient(addrs, userTLS); err != nil {
 		return nil, err
 	}
 	if err := c.waitLeader(ctx, 20*time.Second); err != nil {
@@ -122,6 +142,15 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		}
 	}
 	return c, nil
+}
+
+// clientTLS is the API client configuration of role's certificate.
+func (c *Cluster) clientTLS(role pki.Role) (*tls.Config, error) {
+	creds, err := c.PKI.Credentials(role)
+	if err != nil {
+		return nil, err
+	}
+	return coordinator.ClientTLS(creds)
 }
 
 func randomSecret() string {
@@ -160,6 +189,10 @@ func (c *Cluster) startEtcd() error {
 }
 
 func (c *Cluster) startCoordinators() error {
+	creds, err := c.PKI.Credentials(pki.RoleCoordinator)
+	if err != nil {
+		return err
+	}
 	n := c.opts.Coordinators
 	raftLns, apiLns := make([]net.Listener, n), make([]net.Listener, n)
 	for i := 0; i < n; i++ {
@@ -172,20 +205,18 @@ func (c *Cluster) startCoordinators() error {
 		}
 		c.peers = append(c.peers, coordinator.Peer{
 			ID: fmt.Sprintf("coord-%d", i), RaftAddr: raftLns[i].Addr().String(),
-			APIAddr: "http://" + apiLns[i].Addr().String(),
+			APIAddr: "https://" + apiLns[i].Addr().String(),
 		})
 	}
 	for i := 0; i < n; i++ {
 		co, err := coordinator.Start(coordinator.Config{
 			Node: coordinator.NodeConfig{
-				ID: c.peers[i].ID, RaftListener: raftLns[i], Peers: c.peers, Bootstrap: true,
-				// Plain until modcoord local passes pki.EnsureDir's certificates (issue 14).
-				InsecurePlainRaft: true,
-				DataDir:           filepath.Join(c.opts.Dir, "raft", c.peers[i].ID), RaftLog: io.Discard,
+				ID: c.peers[i].ID, RaftListener: raftLns[i], Peers: c.peers, Bootstrap: true, RaftTLS: creds,
+				DataDir: filepath.Join(c.opts.Dir, "raft", c.peers[i].ID), RaftLog: io.Discard,
 				Timing: coordinator.RaftTiming{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
 					LeaderLeaseTimeout: 250 * time.Millisecond, CommitTimeout: 20 * time.Millisecond},
 			},
-			APIListener: apiLns[i], Cluster: "local", Etcd: c.etcdCli, Token: c.Token, DataRoot: c.opts.DataRoot,
+			APIListener: apiLns[i], TLS: creds, Cluster: "local", Etcd: c.etcdCli, DataRoot: c.opts.DataRoot,
 			Debounce: 500 * time.Millisecond, Resync: 2 * time.Second, Logger: c.log,
 		})
 		if err != nil {
@@ -247,13 +278,22 @@ func (c *Cluster) StartWorker(id string) error {
 		tr.Close()
 		return err
 	}
+	var addrs []string
+	for _, p := range c.peers {
+		addrs = append(addrs, p.APIAddr)
+	}
+	client, err := coordinator.NewClient(addrs, c.workerTLS)
+	if err != nil {
+		tr.Close()
+		return err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &workerProc{cancel: cancel, done: make(chan error, 1), tr: tr, reg: reg}
 	go func() {
 		p.done <- worker.Run(ctx, worker.Options{
-			ID: id, Cluster: "local", Etcd: c.etcdCli, Coordinator: c.Client, Transport: tr,
+			ID: id, Cluster: "local", Etcd: c.etcdCli, Coordinator: client, Transport: tr,
 			CheckpointDir: c.CheckpointDir(), DataRoot: c.opts.DataRoot, LeaseTTL: c.opts.LeaseTTL, RingDeadline: c.opts.RingDeadline,
-			Metrics: metrics, Log: c.log, OnStep: c.onStep(id),
+			Metrics: metrics, Log: c.log, OnStep: c.onStep(id), OnTrainer: c.onTrainer(id),
 		})
 	}()
 	c.mu.Lock()
@@ -267,6 +307,13 @@ func (c *Cluster) onStep(id string) func(string, uint64, int, train.StepResult) 
 		return nil
 	}
 	return func(job string, gen uint64, rank int, res train.StepResult) { c.opts.OnStep(id, job, gen, rank, res) }
+}
+
+func (c *Cluster) onTrainer(id string) func(string, uint64, int, *train.Trainer) {
+	if c.opts.OnTrainer == nil {
+		return nil
+	}
+	return func(job string, gen uint64, rank int, tr *train.Trainer) { c.opts.OnTrainer(id, job, gen, rank, tr) }
 }
 
 // KillWorker stops a worker abruptly: its NATS connection drops at once

@@ -38,7 +38,7 @@ func testSpec(t *testing.T, steps int64, maxWorkers int, every int64) (coordinat
 
 // dataRoot is the repository's data directory, the workers' data root.
 func dataRoot(t *testing.T) string {
-	p, err := filepath.Abs("../../data")
+	p, err := filepath.Abs("../data")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -48,6 +49,12 @@ func newReporter(ctx context.Context, o Options, a coordinator.Assignment, tr *t
 }
 
 func (r *reporter) send(res train.StepResult, took time.Duration) {
+	// JSON has no NaN: a report with one would not encode, and the
+	// coordinator refuses it. The trainer fails such a step before it
+	// reaches here; this keeps any other path from wedging the reporter.
+	if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) {
+		return
+	}
 	p := coordinator.ProgressReport{Step: res.Step, Loss: res.Loss, Tokens: int64(res.Tokens), WallS: took.Seconds()}
 	select {
 	case old := <-r.latest: // coalesce with the unsent one

@@ -22,11 +22,13 @@ import (
 	"github.com/modcoord/modcoord/allreduce"
 	"github.com/modcoord/modcoord/coordinator"
 	"github.com/modcoord/modcoord/mod"
+	"github.com/modcoord/modcoord/pki"
 	"github.com/modcoord/modcoord/worker"
 )
 
 type workerOptions struct {
-	id, cluster, coordinator, tokenFile, etcd                             string
+	id, cluster, coordinator, etcd                                        string
+	tls                                                                   tlsFiles
 	natsURL, natsUser, natsPassFile, natsCreds, natsNKey, ckDir, dataRoot string
 	metricsAddr                                                           string
 	lease, deadline                                                       time.Duration
@@ -45,7 +47,7 @@ func newWorkerCmd(e env) *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&o.id, "id", envOr(e.getenv, "POD_NAME", hostnameOr("worker")), "worker id, unique in the cluster (default: $POD_NAME or the host name)")
-	addCoordinatorFlags(fs, &o.coordinator, &o.tokenFile)
+	addCoordinatorFlags(fs, &o.coordinator, &o.tls, pki.RoleWorker)
 	addEtcdClusterFlags(fs, &o.etcd, &o.cluster)
 	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URLs, comma-separated")
 	fs.StringVar(&o.natsUser, "nats-user", "", "NATS user")
@@ -67,7 +69,11 @@ func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) er
 		return usageErrorf("--ring-window %d, --ring-chunk-bytes %d: need 0 (the default) or a positive value", o.window, o.chunkBytes)
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
-	token, err := readToken(o.tokenFile, e.getenv)
+	creds, err := o.tls.load(pki.RoleWorker)
+	if err != nil {
+		return err
+	}
+	apiTLS, err := coordinator.ClientTLS(creds)
 	if err != nil {
 		return err
 	}
@@ -75,8 +81,8 @@ func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) er
 	// coordinator gets no reset and would otherwise hang for 30 s. Enough
 	// retries (about 35 s of backoff) to outlast a raft election after the
 	// leader dies, so that a progress or checkpoint report is not dropped.
-	client, err := coordinator.NewClient(splitList(o.coordinator), token,
-		coordinator.WithHTTPClient(&http.Client{Timeout: 5 * time.Second}),
+	client, err := coordinator.NewClient(splitList(o.coordinator), apiTLS,
+		coordinator.WithTimeout(5*time.Second),
 		coordinator.WithRetries(20, 100*time.Millisecond))
 	if err != nil {
 		return usageErrorf("--coordinator: %v", err)
