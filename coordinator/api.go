@@ -2,8 +2,8 @@ package coordinator
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"crypto/subtle"
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -22,32 +22,46 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/modcoord/modcoord/jobspec"
+	"github.com/modcoord/modcoord/pki"
 )
 
-// HTTP API, served by every coordinator. /healthz, /readyz and /metrics are
-// open; everything under /v1 needs "Authorization: Bearer <token>".
-// Followers forward /v1 requests to the leader, so a client may use any
-// coordinator.
+// HTTP API, served by every coordinator over HTTPS with mutual TLS: a
+// client presents a certificate from the cluster CA (pki), and its role
+// decides what it may do. Followers forward /v1 requests to the leader,
+// so a client may use any coordinator.
 //
-//	POST /v1/jobs                     spec (YAML or JSON)  → SubmitResult (201)
-//	GET  /v1/jobs                                          → JobList
-//	GET  /v1/jobs/{id}                                     → Job
-//	POST /v1/jobs/{id}/cancel         CancelRequest (opt.) → Job
-//	POST /v1/jobs/{id}/progress       ProgressReport       → ProgressResponse
-//	POST /v1/jobs/{id}/checkpoints    ShardReport          → ShardResponse
-//	GET  /v1/jobs/{id}/checkpoints                         → CheckpointsView
-//	POST /v1/jobs/{id}/complete       CompleteReport       → Job
-//	POST /v1/jobs/{id}/fail           FailReport           → Job
+//	                                                         user  worker
+//	POST /v1/jobs                     spec (YAML or JSON)  → SubmitResult (201)   ✓
+//	GET  /v1/jobs                                          → JobList              ✓     ✓
+//	GET  /v1/jobs/{id}                                     → Job                  ✓     ✓
+//	POST /v1/jobs/{id}/cancel         CancelRequest (opt.) → Job                  ✓
+//	POST /v1/jobs/{id}/progress       ProgressReport       → ProgressResponse           ✓
+//	POST /v1/jobs/{id}/checkpoints    ShardReport          → ShardResponse              ✓
+//	GET  /v1/jobs/{id}/checkpoints                         → CheckpointsView      ✓     ✓
+//	POST /v1/jobs/{id}/complete       CompleteReport       → Job                        ✓
+//	POST /v1/jobs/{id}/fail           FailReport           → Job                        ✓
 //
-// Errors are ErrorResponse with 400 (bad request or spec), 401, 404, 409
-// (impossible in the job's state, or stale), 413, 500 (the state machine
-// or the leader's address failed), 502 (a follower could not reach the
-// leader: retry), or 503 (no leader yet: retry).
+// A coordinator's certificate is admitted only to forward: a follower
+// sends the request on to the leader with the caller's role in
+// X-Modcoord-Forwarded-Role, and the leader honours that header only when
+// the TLS peer itself is a coordinator. From anyone else the header is
+// refused (403), and a coordinator that forwards nothing has no role.
+//
+// /healthz, /readyz and /metrics are not on the API port: they are served
+// over plain HTTP on the coordinator's separate ops listener
+// (Config.OpsAddr), for kubelet probes and Prometheus, and that listener
+// serves no /v1 route.
+//
+// Errors are ErrorResponse with 400 (bad request or spec), 401 (no
+// verified client certificate), 403 (the caller's role may not do this),
+// 404, 409 (impossible in the job's state, or stale), 413, 500 (the state
+// machine or the leader's address failed), 502 (a follower could not
+// reach the leader: retry), or 503 (no leader yet: retry).
 
 // ErrorResponse is the body of every error.
 type ErrorResponse struct {
 	Error string `json:"error"`
-	// Code is one of invalid, unauthorized, not_found, conflict, stale,
+	// Code is one of invalid, unauthorized, forbidden, not_found, conflict, stale,
 	// too_large, unavailable, internal.
 	Code   string   `json:"code"`
 	Fields []string `json:"fields,omitempty"`
@@ -86,23 +100,25 @@ type CheckpointsView struct {
 }
 
 const (
-	forwardedHeader   = "X-Modcoord-Forwarded"
-	idempotencyHeader = "Idempotency-Key"
-	maxRequestBytes   = MaxSpecBytes
+	forwardedHeader = "X-Modcoord-Forwarded"
+	// forwardedRoleHeader and forwardedForHeader carry the original
+	// caller's role and identity from a follower to the leader; they are
+	// honoured only from a coordinator peer.
+	forwardedRoleHeader = "X-Modcoord-Forwarded-Role"
+	forwardedForHeader  = "X-Modcoord-Forwarded-For"
+	idempotencyHeader   = "Idempotency-Key"
+	maxRequestBytes     = MaxSpecBytes
 )
 
 type apiServer struct {
-	node      *Node
-	fsm       *FSM
-	log       *slog.Logger
-	dataRoot  string
+	node     *Node
+	fsm      *FSM
+	log      *slog.Logger
+	dataRoot string
 	// specLimits bound what a spec may ask for; see Config.SpecLimits.
 	specLimits jobspec.Limits
 	metrics    *prometheus.Registry
-	// tokenHash is SHA-256 of the token (nil: no auth). Comparing hashes
-	// keeps the comparison constant-time even in the token's length.
-	tokenHash []byte
-	proxy     http.RoundTripper // a follower's forwards to the leader (newForwardTransport)
+	proxy      http.RoundTripper // a follower's forwards to the leader (newForwardTransport)
 }
 
 // A follower's forward to the leader is bounded below the workers' 5 s
@@ -118,39 +134,119 @@ const (
 
 // newForwardTransport is the round tripper for forwards: the default
 // transport with the dial and the wait for the leader's response headers
-// bounded.
-func newForwardTransport(dial, response time.Duration) *http.Transport {
+// bounded, presenting this coordinator's certificate (tlsConf) and
+// accepting only a coordinator's.
+func newForwardTransport(dial, response time.Duration, tlsConf *tls.Config) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext
 	t.ResponseHeaderTimeout = response
+	t.TLSClientConfig = tlsConf
 	return t
 }
 
-func (s *apiServer) setToken(token string) {
-	h := sha256.Sum256([]byte(token))
-	s.tokenHash = h[:]
+// Who may call each /v1 route, by the caller's role (see the table above).
+var (
+	rolesRead   = []pki.Role{pki.RoleUser, pki.RoleWorker}
+	rolesUser   = []pki.Role{pki.RoleUser}
+	rolesWorker = []pki.Role{pki.RoleWorker}
+)
+
+// handler is the API (HTTPS, mutual TLS): /v1 only.
+func (s *apiServer) handler() http.Handler {
+	mux := http.NewServeMux()
+	route := func(pattern string, roles []pki.Role, h http.HandlerFunc) {
+		mux.Handle(pattern, s.allow(roles, s.onLeader(h)))
+	}
+	route("POST /v1/jobs", rolesUser, s.submit)
+	route("GET /v1/jobs", rolesRead, s.listJobs)
+	route("GET /v1/jobs/{id}", rolesRead, s.getJob)
+	route("POST /v1/jobs/{id}/cancel", rolesUser, s.cancel)
+	route("POST /v1/jobs/{id}/progress", rolesWorker, s.progress)
+	route("POST /v1/jobs/{id}/checkpoints", rolesWorker, s.reportShard)
+	route("GET /v1/jobs/{id}/checkpoints", rolesRead, s.checkpoints)
+	route("POST /v1/jobs/{id}/complete", rolesWorker, s.complete)
+	route("POST /v1/jobs/{id}/fail", rolesWorker, s.fail)
+	return s.authenticate(mux)
 }
 
-func (s *apiServer) handler() http.Handler {
-	v1 := http.NewServeMux()
-	v1.HandleFunc("POST /v1/jobs", s.submit)
-	v1.HandleFunc("GET /v1/jobs", s.listJobs)
-	v1.HandleFunc("GET /v1/jobs/{id}", s.getJob)
-	v1.HandleFunc("POST /v1/jobs/{id}/cancel", s.cancel)
-	v1.HandleFunc("POST /v1/jobs/{id}/progress", s.progress)
-	v1.HandleFunc("POST /v1/jobs/{id}/checkpoints", s.reportShard)
-	v1.HandleFunc("GET /v1/jobs/{id}/checkpoints", s.checkpoints)
-	v1.HandleFunc("POST /v1/jobs/{id}/complete", s.complete)
-	v1.HandleFunc("POST /v1/jobs/{id}/fail", s.fail)
-
+// opsHandler is the plain-HTTP ops listener: health, readiness and
+// metrics, and nothing under /v1.
+func (s *apiServer) opsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
-	mux.Handle("/v1/", s.authenticate(s.onLeader(v1)))
 	return mux
+}
+
+// caller is who a /v1 request acts for: the verified TLS peer, or, for a
+// request a follower forwarded, the original caller the follower names.
+type caller struct {
+	Role pki.Role
+	// Name is the certificate name, for logs ("user/alice").
+	Name string
+	// Via is the forwarding coordinator, if any.
+	Via string
+}
+
+type callerKey struct{}
+
+func callerOf(r *http.Request) (caller, bool) {
+	c, ok := r.Context().Value(callerKey{}).(caller)
+	return c, ok
+}
+
+// authenticate finds the caller's role from its verified certificate. A
+// coordinator peer stands for the caller named in the forwarding headers;
+// anyone else sending those headers is refused, so a worker or user
+// cannot claim another role by setting them.
+func (s *apiServer) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := pki.RequestIdentity(r)
+		if err != nil {
+			writeError(w, http.StatusUnauthorized, "unauthorized", "no verified client certificate: "+err.Error(), nil)
+			return
+		}
+		c := caller{Role: id.Role, Name: id.String()}
+		fwdRole := r.Header.Get(forwardedRoleHeader)
+		switch {
+		case id.Role == pki.RoleCoordinator && fwdRole != "":
+			role, err := pki.ParseRole(fwdRole)
+			if err != nil || !slices.Contains(rolesRead, role) {
+				writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("forwarded role %q is not a client role", truncate(fwdRole, 40)), nil)
+				return
+			}
+			c = caller{Role: role, Name: truncate(r.Header.Get(forwardedForHeader), 80), Via: id.String()}
+		case id.Role == pki.RoleCoordinator:
+			// A coordinator has no API role of its own; it only forwards.
+			c.Role = ""
+		case fwdRole != "" || r.Header.Get(forwardedForHeader) != "" || r.Header.Get(forwardedHeader) != "":
+			s.log.Warn("refused forwarding headers from a non-coordinator", "peer", id.String(), "path", r.URL.Path)
+			writeError(w, http.StatusForbidden, "forbidden", "forwarding headers are accepted from coordinators only", nil)
+			return
+		}
+		r = r.WithContext(context.WithValue(r.Context(), callerKey{}, c))
+		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBytes)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// allow admits callers whose role is one of roles, and answers 403 to the rest.
+func (s *apiServer) allow(roles []pki.Role, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, ok := callerOf(r)
+		if !ok || !slices.Contains(roles, c.Role) {
+			who := "a coordinator that forwards nothing"
+			if c.Role != "" {
+				who = "a " + string(c.Role) + " certificate"
+			}
+			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%s may not %s %s (allowed: %v)", who, r.Method, r.URL.Path, roles), nil)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *apiServer) ready(w http.ResponseWriter, r *http.Request) {
@@ -160,22 +256,6 @@ func (s *apiServer) ready(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ready": true, "leader": id, "is_leader": s.node.IsLeader()})
-}
-
-func (s *apiServer) authenticate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.tokenHash != nil {
-			given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			h := sha256.Sum256([]byte(given))
-			if !ok || subtle.ConstantTimeCompare(h[:], s.tokenHash) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="modcoord"`)
-				writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token", nil)
-				return
-			}
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBytes)
-		next.ServeHTTP(w, r)
-	})
 }
 
 // onLeader serves on the leader and forwards to it from a follower. A
@@ -208,6 +288,13 @@ func (s *apiServer) onLeader(next http.Handler) http.Handler {
 				pr.SetURL(target)
 				pr.SetXForwarded()
 				pr.Out.Header.Set(forwardedHeader, s.node.ID())
+				// The leader sees this coordinator as the TLS peer; the
+				// caller's role travels in a header it trusts only from
+				// a coordinator.
+				if c, ok := callerOf(pr.In); ok {
+					pr.Out.Header.Set(forwardedRoleHeader, string(c.Role))
+					pr.Out.Header.Set(forwardedForHeader, c.Name)
+				}
 			},
 			Transport: s.proxy,
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

@@ -13,55 +13,55 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/modcoord/modcoord/pki"
 )
 
-func TestStartRefusesNoToken(t *testing.T) {
+func TestStartRefusesNoTLS(t *testing.T) {
 	_, err := Start(Config{Cluster: "c"})
-	if err == nil || !strings.Contains(err.Error(), "no API token") {
-		t.Fatalf("Start without a token: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "no TLS credentials") {
+		t.Fatalf("Start without TLS credentials: %v", err)
+	}
+	l := testPKI(t)
+	_, err = Start(Config{Cluster: "c", TLS: testCreds(t, l, pki.RoleWorker)})
+	if err == nil || !strings.Contains(err.Error(), "coordinator certificate") {
+		t.Fatalf("Start with a worker's certificate: %v", err)
+	}
+	_, err = Start(Config{Cluster: "c", TLS: testCreds(t, l, pki.RoleCoordinator),
+		Node: NodeConfig{Peers: []Peer{{ID: "c0", RaftAddr: "127.0.0.1:1", APIAddr: "http://127.0.0.1:2"}}}})
+	if err == nil || !strings.Contains(err.Error(), "must be https://") {
+		t.Fatalf("Start with a plain-HTTP peer: %v", err)
 	}
 }
 
-func TestAuth(t *testing.T) {
-	tc := startCluster(t, 1, nil, "auth")
+// TestOpsListener: health, readiness and metrics are plain HTTP on the
+// ops listener, which serves no /v1 route; the API port serves only /v1.
+func TestOpsListener(t *testing.T) {
+	tc := startCluster(t, 1, nil, "ops")
 	tc.leader()
-	base := tc.urls()[0]
-	get := func(path, auth string) int {
-		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		resp, err := http.DefaultClient.Do(req)
+	ops := tc.coords[0].OpsURL()
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200, "/v1/jobs": 404} {
+		resp, err := http.Get(ops + path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		return resp.StatusCode
-	}
-	tests := []struct {
-		path, auth string
-		want       int
-	}{
-		{"/v1/jobs", "", http.StatusUnauthorized},
-		{"/v1/jobs", "Bearer wrong", http.StatusUnauthorized},
-		{"/v1/jobs", "Bearer " + testToken + "x", http.StatusUnauthorized},
-		{"/v1/jobs", testToken, http.StatusUnauthorized}, // no "Bearer "
-		{"/v1/jobs", "Bearer " + testToken, http.StatusOK},
-		{"/v1/jobs/job-000042", "Bearer " + testToken, http.StatusNotFound},
-		{"/healthz", "", http.StatusOK},
-		{"/readyz", "", http.StatusOK},
-		{"/metrics", "", http.StatusOK},
-	}
-	for _, tt := range tests {
-		if got := get(tt.path, tt.auth); got != tt.want {
-			t.Errorf("GET %s with %q: %d, want %d", tt.path, tt.auth, got, tt.want)
+		if resp.StatusCode != want {
+			t.Errorf("ops GET %s: %d, want %d", path, resp.StatusCode, want)
 		}
 	}
-	// The client with a wrong token gets a 401 and does not retry it.
-	c, _ := NewClient(tc.urls(), "wrong")
-	var apiErr *APIError
-	if _, err := c.Jobs(context.Background()); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusUnauthorized {
-		t.Errorf("client with wrong token: %v", err)
+	hc := rawClient(t, tc, pki.RoleUser)
+	for path, want := range map[string]int{"/healthz": 404, "/metrics": 404, "/v1/jobs": 200} {
+		if got, _ := call(t, hc, http.MethodGet, tc.urls()[0]+path, "", nil); got != want {
+			t.Errorf("API GET %s: %d, want %d", path, got, want)
+		}
+	}
+	// A plain-HTTP request to the API port gets no answer from /v1.
+	if resp, err := http.Get(strings.Replace(tc.urls()[0], "https://", "http://", 1) + "/v1/jobs"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP to the API port listed the jobs")
+		}
 	}
 }
 
@@ -92,7 +92,7 @@ func TestBudgetLedgerAndMetrics(t *testing.T) {
 	etcd := startEtcd(t)
 	tc := startCluster(t, 1, etcd, "budget")
 	tc.leader()
-	c := tc.client()
+	c, w := tc.client(), tc.workerClient()
 	ctx := context.Background()
 	registerWorker(t, etcd, "budget", "w1")
 
@@ -106,7 +106,7 @@ func TestBudgetLedgerAndMetrics(t *testing.T) {
 	}
 	j := waitJob(t, c, sub.ID, "the job to run", func(j Job) bool { return j.Status == StatusRunning })
 	for s := int64(1); s <= 5; s++ {
-		cancel, err := c.Progress(ctx, sub.ID, ProgressReport{Generation: j.Generation, Step: s, Loss: 3.25, Tokens: 64, WallS: 0.1, Worker: "w1"})
+		cancel, err := w.Progress(ctx, sub.ID, ProgressReport{Generation: j.Generation, Step: s, Loss: 3.25, Tokens: 64, WallS: 0.1, Worker: "w1"})
 		if err != nil || cancel {
 			t.Fatalf("progress %d: cancel %v, %v", s, cancel, err)
 		}
@@ -123,7 +123,7 @@ func TestBudgetLedgerAndMetrics(t *testing.T) {
 		t.Errorf("recent progress %+v", j.Recent)
 	}
 
-	m := scrape(t, tc.urls()[0])
+	m := scrape(t, tc.coords[0].OpsURL())
 	label := `{job="` + sub.ID + `"}`
 	for name, want := range map[string]float64{
 		"modcoord_job_steps_done" + label:                5,
@@ -150,7 +150,7 @@ func TestBudgetLedgerAndMetrics(t *testing.T) {
 	if _, err := c.Cancel(ctx, sub.ID, "test over"); err != nil {
 		t.Fatal(err)
 	}
-	cancel, err := c.Progress(ctx, sub.ID, ProgressReport{Generation: j.Generation, Step: 6, Worker: "w1"})
+	cancel, err := w.Progress(ctx, sub.ID, ProgressReport{Generation: j.Generation, Step: 6, Worker: "w1"})
 	if err != nil || !cancel {
 		t.Errorf("progress after cancel: cancel %v, %v", cancel, err)
 	}
@@ -183,8 +183,12 @@ func scrape(t *testing.T, base string) map[string]float64 {
 func TestClientTriesNextCoordinator(t *testing.T) {
 	tc := startCluster(t, 1, nil, "clientnext")
 	tc.leader()
-	dead := "http://" + listenAndClose(t)
-	c, err := NewClient([]string{dead, tc.urls()[0]}, testToken, WithRetries(4, 10*time.Millisecond))
+	dead := "https://" + listenAndClose(t)
+	conf, err := ClientTLS(testCreds(t, tc.pki, pki.RoleUser))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewClient([]string{dead, tc.urls()[0]}, conf, WithRetries(4, 10*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +233,7 @@ func TestClientPassesOverAnUnansweringCoordinator(t *testing.T) {
 	defer flaky.Close()
 
 	const timeout = 300 * time.Millisecond
-	c, err := NewClient([]string{hang.URL, flaky.URL}, testToken,
+	c, err := NewClient([]string{hang.URL, flaky.URL}, nil,
 		WithHTTPClient(&http.Client{Timeout: timeout}), WithRetries(6, 10*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +260,7 @@ func TestClientPassesOverAnUnansweringCoordinator(t *testing.T) {
 	}
 	// Once every coordinator has failed, the client tries them again
 	// rather than giving up on the ones it passes over.
-	c2, _ := NewClient([]string{hang.URL}, testToken, WithHTTPClient(&http.Client{Timeout: 50 * time.Millisecond}), WithRetries(3, time.Millisecond))
+	c2, _ := NewClient([]string{hang.URL}, nil, WithHTTPClient(&http.Client{Timeout: 50 * time.Millisecond}), WithRetries(3, time.Millisecond))
 	before := hung.Load()
 	if _, err := c2.Jobs(context.Background()); err == nil {
 		t.Error("a client whose only coordinator never answers succeeded")
@@ -281,7 +285,7 @@ func TestForwardTransportGivesUpOnASilentLeader(t *testing.T) {
 	defer silent.Close()
 	defer close(release)
 	const bound = 200 * time.Millisecond
-	hc := &http.Client{Transport: newForwardTransport(time.Second, bound)}
+	hc := &http.Client{Transport: newForwardTransport(time.Second, bound, nil)}
 	start := time.Now()
 	resp, err := hc.Get(silent.URL)
 	if err == nil {

@@ -4,18 +4,22 @@ import (
 	"bytes"
 	"context"
 	cryptorand "crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/modcoord/modcoord/pki"
 )
 
 // Client talks to a coordinator cluster's API. It knows several
@@ -26,8 +30,9 @@ import (
 // key, and the FSM treats repeated reports as no-ops.
 type Client struct {
 	addrs    []string
-	token    string
 	hc       *http.Client
+	tr       *http.Transport // the default transport, before WithHTTPClient
+	timeout  time.Duration
 	attempts int
 	backoff  time.Duration
 	// next is the index of the coordinator to try first: the last one
@@ -47,8 +52,28 @@ type Client struct {
 // ClientOption adjusts a Client.
 type ClientOption func(*Client)
 
-// WithHTTPClient sets the HTTP client (default: 30 s timeout).
+// WithHTTPClient sets the HTTP client, replacing the default one and its
+// TLS configuration: hc's transport must carry its own (tests use it
+// against plain servers).
 func WithHTTPClient(hc *http.Client) ClientOption { return func(c *Client) { c.hc = hc } }
+
+// WithTimeout bounds each request (default 30 s).
+func WithTimeout(d time.Duration) ClientOption { return func(c *Client) { c.timeout = d } }
+
+// WithDialTimeout bounds each new connection's dial (default 30 s).
+func WithDialTimeout(d time.Duration) ClientOption {
+	return func(c *Client) {
+		c.tr.DialContext = (&net.Dialer{Timeout: d, KeepAlive: 30 * time.Second}).DialContext
+	}
+}
+
+// ClientTLS is the TLS configuration of an API client holding creds (a
+// user's, a worker's or a coordinator's certificate): it presents the
+// certificate and accepts only a server with a coordinator certificate
+// from the cluster CA.
+func ClientTLS(creds *pki.Credentials) (*tls.Config, error) {
+	return pki.ClientConfig(creds, pki.RoleCoordinator)
+}
 
 // WithRetries sets how many attempts a request gets (default 8) and the
 // first backoff (default 100 ms, doubling to at most 2 s).
@@ -57,20 +82,28 @@ func WithRetries(attempts int, backoff time.Duration) ClientOption {
 }
 
 // NewClient returns a client for the coordinators at addrs (base URLs such
-// as http://127.0.0.1:7070). token may be empty for a cluster run with
-// --insecure-no-auth.
-func NewClient(addrs []string, token string, opts ...ClientOption) (*Client, error) {
-	c := &Client{token: token, hc: &http.Client{Timeout: 30 * time.Second}, attempts: 8, backoff: 100 * time.Millisecond, avoidFor: 10 * time.Second}
+// as https://127.0.0.1:7070; a bare host:port gets https://). tlsConf is
+// the client's mutual TLS configuration, from ClientTLS; nil is only for
+// tests that talk to a plain HTTP server through WithHTTPClient, since
+// every coordinator serves HTTPS.
+func NewClient(addrs []string, tlsConf *tls.Config, opts ...ClientOption) (*Client, error) {
+	c := &Client{attempts: 8, backoff: 100 * time.Millisecond, avoidFor: 10 * time.Second, timeout: 30 * time.Second}
+	c.tr = http.DefaultTransport.(*http.Transport).Clone()
+	c.tr.TLSClientConfig = tlsConf
 	for _, a := range addrs {
 		a = strings.TrimRight(strings.TrimSpace(a), "/")
 		if a == "" {
 			continue
 		}
 		if !strings.Contains(a, "://") {
-			a = "http://" + a
+			a = "https://" + a
 		}
-		if _, err := url.Parse(a); err != nil {
+		u, err := url.Parse(a)
+		if err != nil {
 			return nil, fmt.Errorf("coordinator address %q: %w", a, err)
+		}
+		if tlsConf != nil && u.Scheme != "https" {
+			return nil, fmt.Errorf("coordinator address %q: the API is HTTPS with client certificates; use https://%s", a, u.Host)
 		}
 		c.addrs = append(c.addrs, a)
 	}
@@ -81,11 +114,14 @@ func NewClient(addrs []string, token string, opts ...ClientOption) (*Client, err
 	for _, o := range opts {
 		o(c)
 	}
+	if c.hc == nil {
+		c.hc = &http.Client{Transport: c.tr, Timeout: c.timeout}
+	}
 	return c, nil
 }
 
 // APIError is an error answer from the API. It unwraps to ErrNotFound,
-// ErrInvalid, ErrConflict or ErrStale where one applies.
+// ErrInvalid, ErrConflict, ErrStale or ErrForbidden where one applies.
 type APIError struct {
 	StatusCode int
 	ErrorResponse
@@ -109,6 +145,8 @@ func (e *APIError) Unwrap() error {
 		return ErrConflict
 	case "stale":
 		return ErrStale
+	case "forbidden", "unauthorized":
+		return ErrForbidden
 	}
 	return nil
 }
@@ -275,9 +313,6 @@ func (c *Client) once(ctx context.Context, u, method string, body []byte, hdr ht
 	}
 	for k, v := range hdr {
 		req.Header[k] = v
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -18,6 +18,7 @@ func TestClusterFailover(t *testing.T) {
 	leader := tc.leader()
 	via := tc.follower(leader)
 	fc := tc.client(tc.urls()[via]) // only the follower: every /v1 call is forwarded
+	fw := tc.workerClient(tc.urls()[via])
 	ctx := context.Background()
 	registerWorker(t, etcd, cluster, "w1")
 	registerWorker(t, etcd, cluster, "w2")
@@ -29,12 +30,12 @@ func TestClusterFailover(t *testing.T) {
 	j := waitJob(t, fc, sub.ID, "the job to run on w1 and w2", func(j Job) bool { return j.Status == StatusRunning && len(j.Members) == 2 })
 	gen := j.Generation
 	for s := int64(1); s <= 12; s++ {
-		if _, err := fc.Progress(ctx, sub.ID, ProgressReport{Generation: gen, Step: s, Loss: 4, Worker: j.Members[0]}); err != nil {
+		if _, err := fw.Progress(ctx, sub.ID, ProgressReport{Generation: gen, Step: s, Loss: 4, Worker: j.Members[0]}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for rank := range 2 {
-		if _, err := fc.ReportShard(ctx, sub.ID, testShardReport(gen, 10, rank, 2, 5*rank, 5*rank+5)); err != nil {
+		if _, err := fw.ReportShard(ctx, sub.ID, testShardReport(gen, 10, rank, 2, 5*rank, 5*rank+5)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -54,6 +55,7 @@ func TestClusterFailover(t *testing.T) {
 	tc.kill(leader)
 	newLeader := tc.leader()
 	c := tc.client() // all three addresses, the dead one included
+	w := tc.workerClient()
 	jobs, err := c.Jobs(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +78,7 @@ func TestClusterFailover(t *testing.T) {
 		t.Errorf("new leader's FSM has %d jobs", len(got))
 	}
 	// The same generation goes on through the new leader.
-	if _, err := c.Progress(ctx, sub.ID, ProgressReport{Generation: gen, Step: 13, Loss: 3.9, Worker: j.Members[0]}); err != nil {
+	if _, err := w.Progress(ctx, sub.ID, ProgressReport{Generation: gen, Step: 13, Loss: 3.9, Worker: j.Members[0]}); err != nil {
 		t.Fatalf("progress after failover: %v", err)
 	}
 	resp, err := etcd.Get(ctx, AssignmentKey(cluster, sub.ID))

@@ -90,9 +90,11 @@ func (c *controller) run(ctx context.Context) {
 }
 
 func (c *controller) reconcile(ctx context.Context, live map[string]WorkerInfo, published map[string]Assignment) {
-	if job, ok := c.fsm.NextJob(); ok {
-		c.schedule(ctx, job, slices.Collect(maps.Keys(live)))
+	ids := slices.Collect(maps.Keys(live))
+	if job, ok := c.fsm.NextJob(len(ids)); ok {
+		c.schedule(ctx, job, ids)
 		c.commitPending(ctx, job.ID)
+		c.explainBlocked(ctx, job.ID, len(ids))
 	}
 	c.publish(ctx, published)
 }
@@ -114,6 +116,19 @@ func (c *controller) schedule(ctx context.Context, job Job, live []string) {
 		return
 	}
 	c.log.Info("new generation", "job", job.ID, "generation", job.Generation+1, "members", members, "live", len(live))
+}
+
+// explainBlocked gives each job that cannot start with live workers, other
+// than the one scheduled, a generation without members: its status then
+// says it waits and why, while jobs behind it that fit may run.
+func (c *controller) explainBlocked(ctx context.Context, next string, live int) {
+	for _, job := range c.fsm.Blocked(live, next) {
+		cmd := Command{Type: CmdStartGeneration, Job: job.ID, At: time.Now().UTC(),
+			StartGeneration: &StartGenerationCommand{Generation: job.Generation + 1, Live: live}}
+		if _, err := c.node.Apply(ctx, cmd); err != nil {
+			c.log.Warn("mark job waiting failed; will retry", "job", job.ID, "err", err)
+		}
+	}
 }
 
 // commitPending finishes a checkpoint whose shards were all reported but

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,10 +24,23 @@ import (
 // and, while it leads, the scheduler.
 type Config struct {
 	Node NodeConfig
-	// APIAddr is the HTTP listen address; APIListener, if set, is used
-	// instead (tests reserve ports before building the peer list).
+	// APIAddr is the API's listen address; APIListener, if set, is used
+	// instead (tests reserve ports before building the peer list). The API
+	// is HTTPS with mutual TLS (see TLS).
 	APIAddr     string
 	APIListener net.Listener
+	// TLS is this coordinator's certificate (role coordinator) and the
+	// cluster CA, from pki.LoadCredentials; required. The API admits
+	// clients with a user, worker or coordinator certificate from that CA
+	// and decides what each may do by its role; a follower presents it to
+	// forward requests to the leader. It is usually the same as
+	// Node.RaftTLS. Every peer's APIAddr must then be an https URL.
+	TLS *pki.Credentials
+	// OpsAddr (or OpsListener) serves /healthz, /readyz and /metrics over
+	// plain HTTP, for kubelet probes and Prometheus; it serves no /v1
+	// route. Empty and nil: no ops listener.
+	OpsAddr     string
+	OpsListener net.Listener
 	// Cluster names this cluster's etcd keys: /modcoord/<cluster>/...
 	Cluster string
 	// Etcd is the membership store. Without it no generation ever forms:
@@ -37,10 +51,6 @@ type Config struct {
 	// only on signed ones (WatchOptions.Trust). Nil: unsigned, for a
 	// cluster without certificates.
 	AssignmentSigner *pki.Credentials
-	// Token is the bearer token every /v1 request must carry. Empty is
-	// refused unless InsecureNoAuth is set.
-	Token          string
-	InsecureNoAuth bool
 	// DataRoot, when set, makes submit open each spec's data file under it,
 	// the way a worker opens it under its own data root: a typo guard for
 	// coordinators that mount the workers' data. Empty: no check (the
@@ -60,12 +70,14 @@ type Config struct {
 
 // Coordinator is a running coordinator.
 type Coordinator struct {
-	fsm  *FSM
-	node *Node
-	http *http.Server
-	ln   net.Listener
-	log  *slog.Logger
-	live atomic.Int64
+	fsm   *FSM
+	node  *Node
+	http  *http.Server
+	ln    net.Listener
+	ops   *http.Server
+	opsLn net.Listener
+	log   *slog.Logger
+	live  atomic.Int64
 	// metrics is this coordinator's own registry (never the global one).
 	metrics *prometheus.Registry
 
@@ -77,8 +89,24 @@ type Coordinator struct {
 // Start opens the raft node, serves the API and runs the scheduler
 // whenever this node leads. Close stops everything.
 func Start(cfg Config) (*Coordinator, error) {
-	if cfg.Token == "" && !cfg.InsecureNoAuth {
-		return nil, errors.New("no API token: give a token file or MODCOORD_TOKEN, or --insecure-no-auth to run without authentication")
+	if cfg.TLS == nil {
+		return nil, errors.New("the API has no TLS credentials: give this coordinator's certificate and the cluster CA (modcoord certs)")
+	}
+	if cfg.TLS.Identity.Role != pki.RoleCoordinator {
+		return nil, fmt.Errorf("the API certificate is a %s's; a coordinator needs a coordinator certificate", cfg.TLS.Identity.Role)
+	}
+	serverTLS, err := pki.ServerConfig(cfg.TLS, pki.RoleUser, pki.RoleWorker, pki.RoleCoordinator)
+	if err != nil {
+		return nil, err
+	}
+	forwardTLS, err := ClientTLS(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range cfg.Node.Peers {
+		if !strings.HasPrefix(p.APIAddr, "https://") {
+			return nil, fmt.Errorf("peer %s: API address %q must be https:// (the API is mutual TLS)", p.ID, p.APIAddr)
+		}
 	}
 	if err := checkEtcdName("cluster", cfg.Cluster); err != nil {
 		return nil, err
@@ -100,42 +128,56 @@ func Start(cfg Config) (*Coordinator, error) {
 	if cfg.Resync <= 0 {
 		cfg.Resync = 5 * time.Second
 	}
-	if cfg.InsecureNoAuth {
-		log.Warn("API authentication is disabled (--insecure-no-auth)")
-	}
 
 	ln := cfg.APIListener
 	if ln == nil {
-		var err error
 		if ln, err = net.Listen("tcp", cfg.APIAddr); err != nil {
 			return nil, fmt.Errorf("api listen: %w", err)
+		}
+	}
+	opsLn := cfg.OpsListener
+	if opsLn == nil && cfg.OpsAddr != "" {
+		if opsLn, err = net.Listen("tcp", cfg.OpsAddr); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("ops (health and metrics) listen: %w", err)
 		}
 	}
 	fsm := NewFSM()
 	node, err := NewNode(cfg.Node, fsm)
 	if err != nil {
 		ln.Close()
+		if opsLn != nil {
+			opsLn.Close()
+		}
 		return nil, err
 	}
-	c := &Coordinator{fsm: fsm, node: node, ln: ln, log: log}
+	c := &Coordinator{fsm: fsm, node: node, ln: ln, opsLn: opsLn, log: log}
 	c.live.Store(-1)
 	c.metrics = newMetricsRegistry(fsm, node, &c.live)
 	api := &apiServer{node: node, fsm: fsm, log: log, dataRoot: cfg.DataRoot, specLimits: cfg.SpecLimits, metrics: c.metrics,
-		proxy: newForwardTransport(forwardDialTimeout, forwardResponseTimeout)}
-	if cfg.Token != "" {
-		api.setToken(cfg.Token)
-	}
-	c.http = &http.Server{Handler: api.handler(), ReadHeaderTimeout: 10 * time.Second}
+		proxy: newForwardTransport(forwardDialTimeout, forwardResponseTimeout, forwardTLS)}
+	c.http = &http.Server{Handler: api.handler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: serverTLS,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	c.ops = &http.Server{Handler: api.opsHandler(), ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		if err := c.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := c.http.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("api server stopped", "err", err)
 		}
 	}()
+	if opsLn != nil {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			if err := c.ops.Serve(opsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("ops server stopped", "err", err)
+			}
+		}()
+	}
 	if cfg.Etcd != nil {
 		ctrl := &controller{node: node, fsm: fsm, etcd: cfg.Etcd, cluster: cfg.Cluster, signer: cfg.AssignmentSigner,
 			debounce: cfg.Debounce, resync: cfg.Resync, log: log.With("role", "leader"), live: &c.live}
@@ -147,7 +189,7 @@ func Start(cfg Config) (*Coordinator, error) {
 	} else {
 		log.Warn("no etcd configured: workers cannot join, jobs will wait")
 	}
-	log.Info("coordinator started", "api", ln.Addr().String(), "cluster", cfg.Cluster)
+	log.Info("coordinator started", "api", "https://"+ln.Addr().String(), "ops", c.OpsURL(), "cluster", cfg.Cluster)
 	return c, nil
 }
 
@@ -203,10 +245,19 @@ func (t *leaderTask) stop() {
 }
 
 // URL is the API's base URL as listened on.
-func (c *Coordinator) URL() string { return "http://" + c.ln.Addr().String() }
+func (c *Coordinator) URL() string { return "https://" + c.ln.Addr().String() }
 
-// MetricsHandler serves this coordinator's metrics, for a separate
-// metrics listener (the API serves them at /metrics too).
+// OpsURL is the ops listener's base URL (/healthz, /readyz, /metrics),
+// empty when there is none.
+func (c *Coordinator) OpsURL() string {
+	if c.opsLn == nil {
+		return ""
+	}
+	return "http://" + c.opsLn.Addr().String()
+}
+
+// MetricsHandler serves this coordinator's metrics (the ops listener
+// serves them at /metrics too).
 func (c *Coordinator) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(c.metrics, promhttp.HandlerOpts{})
 }
@@ -227,6 +278,11 @@ func (c *Coordinator) Close() error {
 		herr := c.http.Shutdown(ctx)
 		if herr != nil {
 			herr = c.http.Close()
+		}
+		if c.opsLn != nil {
+			if oerr := c.ops.Shutdown(ctx); oerr != nil {
+				herr = errors.Join(herr, c.ops.Close())
+			}
 		}
 		c.wg.Wait()
 		err = errors.Join(herr, c.node.Shutdown())

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 
@@ -151,19 +152,22 @@ func (j *Job) submitResult() SubmitResult {
 }
 
 // startGeneration gives a job a new set of workers, or none (waiting).
-// Only one job is active at a time, and queued jobs start in FIFO order.
+// One job runs at a time. A job may start (get members) only when no other
+// job runs and no job submitted before it could start with the live
+// workers: the queue is FIFO among the jobs that fit, so a job waiting
+// for more workers than are alive does not hold up one behind it that
+// fits. A running job is not preempted when an earlier one becomes able
+// to start; the earlier one goes first once the running one ends.
+// A generation without members (waiting) may be given to any job that has
+// not ended: it records why the job cannot run.
 func (s *fsmState) startGeneration(j *Job, c Command) error {
 	g := c.StartGeneration
 	if j.Status.Terminal() {
 		return fmt.Errorf("%w: job is %s", ErrConflict, j.Status)
 	}
-	for _, id := range s.Order {
-		other := s.Jobs[id]
-		if id == j.ID {
-			break
-		}
-		if !other.Status.Terminal() {
-			return fmt.Errorf("%w: job %s (%s) comes first", ErrConflict, id, other.Status)
+	if len(g.Members) > 0 {
+		if err := s.mayStart(j, g.Live); err != nil {
+			return err
 		}
 	}
 	if g.Generation != j.Generation+1 {
@@ -205,7 +209,7 @@ func (s *fsmState) startGeneration(j *Job, c Command) error {
 	if n == 0 {
 		j.Status = StatusWaiting
 		j.Members = nil
-		j.Reason = fmt.Sprintf("waiting: %d of %d required workers alive", g.Live, j.Spec.MinWorkers)
+		j.Reason = s.waitReason(j, g.Live)
 		return nil
 	}
 	j.Status = StatusRunning
@@ -215,6 +219,39 @@ func (s *fsmState) startGeneration(j *Job, c Command) error {
 		j.StartedAt = c.At
 	}
 	return nil
+}
+
+// mayStart refuses to give j members while another job runs or while a
+// job submitted before j could start with live workers.
+func (s *fsmState) mayStart(j *Job, live int) error {
+	before := true
+	for _, id := range s.Order {
+		other := s.Jobs[id]
+		if id == j.ID {
+			before = false
+			continue
+		}
+		switch {
+		case other.Status == StatusRunning:
+			return fmt.Errorf("%w: job %s is running; one job runs at a time", ErrConflict, id)
+		case before && !other.Status.Terminal() && other.Spec.MinWorkers <= live:
+			return fmt.Errorf("%w: job %s comes first and can start with %d live workers", ErrConflict, id, live)
+		}
+	}
+	return nil
+}
+
+// waitReason says why j gets no workers with live of them alive.
+func (s *fsmState) waitReason(j *Job, live int) string {
+	if live < j.Spec.MinWorkers {
+		return fmt.Sprintf("waiting: %d of %d required workers alive", live, j.Spec.MinWorkers)
+	}
+	for _, id := range s.Order {
+		if other := s.Jobs[id]; id != j.ID && other.Status == StatusRunning {
+			return fmt.Sprintf("waiting: job %s holds the workers (%d live)", id, live)
+		}
+	}
+	return fmt.Sprintf("waiting: %d live worker(s)", live)
 }
 
 // checkCurrent refuses commands for a job that is not running or from a
@@ -234,11 +271,18 @@ func (j *Job) progress(c Command) error {
 	if err := j.checkCurrent(p.Generation); err != nil {
 		return err
 	}
+	// Rank 0 reports after each step it ran, so an honest report is for a
+	// step this generation ran: after the one it started from, not past
+	// the job's last, and never behind the last report (steps only grow).
 	switch {
+	case p.Step <= j.StartStep:
+		return fmt.Errorf("%w: step %d is not after generation %d's start step %d", ErrStale, p.Step, j.Generation, j.StartStep)
 	case p.Step < j.Ledger.StepsDone:
 		return fmt.Errorf("%w: step %d is behind steps done %d", ErrStale, p.Step, j.Ledger.StepsDone)
 	case p.Step > j.Ledger.TotalSteps:
 		return fmt.Errorf("%w: step %d is past the job's %d steps", ErrInvalid, p.Step, j.Ledger.TotalSteps)
+	case !finite(p.Loss) || (p.ValLoss != nil && !finite(*p.ValLoss)) || !finite(p.WallS):
+		return fmt.Errorf("%w: non-finite loss or wall time in the report for step %d", ErrInvalid, p.Step)
 	case p.Tokens < 0 || p.WallS < 0:
 		return fmt.Errorf("%w: negative tokens %d or wall_s %v", ErrInvalid, p.Tokens, p.WallS)
 	case !slices.Contains(j.Members, p.Worker):
@@ -363,6 +407,16 @@ func (j *Job) complete(c Command) error {
 	if r.Step != j.Ledger.TotalSteps {
 		return fmt.Errorf("%w: step %d is not the job's last step %d", ErrInvalid, r.Step, j.Ledger.TotalSteps)
 	}
+	// A job is complete once its final weights are safe: the checkpoint
+	// of its last step is committed. Without it "completed" would name
+	// weights nobody can load.
+	if j.Checkpoint == nil || j.Checkpoint.Step != j.Ledger.TotalSteps {
+		have := "no committed checkpoint"
+		if j.Checkpoint != nil {
+			have = fmt.Sprintf("the last committed checkpoint is step %d", j.Checkpoint.Step)
+		}
+		return fmt.Errorf("%w: cannot complete before the checkpoint of the last step %d is committed (%s)", ErrConflict, j.Ledger.TotalSteps, have)
+	}
 	j.Ledger.FLOPsSpent += float64(r.Step-j.Ledger.StepsDone) * j.Ledger.FLOPsPerStep
 	j.Ledger.StepsDone = r.Step
 	j.Ledger.FLOPsUsed = float64(r.Step) * j.Ledger.FLOPsPerStep
@@ -407,6 +461,8 @@ func (j *Job) fail(c Command) error {
 	return nil
 }
 
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+
 // Job returns a copy of one job.
 func (f *FSM) Job(id string) (Job, bool) {
 	f.mu.RLock()
@@ -429,17 +485,57 @@ func (f *FSM) Jobs() []Job {
 	return out
 }
 
-// NextJob returns the job that should hold the workers: the active one,
-// or else the first queued one.
-func (f *FSM) NextJob() (Job, bool) {
+// NextJob returns the job that should hold the workers when live of them
+// are alive: the running one; else the first in submission order that
+// can start with live workers; else the first not ended (which waits).
+// The rule is startGeneration's.
+func (f *FSM) NextJob(live int) (Job, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	var first, fits *Job
 	for _, id := range f.state.Order {
-		if j := f.state.Jobs[id]; !j.Status.Terminal() {
+		j := f.state.Jobs[id]
+		switch {
+		case j.Status == StatusRunning:
 			return f.state.view(j), true
+		case j.Status.Terminal():
+		case first == nil:
+			first = j
+			fallthrough
+		default:
+			if fits == nil && j.Spec.MinWorkers <= live {
+				fits = j
+			}
 		}
 	}
+	switch {
+	case fits != nil:
+		return f.state.view(fits), true
+	case first != nil:
+		return f.state.view(first), true
+	}
 	return Job{}, false
+}
+
+// Blocked returns the jobs, other than the one NextJob(live) names, that
+// cannot start with live workers (min_workers above it) and do not yet say
+// so for this number of live workers: the leader gives each a generation
+// without members, so that its status explains why it waits.
+func (f *FSM) Blocked(live int, next string) []Job {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []Job
+	for _, id := range f.state.Order {
+		j := f.state.Jobs[id]
+		if id == next || j.Status.Terminal() || j.Status == StatusRunning || j.Spec.MinWorkers <= live {
+			continue
+		}
+		if j.Status == StatusWaiting && j.Live == live {
+			continue
+		}
+		out = append(out, f.state.view(j))
+	}
+	return out
 }
 
 // view copies a job, explaining a queued job's place in the queue.

@@ -92,6 +92,15 @@ func checkpointAt(t *testing.T, f *FSM, job string, gen uint64, step int64) Comm
 	return mustApply(t, f, commitCmd(job, gen, step)).(CommitResult)
 }
 
+// finalCheckpoint commits the one-rank checkpoint of step 100 (the last
+// step of testSpec's plan) in generation gen with the single member "a".
+func finalCheckpoint(t *testing.T, f *FSM, job string, gen uint64) {
+	t.Helper()
+	r := testShardReport(gen, 100, 0, 1, 0, 100)
+	mustApply(t, f, Command{Type: CmdReportShard, Job: job, Shard: &r})
+	mustApply(t, f, commitCmd(job, gen, 100))
+}
+
 // runningJob is a job in generation 1 with workers a and b.
 func runningJob(t *testing.T) (*FSM, string) {
 	t.Helper()
@@ -124,6 +133,7 @@ func TestFSMLifecycleAndLedger(t *testing.T) {
 	for s := int64(21); s <= 100; s++ {
 		mustApply(t, f, progressCmd(id, 2, s, "a"))
 	}
+	finalCheckpoint(t, f, id, 2)
 	mustApply(t, f, Command{Type: CmdComplete, Job: id, Complete: &CompleteReport{Generation: 2, Step: 100}})
 
 	j, _ = f.Job(id)
@@ -263,12 +273,12 @@ func TestFSMQueueAndWaiting(t *testing.T) {
 	if q.Status != StatusQueued || q.Reason != "queued: 1 job(s) ahead" {
 		t.Errorf("second: %s %q", q.Status, q.Reason)
 	}
-	if next, _ := f.NextJob(); next.ID != first {
+	if next, _ := f.NextJob(1); next.ID != first {
 		t.Errorf("next job %s, want %s", next.ID, first)
 	}
 	mustApply(t, f, Command{Type: CmdCancel, Job: first, Cancel: &CancelRequest{Reason: "test"}})
 	mustApply(t, f, Command{Type: CmdCancel, Job: first, Cancel: &CancelRequest{}}) // twice is fine
-	if next, _ := f.NextJob(); next.ID != second {
+	if next, _ := f.NextJob(3); next.ID != second {
 		t.Errorf("after cancel next job %s, want %s", next.ID, second)
 	}
 	mustApply(t, f, genCmd(second, 1, 3, "a", "b"))

@@ -19,8 +19,6 @@ import (
 	"github.com/modcoord/modcoord/pki"
 )
 
-const testToken = "s3cret-test-token"
-
 // testLogger discards logs unless MODCOORD_TEST_LOG is set.
 func testLogger() *slog.Logger {
 	if os.Getenv("MODCOORD_TEST_LOG") != "" {
@@ -67,7 +65,8 @@ type testCluster struct {
 	t      *testing.T
 	coords []*Coordinator // nil once killed
 	cfgs   []Config
-	// pki is the cluster's CA and certificates (nil with plain raft).
+	// pki is the cluster's CA and certificates: the API always uses
+	// them, raft unless plainRaft.
 	pki *pki.Local
 }
 
@@ -116,18 +115,18 @@ func startCluster(t *testing.T, n int, etcd *clientv3.Client, cluster string) *t
 
 func startClusterWith(t *testing.T, n int, etcd *clientv3.Client, cluster string, opts clusterOptions) *testCluster {
 	t.Helper()
-	var local *pki.Local
-	var creds *pki.Credentials
-	if !opts.plainRaft {
-		local = testPKI(t)
-		creds = testCreds(t, local, pki.RoleCoordinator)
+	local := testPKI(t)
+	creds := testCreds(t, local, pki.RoleCoordinator)
+	raftCreds := creds
+	if opts.plainRaft {
+		raftCreds = nil
 	}
 	var peers []Peer
-	var raftLns, apiLns []net.Listener
+	var raftLns, apiLns, opsLns []net.Listener
 	for i := range n {
 		r, a := listen(t), listen(t)
-		raftLns, apiLns = append(raftLns, r), append(apiLns, a)
-		peers = append(peers, Peer{ID: fmt.Sprintf("c%d", i), RaftAddr: r.Addr().String(), APIAddr: "http://" + a.Addr().String()})
+		raftLns, apiLns, opsLns = append(raftLns, r), append(apiLns, a), append(opsLns, listen(t))
+		peers = append(peers, Peer{ID: fmt.Sprintf("c%d", i), RaftAddr: r.Addr().String(), APIAddr: "https://" + a.Addr().String()})
 	}
 	tc := &testCluster{t: t, pki: local}
 	dir := t.TempDir()
@@ -136,14 +135,15 @@ func startClusterWith(t *testing.T, n int, etcd *clientv3.Client, cluster string
 			Node: NodeConfig{
 				ID: peers[i].ID, RaftListener: raftLns[i], DataDir: filepath.Join(dir, peers[i].ID),
 				Peers: peers, Bootstrap: true, RaftLog: io.Discard,
-				RaftTLS: creds, InsecurePlainRaft: opts.plainRaft,
+				RaftTLS: raftCreds, InsecurePlainRaft: opts.plainRaft,
 				Timing: RaftTiming{HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
 					LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 10 * time.Millisecond},
 			},
 			APIListener: apiLns[i],
+			OpsListener: opsLns[i],
+			TLS:         creds,
 			Cluster:     cluster,
 			Etcd:        etcd,
-			Token:       testToken,
 			Debounce:    200 * time.Millisecond,
 			Resync:      500 * time.Millisecond,
 			Logger:      testLogger(),
@@ -209,12 +209,29 @@ func (tc *testCluster) urls() []string {
 	return out
 }
 
+// client is a user's API client (submit, cancel, read) for urls (default:
+// every coordinator).
 func (tc *testCluster) client(urls ...string) *Client {
+	tc.t.Helper()
+	return tc.clientAs(pki.RoleUser, urls...)
+}
+
+// workerClient is a worker's API client (progress, shards, complete, fail).
+func (tc *testCluster) workerClient(urls ...string) *Client {
+	tc.t.Helper()
+	return tc.clientAs(pki.RoleWorker, urls...)
+}
+
+func (tc *testCluster) clientAs(role pki.Role, urls ...string) *Client {
 	tc.t.Helper()
 	if len(urls) == 0 {
 		urls = tc.urls()
 	}
-	c, err := NewClient(urls, testToken, WithRetries(12, 50*time.Millisecond))
+	conf, err := ClientTLS(testCreds(tc.t, tc.pki, role))
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	c, err := NewClient(urls, conf, WithRetries(12, 50*time.Millisecond))
 	if err != nil {
 		tc.t.Fatal(err)
 	}

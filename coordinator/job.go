@@ -45,6 +45,9 @@ var (
 	// ErrStale: the command is for an old generation or step; the sender
 	// should reread its assignment (409).
 	ErrStale = errors.New("stale")
+	// ErrForbidden: the caller's certificate role may not do this (403),
+	// or it presented none the API accepts (401).
+	ErrForbidden = errors.New("forbidden")
 )
 
 // Ledger is a job's FLOP budget and what has been done with it.

@@ -34,7 +34,7 @@ func TestPickMembers(t *testing.T) {
 
 func TestParsePeers(t *testing.T) {
 	peers, err := ParsePeers("a=127.0.0.1:7000=127.0.0.1:7070, b=h:7001=https://h:7071/")
-	want := []Peer{{"a", "127.0.0.1:7000", "http://127.0.0.1:7070"}, {"b", "h:7001", "https://h:7071"}}
+	want := []Peer{{"a", "127.0.0.1:7000", "https://127.0.0.1:7070"}, {"b", "h:7001", "https://h:7071"}}
 	if err != nil || !reflect.DeepEqual(peers, want) {
 		t.Errorf("ParsePeers = %v, %v", peers, err)
 	}
@@ -75,7 +75,7 @@ func TestMembershipGenerations(t *testing.T) {
 	const cluster = "members"
 	tc := startCluster(t, 1, etcd, cluster)
 	tc.leader()
-	c := tc.client()
+	c, w := tc.client(), tc.workerClient()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	assignments := watchLatest(ctx, etcd, cluster)
@@ -116,18 +116,18 @@ func TestMembershipGenerations(t *testing.T) {
 	// Progress to step 12 with a checkpoint at 10, then c expires: the
 	// next generation resumes from step 10 and steps 11-12 are redone.
 	for s := int64(1); s <= 12; s++ {
-		if _, err := c.Progress(ctx, sub.ID, ProgressReport{Generation: j.Generation, Step: s, Loss: 2, Worker: "w-a"}); err != nil {
+		if _, err := w.Progress(ctx, sub.ID, ProgressReport{Generation: j.Generation, Step: s, Loss: 2, Worker: "w-a"}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for rank := range 3 {
-		res, err := c.ReportShard(ctx, sub.ID, testShardReport(j.Generation, 10, rank, 3, rank*10, rank*10+10))
+		res, err := w.ReportShard(ctx, sub.ID, testShardReport(j.Generation, 10, rank, 3, rank*10, rank*10+10))
 		if err != nil || res.Committed != (rank == 2) {
 			t.Fatalf("shard %d: committed %v, %v", rank, res.Committed, err)
 		}
 	}
 	// An alert on checkpoints falling behind compares these two series.
-	m := scrape(t, tc.urls()[0])
+	m := scrape(t, tc.coords[0].OpsURL())
 	if got := m[`modcoord_job_checkpoint_committed_step{job="`+sub.ID+`"}`]; got != 10 {
 		t.Errorf("modcoord_job_checkpoint_committed_step = %v after the commit at step 10", got)
 	}

@@ -30,7 +30,7 @@ type Peer struct {
 }
 
 // ParsePeers reads "id=raftAddr=apiAddr,..." (the --peers flag). An API
-// address without a scheme gets http://.
+// address without a scheme gets https:// (the API is mutual TLS).
 func ParsePeers(s string) ([]Peer, error) {
 	var peers []Peer
 	seen := map[string]bool{}
@@ -49,7 +49,7 @@ func ParsePeers(s string) ([]Peer, error) {
 		seen[parts[0]] = true
 		api := parts[2]
 		if !strings.Contains(api, "://") {
-			api = "http://" + api
+			api = "https://" + api
 		}
 		peers = append(peers, Peer{ID: parts[0], RaftAddr: parts[1], APIAddr: strings.TrimRight(api, "/")})
 	}

@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -39,13 +40,17 @@ type Options struct {
 	DataRoot string
 	// OnStep is passed to every worker (see worker.Options).
 	OnStep func(worker, job string, generation uint64, rank int, res train.StepResult)
+	// OnTrainer is passed to every worker (see worker.Options).
+	OnTrainer func(worker, job string, generation uint64, rank int, tr *train.Trainer)
 }
 
 // Cluster is a running in-process cluster.
 type Cluster struct {
-	opts   Options
-	Token  string
+	opts Options
+	// Client is a user's API client (submit, cancel, read).
 	Client *coordinator.Client
+	// workerTLS is the workers' API client configuration.
+	workerTLS *tls.Config
 
 	nats *server.Server
 	etcd *embed.Etcd
@@ -53,7 +58,10 @@ type Cluster struct {
 	// workerEtcd the workers' (worker certificate): etcd auth tells them apart.
 	etcdCli    *clientv3.Client
 	workerEtcd *clientv3.Client
-	pki        *pki.Local
+	// pki is the throwaway CA and role certificates under Dir/pki:
+	// coordinators use the coordinator certificate for raft, the API and
+	// etcd, workers the worker certificate, and Client the user's.
+	pki *pki.Local
 
 	mu      sync.Mutex
 	coords  []*coordinator.Coordinator
@@ -92,13 +100,20 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	c := &Cluster{opts: o, workers: map[string]*workerProc{}, log: o.Log, Token: randomSecret()}
+	c := &Cluster{opts: o, workers: map[string]*workerProc{}, log: o.Log}
 	defer func() {
 		if err != nil {
 			c.Close()
 		}
 	}()
 	if err := c.ensurePKI(); err != nil {
+		return nil, err
+	}
+	userTLS, err := c.clientTLS(pki.RoleUser)
+	if err != nil {
+		return nil, err
+	}
+	if c.workerTLS, err = c.clientTLS(pki.RoleWorker); err != nil {
 		return nil, err
 	}
 	if err := c.startNATS(); err != nil {
@@ -114,7 +129,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	for _, p := range c.peers {
 		addrs = append(addrs, p.APIAddr)
 	}
-	if c.Client, err = coordinator.NewClient(addrs, c.Token); err != nil {
+	if c.Client, err = coordinator.NewClient(addrs, userTLS); err != nil {
 		return nil, err
 	}
 	if err := c.waitLeader(ctx, 20*time.Second); err != nil {
@@ -126,6 +141,15 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		}
 	}
 	return c, nil
+}
+
+// clientTLS is the API client configuration of role's certificate.
+func (c *Cluster) clientTLS(role pki.Role) (*tls.Config, error) {
+	creds, err := c.creds(role)
+	if err != nil {
+		return nil, err
+	}
+	return coordinator.ClientTLS(creds)
 }
 
 func randomSecret() string {
@@ -162,7 +186,7 @@ func (c *Cluster) startEtcd() error {
 }
 
 func (c *Cluster) startCoordinators() error {
-	signer, err := c.creds(pki.RoleCoordinator)
+	creds, err := c.creds(pki.RoleCoordinator)
 	if err != nil {
 		return err
 	}
@@ -178,20 +202,18 @@ func (c *Cluster) startCoordinators() error {
 		}
 		c.peers = append(c.peers, coordinator.Peer{
 			ID: fmt.Sprintf("coord-%d", i), RaftAddr: raftLns[i].Addr().String(),
-			APIAddr: "http://" + apiLns[i].Addr().String(),
+			APIAddr: "https://" + apiLns[i].Addr().String(),
 		})
 	}
 	for i := 0; i < n; i++ {
 		co, err := coordinator.Start(coordinator.Config{
 			Node: coordinator.NodeConfig{
-				ID: c.peers[i].ID, RaftListener: raftLns[i], Peers: c.peers, Bootstrap: true,
-				// Plain until modcoord local passes pki.EnsureDir's certificates (issue 14).
-				InsecurePlainRaft: true,
-				DataDir:           filepath.Join(c.opts.Dir, "raft", c.peers[i].ID), RaftLog: io.Discard,
+				ID: c.peers[i].ID, RaftListener: raftLns[i], Peers: c.peers, Bootstrap: true, RaftTLS: creds,
+				DataDir: filepath.Join(c.opts.Dir, "raft", c.peers[i].ID), RaftLog: io.Discard,
 				Timing: coordinator.RaftTiming{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
 					LeaderLeaseTimeout: 250 * time.Millisecond, CommitTimeout: 20 * time.Millisecond},
 			},
-			APIListener: apiLns[i], Cluster: localCluster, Etcd: c.etcdCli, AssignmentSigner: signer, Token: c.Token, DataRoot: c.opts.DataRoot,
+			APIListener: apiLns[i], TLS: creds, Cluster: localCluster, Etcd: c.etcdCli, AssignmentSigner: creds, DataRoot: c.opts.DataRoot,
 			Debounce: 500 * time.Millisecond, Resync: 2 * time.Second, Logger: c.log,
 		})
 		if err != nil {
@@ -261,13 +283,22 @@ func (c *Cluster) StartWorker(id string) error {
 		tr.Close()
 		return err
 	}
+	var addrs []string
+	for _, p := range c.peers {
+		addrs = append(addrs, p.APIAddr)
+	}
+	client, err := coordinator.NewClient(addrs, c.workerTLS)
+	if err != nil {
+		tr.Close()
+		return err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &workerProc{cancel: cancel, done: make(chan error, 1), tr: tr, reg: reg}
 	go func() {
 		p.done <- worker.Run(ctx, worker.Options{
-			ID: id, Cluster: localCluster, Etcd: c.workerEtcd, AssignmentTrust: wc.CAs, Coordinator: c.Client, Transport: tr,
+			ID: id, Cluster: localCluster, Etcd: c.workerEtcd, AssignmentTrust: wc.CAs, Coordinator: client, Transport: tr,
 			CheckpointDir: c.CheckpointDir(), DataRoot: c.opts.DataRoot, LeaseTTL: c.opts.LeaseTTL, RingDeadline: c.opts.RingDeadline,
-			Metrics: metrics, Log: c.log, OnStep: c.onStep(id),
+			Metrics: metrics, Log: c.log, OnStep: c.onStep(id), OnTrainer: c.onTrainer(id),
 		})
 	}()
 	c.mu.Lock()
@@ -281,6 +312,13 @@ func (c *Cluster) onStep(id string) func(string, uint64, int, train.StepResult) 
 		return nil
 	}
 	return func(job string, gen uint64, rank int, res train.StepResult) { c.opts.OnStep(id, job, gen, rank, res) }
+}
+
+func (c *Cluster) onTrainer(id string) func(string, uint64, int, *train.Trainer) {
+	if c.opts.OnTrainer == nil {
+		return nil
+	}
+	return func(job string, gen uint64, rank int, tr *train.Trainer) { c.opts.OnTrainer(id, job, gen, rank, tr) }
 }
 
 // KillWorker stops a worker abruptly: its NATS connection drops at once

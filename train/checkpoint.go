@@ -45,8 +45,14 @@ func (t *Trainer) CheckpointConfig() CheckpointConfig {
 	}
 }
 
-// ShardMeta is what this rank's shard of a checkpoint at the current step says about itself.
+// ShardMeta is what this rank's shard of a checkpoint at the current step
+// says about itself. Every checkpoint is made from it, so it is also where
+// a non-finite state is refused (CheckFinite): no checkpoint is written
+// of a diverged run.
 func (t *Trainer) ShardMeta(job string, generation uint64) (checkpoint.ShardMeta, error) {
+	if err := t.CheckFinite(); err != nil {
+		return checkpoint.ShardMeta{}, fmt.Errorf("checkpoint: %w", err)
+	}
 	cfg, err := json.Marshal(t.CheckpointConfig())
 	if err != nil {
 		return checkpoint.ShardMeta{}, fmt.Errorf("encode checkpoint config: %w", err)

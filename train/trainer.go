@@ -164,7 +164,9 @@ func (t *Trainer) StepsDone() int64 { return t.step }
 // SetStepsDone positions the trainer after a resume.
 func (t *Trainer) SetStepsDone(s int64) { t.step = s }
 
-// Step runs one training step.
+// Step runs one training step. A step whose global loss or gradient norm
+// is not finite returns a *NonFiniteError and leaves the weights as they
+// were; the run cannot usefully go on.
 func (t *Trainer) Step(ctx context.Context) (StepResult, error) {
 	s := t.step // 0-based index of this step
 	T := t.cfg.Model.SeqLen
@@ -202,6 +204,11 @@ func (t *Trainer) Step(ctx context.Context) (StepResult, error) {
 		if err := t.coll.AllReduceScalars(ctx, uint64(s), t.scalars); err != nil {
 			return StepResult{}, fmt.Errorf("step %d loss and norm all-reduce: %w", s+1, err)
 		}
+	}
+	// A non-finite loss or gradient would poison every weight through the
+	// update; stop before it, with the state still as the last step left it.
+	if err := checkScalars(s+1, t.scalars[0], t.scalars[1], t.scalars[2]); err != nil {
+		return StepResult{}, err
 	}
 	lr := t.cfg.Optim.LRAt(int(s), int(t.cfg.TotalSteps))
 	if err := t.opt.Update(params, grads, int(s)+1, lr, t.cfg.Optim.ClipScale(t.scalars[0])); err != nil {

@@ -50,6 +50,10 @@ type Options struct {
 	Log            *slog.Logger
 	// OnStep, if set, sees every step's result (tests compare loss curves).
 	OnStep func(job string, generation uint64, rank int, res train.StepResult)
+	// OnTrainer, if set, gets each generation's trainer once it is ready
+	// (after any restore), before its first step, on the goroutine that
+	// trains it; with OnStep, tests inject faults (a corrupted weight).
+	OnTrainer func(job string, generation uint64, rank int, tr *train.Trainer)
 }
 
 // Run registers the worker and trains whatever the coordinator assigns it,

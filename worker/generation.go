@@ -50,7 +50,8 @@ func startRun(ctx context.Context, o Options, a coordinator.Assignment, rank int
 		default:
 			log.Error("generation failed", "err", err)
 			var fatal *fatalError
-			r.failed = !errors.As(err, &fatal)
+			var diverged *train.NonFiniteError // no generation trains past a NaN
+			r.failed = !errors.As(err, &fatal) && !errors.As(err, &diverged)
 			if !r.failed {
 				if _, ferr := o.Coordinator.Fail(context.Background(), a.Job, coordinator.FailReport{Generation: a.Generation, Reason: err.Error()}); ferr != nil {
 					log.Error("report failure", "err", ferr)
@@ -121,6 +122,9 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		}
 	}
 	log.Info("training", "from_step", tr.StepsDone(), "to_step", a.TotalSteps, "model", spec.Model.String())
+	if o.OnTrainer != nil {
+		o.OnTrainer(a.Job, a.Generation, rank, tr)
+	}
 
 	ck := newCheckpointer(o, a, tr, store, rank, log)
 	defer ck.close()

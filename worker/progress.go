@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -50,6 +51,12 @@ func newReporter(ctx context.Context, o Options, a coordinator.Assignment, tr *t
 // send queues a step's report; val is the validation loss measured after
 // the step, if it was.
 func (r *reporter) send(res train.StepResult, took time.Duration, val *float64) {
+	// JSON has no NaN: a report with one would not encode, and the
+	// coordinator refuses it. The trainer fails such a step before it
+	// reaches here; this keeps any other path from wedging the reporter.
+	if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) {
+		return
+	}
 	p := coordinator.ProgressReport{Step: res.Step, Loss: res.Loss, Tokens: int64(res.Tokens), WallS: took.Seconds()}
 	if val != nil {
 		p.ValLoss, p.ValStep = val, res.Step

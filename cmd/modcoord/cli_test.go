@@ -7,12 +7,39 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/pki"
 )
+
+// testPKI is one throwaway CA and role certificates for every test of the
+// package; run hands the client commands its directory as
+// MODCOORD_TLS_DIR.
+var testPKI = sync.OnceValue(func() *pki.Local {
+	dir, err := os.MkdirTemp("", "modcoord-cli-pki-")
+	if err != nil {
+		panic(err)
+	}
+	l, err := pki.EnsureDir(filepath.Join(dir, "pki"), pki.EnsureOptions{})
+	if err != nil {
+		panic(err)
+	}
+	return l
+})
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if l := testPKI(); l != nil {
+		os.RemoveAll(filepath.Dir(l.Dir))
+	}
+	os.Exit(code)
+}
 
 // fakeCoordinator answers the API calls the client commands make, with
 // one job per id in jobs.
@@ -40,7 +67,17 @@ func fakeCoordinator(t *testing.T, jobs map[string]coordinator.Job) string {
 		j.Status, j.Reason = coordinator.StatusCanceled, "canceled: by test"
 		json.NewEncoder(w).Encode(j)
 	})
-	srv := httptest.NewServer(mux)
+	creds, err := testPKI().Credentials(pki.RoleCoordinator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := pki.ServerConfig(creds, pki.RoleUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(mux)
+	srv.TLS = conf
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
@@ -60,7 +97,12 @@ func closedAddr(t *testing.T) string {
 // run executes a command line in-process with the given environment.
 func run(ctx context.Context, environ map[string]string, args ...string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
-	code = execute(ctx, args, &out, &errb, env{getenv: func(k string) string { return environ[k] }})
+	code = execute(ctx, args, &out, &errb, env{getenv: func(k string) string {
+		if v, ok := environ[k]; ok || k != "MODCOORD_TLS_DIR" {
+			return v
+		}
+		return testPKI().Dir
+	}})
 	return code, out.String(), errb.String()
 }
 
@@ -107,12 +149,14 @@ func TestExitCodes(t *testing.T) {
 		{name: "old --addr spelling", args: []string{"status", "--addr", api, done.ID}, code: exitOK, stdout: "completed: 10 steps"},
 		{name: "coordinator from the environment", env: map[string]string{"MODCOORD_COORDINATOR": api}, args: []string{"status", done.ID}, code: exitOK, stdout: "completed: 10 steps"},
 		{name: "old MODCOORD_ADDR", env: map[string]string{"MODCOORD_ADDR": api}, args: []string{"status", done.ID}, code: exitOK, stdout: "completed: 10 steps"},
-		{name: "flag wins over environment", env: map[string]string{"MODCOORD_COORDINATOR": "http://" + dead}, args: []string{"status", "--coordinator", api, done.ID}, code: exitOK},
+		{name: "flag wins over environment", env: map[string]string{"MODCOORD_COORDINATOR": "https://" + dead}, args: []string{"status", "--coordinator", api, done.ID}, code: exitOK},
 		{name: "cancel --json", args: []string{"cancel", "--coordinator", api, "--json", done.ID}, code: exitOK, stdout: `"status":"canceled"`},
 		{name: "watch a completed job", args: []string{"watch", "--coordinator", api, done.ID}, code: exitOK, stderr: "step 10/10"},
 		{name: "watch --json", args: []string{"watch", "--coordinator", api, "--json", done.ID}, code: exitOK, stdout: `"status":"completed"`},
 		{name: "watch a failed job", args: []string{"watch", "--coordinator", api, failed.ID}, code: exitJobEnded, stderr: "failed: NaN loss"},
-		{name: "dead coordinator", args: []string{"status", "--coordinator", "http://" + dead}, code: exitUnreachable, stderr: dead},
+		{name: "dead coordinator", args: []string{"status", "--coordinator", "https://" + dead}, code: exitUnreachable, stderr: dead},
+		{name: "no client certificate", env: map[string]string{"MODCOORD_TLS_DIR": ""}, args: []string{"status", "--coordinator", api}, code: exitUsage, stderr: "--tls-dir"},
+		{name: "a plain-HTTP coordinator URL", args: []string{"status", "--coordinator", strings.Replace(api, "https://", "http://", 1)}, code: exitUsage, stderr: "use https://"},
 		{name: "interrupted", ctx: canceled, args: []string{"watch", "--coordinator", api, done.ID}, code: exitInterrupted},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

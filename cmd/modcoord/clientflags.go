@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -14,36 +13,33 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/pki"
 )
 
-const defaultCoordinator = "http://127.0.0.1:7070"
+const defaultCoordinator = "https://127.0.0.1:7070"
 
 // clientOptions are the flags of every command that talks to a cluster.
 type clientOptions struct {
 	coordinator    string
-	tokenFile      string
+	tls            tlsFiles
 	connectTimeout time.Duration
 }
 
 func addClientFlags(cmd *cobra.Command, o *clientOptions) {
 	fs := cmd.Flags()
-	addCoordinatorFlags(fs, &o.coordinator, &o.tokenFile)
+	addCoordinatorFlags(fs, &o.coordinator, &o.tls, pki.RoleUser)
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 2*time.Second,
 		"give up when no coordinator accepts a TCP connection within this time")
 	bindEnv(fs, "connect-timeout", "MODCOORD_CONNECT_TIMEOUT")
 }
 
-// addCoordinatorFlags adds --coordinator and --token-file, shared by the
-// client commands and worker.
-func addCoordinatorFlags(fs *pflag.FlagSet, addr, tokenFile *string) {
-	fs.StringVar(addr, "coordinator", defaultCoordinator, "coordinator API URLs, comma-separated (--addr and --coordinators are accepted too)")
+// addCoordinatorFlags adds --coordinator and the client certificate
+// flags (--tls-dir, --ca, --cert, --key), shared by the client commands
+// (role user) and worker (role worker).
+func addCoordinatorFlags(fs *pflag.FlagSet, addr *string, tls *tlsFiles, role pki.Role) {
+	fs.StringVar(addr, "coordinator", defaultCoordinator, "coordinator API URLs (https), comma-separated (--addr and --coordinators are accepted too)")
 	bindEnv(fs, "coordinator", "MODCOORD_COORDINATOR", "MODCOORD_ADDR")
-	addTokenFileFlag(fs, tokenFile)
-}
-
-func addTokenFileFlag(fs *pflag.FlagSet, tokenFile *string) {
-	fs.StringVar(tokenFile, "token-file", "", "file holding the API bearer token (or set MODCOORD_TOKEN to the token)")
-	bindEnv(fs, "token-file", "MODCOORD_TOKEN_FILE")
+	addClientTLSFlags(fs, tls, role)
 }
 
 // client checks that some coordinator accepts a connection, then returns
@@ -54,24 +50,25 @@ func (o *clientOptions) client(ctx context.Context, e env) (*coordinator.Client,
 	if o.connectTimeout <= 0 {
 		return nil, usageErrorf("--connect-timeout %s: need a positive duration", o.connectTimeout)
 	}
-	token := ""
-	if o.tokenFile != "" || e.getenv("MODCOORD_TOKEN") != "" {
-		var err error
-		if token, err = readToken(o.tokenFile, e.getenv); err != nil {
-			return nil, err
-		}
-	}
 	addrs := splitList(o.coordinator)
 	if err := probeCoordinators(ctx, addrs, o.connectTimeout); err != nil {
 		return nil, err
 	}
+	creds, err := o.tls.load(pki.RoleUser)
+	if err != nil {
+		return nil, err
+	}
+	conf, err := coordinator.ClientTLS(creds)
+	if err != nil {
+		return nil, err
+	}
 	// Connections made later (a follower fails over, a watch runs for
 	// hours) get the same dial limit.
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DialContext = (&net.Dialer{Timeout: o.connectTimeout, KeepAlive: 30 * time.Second}).DialContext
-	// Without a token the request goes out bare: a cluster run with
-	// --insecure-no-auth accepts it, any other answers 401.
-	return coordinator.NewClient(addrs, token, coordinator.WithHTTPClient(&http.Client{Transport: tr, Timeout: 30 * time.Second}))
+	c, err := coordinator.NewClient(addrs, conf, coordinator.WithDialTimeout(o.connectTimeout), coordinator.WithTimeout(30*time.Second))
+	if err != nil {
+		return nil, usageErrorf("--coordinator: %v", err)
+	}
+	return c, nil
 }
 
 // probeCoordinators returns nil as soon as one of addrs accepts a TCP
@@ -119,7 +116,7 @@ func dialOnce(ctx context.Context, addr string) error {
 // coordinator.NewClient accepts) connects to.
 func dialTarget(addr string) (string, error) {
 	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
+		addr = "https://" + addr
 	}
 	u, err := url.Parse(addr)
 	if err != nil {

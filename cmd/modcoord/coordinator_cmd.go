@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,10 +16,10 @@ import (
 )
 
 type coordinatorOptions struct {
-	id, raftAddr, apiAddr, dataDir, dataRoot, peers, etcd, cluster, tokenFile, metricsAddr, logLevel string
-	tlsDir                                                                                           string
-	bootstrap, insecure                                                                              bool
-	heartbeat, debounce                                                                              time.Duration
+	id, raftAddr, apiAddr, dataDir, dataRoot, peers, etcd, cluster, metricsAddr, logLevel string
+	tls                                                                                   tlsFiles
+	bootstrap                                                                             bool
+	heartbeat, debounce                                                                   time.Duration
 }
 
 // newCoordinatorCmd runs a raft coordinator node. Its --api-addr and
@@ -40,15 +38,13 @@ func newCoordinatorCmd(e env) *cobra.Command {
 	fs := cmd.Flags()
 	fs.StringVar(&o.id, "id", envOr(e.getenv, "POD_NAME", "coord-0"), "raft server id, one of --peers (default: $POD_NAME)")
 	fs.StringVar(&o.raftAddr, "raft-addr", "", "raft listen address (default: this node's address in --peers)")
-	fs.StringVar(&o.apiAddr, "api-addr", ":7070", "HTTP API listen address")
+	fs.StringVar(&o.apiAddr, "api-addr", ":7070", "API listen address (HTTPS, mutual TLS)")
 	fs.StringVar(&o.dataDir, "data-dir", "raft-data", "directory for the raft log, stable store and snapshots")
-	fs.StringVar(&o.peers, "peers", "", "every coordinator as id=raftHost:port=apiHost:port, comma-separated (default: this node alone, raft 127.0.0.1:7000)")
+	fs.StringVar(&o.peers, "peers", "", "every coordinator as id=raftHost:port=apiHost:port (the API address takes https://), comma-separated (default: this node alone, raft 127.0.0.1:7000)")
 	fs.BoolVar(&o.bootstrap, "bootstrap", false, "form the cluster from --peers if this node has no raft state (safe on every node)")
 	addEtcdClusterFlags(fs, &o.etcd, &o.cluster)
-	addTokenFileFlag(fs, &o.tokenFile)
-	addTLSDirFlag(fs, &o.tlsDir, "a coordinator certificate, for raft and etcd over mutual TLS and to sign the assignments workers verify")
-	fs.BoolVar(&o.insecure, "insecure-no-auth", false, "serve the API without authentication (never in production)")
-	fs.StringVar(&o.metricsAddr, "metrics", "", "extra listen address for /metrics alone (the API serves /metrics too)")
+	addServerTLSFlags(fs, &o.tls)
+	fs.StringVar(&o.metricsAddr, "metrics", ":9090", "plain-HTTP listen address for /healthz, /readyz and /metrics (probes and Prometheus; no API there; empty: off)")
 	fs.StringVar(&o.dataRoot, "data-root", "", "when set, submit checks that a job's data file opens under this directory (the workers' data root, if mounted here); empty: no check")
 	fs.DurationVar(&o.heartbeat, "raft-heartbeat", time.Second, "raft heartbeat and election timeout")
 	fs.DurationVar(&o.debounce, "debounce", time.Second, "how long the live worker set must be quiet before a new generation forms")
@@ -63,12 +59,9 @@ func runCoordinator(ctx context.Context, stderr io.Writer, o coordinatorOptions,
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	token := ""
-	if !o.insecure {
-		var err error
-		if token, err = readToken(o.tokenFile, e.getenv); err != nil {
-			return fmt.Errorf("%w, or --insecure-no-auth", err)
-		}
+	creds, err := o.tls.load(pki.RoleCoordinator)
+	if err != nil {
+		return err
 	}
 	peerSpec := o.peers
 	if peerSpec == "" {
@@ -82,10 +75,6 @@ func runCoordinator(ctx context.Context, stderr io.Writer, o coordinatorOptions,
 	if err != nil {
 		return usageErrorf("--peers: %v", err)
 	}
-	creds, err := loadTLSDir(o.tlsDir, pki.RoleCoordinator)
-	if err != nil {
-		return err
-	}
 	etcdCli, err := newEtcdClient(o.etcd, creds)
 	if err != nil {
 		return err
@@ -95,27 +84,16 @@ func runCoordinator(ctx context.Context, stderr io.Writer, o coordinatorOptions,
 	co, err := coordinator.Start(coordinator.Config{
 		Node: coordinator.NodeConfig{
 			ID: o.id, RaftBind: o.raftAddr, DataDir: o.dataDir, Peers: peerList, Bootstrap: o.bootstrap,
-			// Plain without --tls-dir; NewNode warns about it at startup.
-			RaftTLS: creds, InsecurePlainRaft: creds == nil,
-			Timing: coordinator.RaftTiming{HeartbeatTimeout: o.heartbeat, ElectionTimeout: o.heartbeat, LeaderLeaseTimeout: o.heartbeat / 2},
+			RaftTLS: creds,
+			Timing:  coordinator.RaftTiming{HeartbeatTimeout: o.heartbeat, ElectionTimeout: o.heartbeat, LeaderLeaseTimeout: o.heartbeat / 2},
 		},
-		APIAddr: o.apiAddr, Cluster: o.cluster, Etcd: etcdCli, AssignmentSigner: creds,
-		Token: token, InsecureNoAuth: o.insecure, DataRoot: o.dataRoot,
+		APIAddr: o.apiAddr, TLS: creds, OpsAddr: o.metricsAddr, Cluster: o.cluster, Etcd: etcdCli, DataRoot: o.dataRoot, AssignmentSigner: creds,
 		Debounce: o.debounce, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("start coordinator %s: %w", o.id, err)
 	}
 	defer co.Close()
-	if o.metricsAddr != "" {
-		srv := &http.Server{Addr: o.metricsAddr, Handler: co.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics listener stopped", "err", err)
-			}
-		}()
-		defer srv.Close()
-	}
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil

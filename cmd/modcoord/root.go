@@ -19,11 +19,15 @@ const rootLong = `modcoord trains Mixture-of-Depths transformers, alone (train, 
 bench, isoflop, local) or as a cluster (coordinator, worker), and talks to a
 running cluster (submit, status, watch, cancel, checkpoints).
 
-Commands that talk to a cluster take --coordinator URL[,URL...] and
---token-file FILE; every shared flag also reads an environment variable:
+Commands that talk to a cluster take --coordinator URL[,URL...] and a
+client certificate (the API is HTTPS with mutual TLS): --tls-dir DIR
+holding ca.crt and a user-NAME.crt/.key from modcoord certs, or --ca,
+--cert and --key. Every shared flag also reads an environment variable:
   MODCOORD_COORDINATOR      --coordinator (MODCOORD_ADDR is accepted too)
-  MODCOORD_TOKEN_FILE       --token-file
-  MODCOORD_TOKEN            the API token itself (instead of a file)
+  MODCOORD_TLS_DIR          --tls-dir
+  MODCOORD_CA               --ca
+  MODCOORD_CERT             --cert
+  MODCOORD_KEY              --key
   MODCOORD_CONNECT_TIMEOUT  --connect-timeout
   MODCOORD_ETCD             --etcd (coordinator, worker)
   MODCOORD_CLUSTER          --cluster (coordinator, worker)

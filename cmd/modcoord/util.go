@@ -1,31 +1,9 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"os"
 	"strings"
 )
-
-// readToken reads the API token from a file, or $MODCOORD_TOKEN. It never
-// logs the value.
-func readToken(file string, getenv func(string) string) (string, error) {
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("token file: %w", err)
-		}
-		t := strings.TrimSpace(string(b))
-		if t == "" {
-			return "", fmt.Errorf("token file %s is empty", file)
-		}
-		return t, nil
-	}
-	if t := getenv("MODCOORD_TOKEN"); t != "" {
-		return t, nil
-	}
-	return "", errors.New("no API token: pass --token-file or set MODCOORD_TOKEN (the coordinators require one)")
-}
 
 func splitList(s string) []string {
 	var out []string

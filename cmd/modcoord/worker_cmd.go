@@ -26,9 +26,10 @@ import (
 )
 
 type workerOptions struct {
-	id, cluster, coordinator, tokenFile, etcd                             string
+	id, cluster, coordinator, etcd                                        string
+	tls                                                                   tlsFiles
 	natsURL, natsUser, natsPassFile, natsCreds, natsNKey, ckDir, dataRoot string
-	metricsAddr, tlsDir                                                   string
+	metricsAddr                                                           string
 	lease, deadline                                                       time.Duration
 	window, chunkBytes                                                    int
 }
@@ -45,14 +46,13 @@ func newWorkerCmd(e env) *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&o.id, "id", envOr(e.getenv, "POD_NAME", hostnameOr("worker")), "worker id, unique in the cluster (default: $POD_NAME or the host name)")
-	addCoordinatorFlags(fs, &o.coordinator, &o.tokenFile)
+	addCoordinatorFlags(fs, &o.coordinator, &o.tls, pki.RoleWorker)
 	addEtcdClusterFlags(fs, &o.etcd, &o.cluster)
 	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URLs, comma-separated")
 	fs.StringVar(&o.natsUser, "nats-user", "", "NATS user")
 	fs.StringVar(&o.natsPassFile, "nats-password-file", "", "file holding the NATS password")
 	fs.StringVar(&o.natsCreds, "nats-creds", "", "NATS .creds file (JWT and nkey seed)")
 	fs.StringVar(&o.natsNKey, "nats-nkey", "", "file holding an NATS nkey seed")
-	addTLSDirFlag(fs, &o.tlsDir, "a worker certificate, for etcd and NATS over mutual TLS; the worker then acts only on assignments signed by a coordinator certificate of that CA")
 	fs.StringVar(&o.ckDir, "checkpoint-dir", "checkpoints", "shared checkpoint volume, the same path on every worker")
 	fs.StringVar(&o.dataRoot, "data-root", ".", "directory that job specs' data paths are relative to; nothing outside it is read")
 	fs.StringVar(&o.metricsAddr, "metrics", ":9090", "listen address for /metrics and /healthz (empty: off)")
@@ -68,7 +68,11 @@ func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) er
 		return usageErrorf("--ring-window %d, --ring-chunk-bytes %d: need 0 (the default) or a positive value", o.window, o.chunkBytes)
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
-	token, err := readToken(o.tokenFile, e.getenv)
+	creds, err := o.tls.load(pki.RoleWorker)
+	if err != nil {
+		return err
+	}
+	apiTLS, err := coordinator.ClientTLS(creds)
 	if err != nil {
 		return err
 	}
@@ -76,16 +80,14 @@ func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) er
 	// coordinator gets no reset and would otherwise hang for 30 s. Enough
 	// retries (about 35 s of backoff) to outlast a raft election after the
 	// leader dies, so that a progress or checkpoint report is not dropped.
-	client, err := coordinator.NewClient(splitList(o.coordinator), token,
-		coordinator.WithHTTPClient(&http.Client{Timeout: 5 * time.Second}),
+	client, err := coordinator.NewClient(splitList(o.coordinator), apiTLS,
+		coordinator.WithTimeout(5*time.Second),
 		coordinator.WithRetries(20, 100*time.Millisecond))
 	if err != nil {
 		return usageErrorf("--coordinator: %v", err)
 	}
-	creds, err := loadTLSDir(o.tlsDir, pki.RoleWorker)
-	if err != nil {
-		return err
-	}
+	// The one worker certificate serves the API, etcd and NATS; the worker
+	// then acts only on assignments a coordinator of the same CA signed.
 	etcdCli, err := newEtcdClient(o.etcd, creds)
 	if err != nil {
 		return err
