@@ -44,6 +44,7 @@ var allowed = map[string][]string{
 	"deploy/chaos":            {"*"},
 	"deploy/chaos/chaosinfra": {"checkpoint", "embedded", "pki"},
 	"deploy/kubetest/etcd":    {"embedded", "pki"},
+	"deploy/certgen":          {"pki"},
 	"helm/charttest":          nil,
 	"layers":                  nil,
 }
