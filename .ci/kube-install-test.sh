@@ -226,8 +226,6 @@ for ns in mc-default mc-gpu mc-pernode; do
   wait_for "default ServiceAccount in $ns" 60 kubectl -n "$ns" get serviceaccount default
 done
 # What nondefault-values.yaml expects to exist already.
-kubectl -n mc-gpu create secret generic modcoord-api-token --from-literal=api-token="$(openssl rand -hex 24)"
-kubectl -n mc-gpu create secret generic modcoord-nats-creds --from-literal=worker.creds="not-a-real-creds-file"
 # tls.existingSecret: the keys the pods project (the pods never start here,
 # so the contents need not be real certificates).
 tls_args=(--from-literal=ca.crt=not-a-real-ca)
@@ -306,9 +304,12 @@ secret_data() { kubectl -n "$1" get secret "$2" -o jsonpath='{.data}'; }
 phase "install: default values"
 helm_run install modcoord "$chart" -n mc-default --timeout 2m
 check_release mc-default modcoord 1
-token_before=$(secret_data mc-default modcoord-token)
+if kubectl -n mc-default get secret modcoord-token >/dev/null 2>&1; then die "an API token Secret was created; the API is mutual TLS only"; fi
 nats_before=$(secret_data mc-default modcoord-nats)
-[ -n "$token_before" ] && [ -n "$nats_before" ] || die "generated Secrets missing"
+[ -n "$nats_before" ] || die "generated NATS route password Secret missing"
+# The etcd pod runs the etcd-setup sidecar (etcd auth), with the etcd certificate.
+setup=$(kubectl -n mc-default get pod modcoord-etcd-0 -o jsonpath='{.spec.containers[?(@.name=="etcd-setup")].args}')
+grep -q -- '--wait' <<<"$setup" || die "etcd pod has no etcd-setup --wait sidecar: '$setup'"
 tls_ca_before=$(secret_data mc-default modcoord-tls-ca)
 tls_before=$(secret_data mc-default modcoord-tls)
 [ -n "$tls_ca_before" ] && [ -n "$tls_before" ] || die "generated TLS Secrets missing"
@@ -340,8 +341,7 @@ check_release mc-pernode pn 1
 phase "upgrade"
 helm_run upgrade modcoord "$chart" -n mc-default --set worker.replicas=3 --timeout 2m
 check_release mc-default modcoord 2
-[ "$(secret_data mc-default modcoord-token)" = "$token_before" ] || die "upgrade changed the generated API token"
-[ "$(secret_data mc-default modcoord-nats)" = "$nats_before" ] || die "upgrade changed the generated NATS passwords"
+[ "$(secret_data mc-default modcoord-nats)" = "$nats_before" ] || die "upgrade changed the generated NATS route password"
 [ "$(secret_data mc-default modcoord-tls-ca)" = "$tls_ca_before" ] || die "upgrade changed the generated CA"
 [ "$(secret_data mc-default modcoord-tls)" = "$tls_before" ] || die "upgrade changed the generated certificates"
 # Deleting the certificates' Secret and upgrading reissues them from the kept CA.

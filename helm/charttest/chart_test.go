@@ -67,7 +67,10 @@ var cases = []renderCase{
 			// Bundled NATS and etcd, with generated secrets.
 			r.statefulSet(t, "modcoord-nats")
 			r.statefulSet(t, "modcoord-etcd")
-			for _, s := range []string{"modcoord-token", "modcoord-nats"} {
+			if r.has("Secret", "modcoord-token") {
+				t.Error("Secret modcoord-token rendered; the API token is gone (mutual TLS)")
+			}
+			for _, s := range []string{"modcoord-nats"} {
 				sec := r.secret(t, s)
 				for k, v := range sec.Data {
 					if len(v) < 32 {
@@ -86,12 +89,12 @@ var cases = []renderCase{
 			if got, want := args["--nats"], "nats://modcoord-nats.modcoord.svc.cluster.local:4222"; got != want {
 				t.Errorf("worker --nats=%q, want %q", got, want)
 			}
-			if got, want := args["--etcd"], "http://modcoord-etcd.modcoord.svc.cluster.local:2379"; got != want {
+			if got, want := args["--etcd"], "https://modcoord-etcd.modcoord.svc.cluster.local:2379"; got != want {
 				t.Errorf("worker --etcd=%q, want %q", got, want)
 			}
 			// --coordinator is the one name every modcoord command uses for
 			// the API address (--coordinators is only accepted as an alias).
-			if !strings.Contains(args["--coordinator"], "http://") {
+			if !strings.Contains(args["--coordinator"], "https://") {
 				t.Errorf("worker --coordinator=%q, want the coordinators' API URLs", args["--coordinator"])
 			}
 			if _, ok := args["--ring-window"]; ok {
@@ -104,7 +107,7 @@ var cases = []renderCase{
 	{
 		name: "nondefault", release: "gpu", namespace: "ml", valuesFile: "ci/nondefault-values.yaml",
 		external: []string{
-			"Secret/modcoord-api-token", "Secret/modcoord-nats-creds", "Secret/modcoord-tls",
+			"Secret/modcoord-tls",
 			"PersistentVolumeClaim/shared-checkpoints", "PersistentVolumeClaim/training-corpus",
 		},
 		check: func(t *testing.T, r *rendered) {
@@ -124,11 +127,8 @@ var cases = []renderCase{
 				t.Error("worker affinity from values was not applied")
 			}
 			args := containerArgs(c)
-			if args["--nats"] != "nats://nats.messaging.svc.cluster.local:4222" || !strings.HasPrefix(args["--etcd"], "http://etcd-0.etcd.infra") {
+			if args["--nats"] != "nats://nats.messaging.svc.cluster.local:4222" || !strings.HasPrefix(args["--etcd"], "https://etcd-0.etcd.infra") {
 				t.Errorf("external NATS/etcd URLs not used: --nats=%q --etcd=%q", args["--nats"], args["--etcd"])
-			}
-			if args["--nats-creds"] == "" || args["--nats-user"] != "" {
-				t.Errorf("credsKey set: want --nats-creds and no --nats-user, got %v", args)
 			}
 			if args["--checkpoint-dir"] != "/mnt/checkpoints" {
 				t.Errorf("--checkpoint-dir=%q, want /mnt/checkpoints", args["--checkpoint-dir"])
@@ -144,8 +144,11 @@ var cases = []renderCase{
 				}
 			}
 			coord := r.statefulSet(t, "mc-gpu-coordinator")
-			if a := containerArgs(coord.Spec.Template.Spec.Containers[0]); a["--cluster"] != "gpu-prod" || a["--data-root"] != "/data" {
-				t.Errorf("coordinator --cluster=%q --data-root=%q", a["--cluster"], a["--data-root"])
+			if a := containerArgs(coord.Spec.Template.Spec.Containers[0]); a["--cluster"] != "gpu-prod" || a["--data-root"] != "/data" || a["--metrics"] != ":9091" {
+				t.Errorf("coordinator --cluster=%q --data-root=%q --metrics=%q", a["--cluster"], a["--data-root"], a["--metrics"])
+			}
+			if p := containerPort(coord.Spec.Template.Spec.Containers[0], "metrics"); p != 9091 {
+				t.Errorf("coordinator metrics port %d, want 9091 from coordinator.metricsPort", p)
 			}
 			sm := r.get(t, "ServiceMonitor", "mc-gpu").obj.(*serviceMonitor)
 			if sm.Metadata.Labels["release"] != "kube-prometheus-stack" {
@@ -179,7 +182,7 @@ var cases = []renderCase{
 				t.Errorf("worker --nats=%q, want the node-local Service %q", got, want)
 			}
 			conf := r.get(t, "ConfigMap", "pn-modcoord-nats").obj.(*corev1.ConfigMap).Data["nats.conf"]
-			for _, want := range []string{"cluster {", "routes: $NATS_ROUTES", "no_advertise: true", "password: $NATS_ROUTE_PASSWORD"} {
+			for _, want := range []string{"cluster {", "routes: $NATS_ROUTES", "no_advertise: true", "password: $NATS_ROUTE_PASSWORD", "verify: true"} {
 				if !strings.Contains(conf, want) {
 					t.Errorf("nats.conf lacks %q:\n%s", want, conf)
 				}
@@ -192,7 +195,7 @@ var cases = []renderCase{
 				t.Errorf("NATS_ROUTES = %q, want a seed through the headless Service", env["NATS_ROUTES"].Value)
 			}
 			etcd := r.statefulSet(t, "pn-modcoord-etcd")
-			if a := containerArgs(etcd.Spec.Template.Spec.Containers[0]); strings.Count(a["--initial-cluster"], "=http://") != 3 {
+			if a := containerArgs(etcd.Spec.Template.Spec.Containers[0]); strings.Count(a["--initial-cluster"], "=https://") != 3 {
 				t.Errorf("3 etcd members, --initial-cluster=%q", a["--initial-cluster"])
 			}
 			coord := r.statefulSet(t, "pn-modcoord-coordinator")
@@ -285,6 +288,7 @@ func TestChartRenders(t *testing.T) {
 			r.checkNoSecretLeaks(t)
 			r.checkCoordinators(t)
 			r.checkTLSMounts(t)
+			r.checkMutualTLS(t)
 			c.check(t, r)
 		})
 	}
@@ -326,10 +330,11 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"unknown topology", []string{"nats.topology=mesh"}, "topology"},
 		{"even raft cluster", []string{"coordinator.replicas=2"}, "odd"},
 		{"negative GPUs", []string{"worker.gpus=-1"}, "gpus"},
-		{"external NATS without URL", []string{"nats.enabled=false", "nats.auth.existingSecret=x"}, "nats.url"},
-		{"external NATS without credentials", []string{"nats.enabled=false", "nats.url=nats://n:4222"}, "credentials"},
+		{"external NATS without URL", []string{"nats.enabled=false"}, "nats.url"},
 		{"external etcd without URL", []string{"etcd.enabled=false"}, "etcd.url"},
-		{"creds without secret", []string{"nats.enabled=false", "nats.url=nats://n:4222", "nats.auth.password=abc", "nats.auth.credsKey=c"}, "existingSecret"},
+		{"external etcd over plain HTTP", []string{"etcd.enabled=false", "etcd.url=https://e0:2379\\,http://e1:2379"}, "url"},
+		{"the API token is gone", []string{"auth.token=abc"}, "auth"},
+		{"the workers' NATS password is gone", []string{"nats.auth.password=abc"}, "password"},
 		{"bad duration", []string{"worker.lease=10 seconds"}, "lease"},
 		{"bad alert window", []string{"prometheusRule.stallWindow=ten minutes"}, "stallWindow"},
 		{"zero checkpoint lag", []string{"prometheusRule.checkpointLagFactor=0"}, "checkpointLagFactor"},
@@ -713,7 +718,10 @@ func (r *rendered) checkWorkloads(t *testing.T) {
 		}
 		for _, c := range pod.Spec.Containers {
 			what := fmt.Sprintf("%s container %s", w.what, c.Name)
-			checkProbes(t, what, c)
+			if c.Name != "etcd-setup" {
+				// The etcd-setup sidecar retries, then idles: nothing to probe.
+				checkProbes(t, what, c)
+			}
 			checkResources(t, what, c)
 			checkContainerSecurity(t, what, &pod.Spec, c)
 			r.checkEnv(t, what, c)
@@ -1001,6 +1009,16 @@ func secretFileMounted(c corev1.Container, vols map[string]corev1.Volume, path s
 	return false
 }
 
+// containerPort is the number of c's port called name (0: none).
+func containerPort(c corev1.Container, name string) int32 {
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return p.ContainerPort
+		}
+	}
+	return 0
+}
+
 // containerArgs maps --flag=value arguments (and bare --flag to "true").
 func containerArgs(c corev1.Container) map[string]string {
 	m := map[string]string{}
@@ -1121,6 +1139,24 @@ func (r *rendered) checkCoordinators(t *testing.T) {
 		t.Error("coordinator probes must be /healthz (liveness) and /readyz (readiness)")
 	}
 	args := containerArgs(c)
+	// The API port wants a client certificate, which the kubelet has not:
+	// the probes go to the plain-HTTP --metrics port.
+	metrics := containerPort(c, "metrics")
+	if metrics == 0 || args["--metrics"] != fmt.Sprintf(":%d", metrics) {
+		t.Errorf("coordinator --metrics=%q, container port metrics %d", args["--metrics"], metrics)
+	}
+	for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		if p.HTTPGet == nil || p.HTTPGet.Port.StrVal != "metrics" || (p.HTTPGet.Scheme != "" && p.HTTPGet.Scheme != corev1.URISchemeHTTP) {
+			t.Errorf("coordinator %s probe must be plain HTTP on the metrics port: %+v", name, p.HTTPGet)
+		}
+	}
+	if headless, ok := r.find("Service", sts.Spec.ServiceName); ok {
+		for _, p := range headless.obj.(*corev1.Service).Spec.Ports {
+			if p.Name == "metrics" && (p.TargetPort.StrVal != "metrics" || p.Port != metrics) {
+				t.Errorf("coordinator headless Service port metrics: %d -> %q, want %d -> metrics (the scrape is plain HTTP)", p.Port, p.TargetPort.StrVal, metrics)
+			}
+		}
+	}
 	peers := strings.Split(args["--peers"], ",")
 	n := int(*sts.Spec.Replicas)
 	if len(peers) != n {
@@ -1139,12 +1175,12 @@ func (r *rendered) checkCoordinators(t *testing.T) {
 		pod := fmt.Sprintf("%s-%d", sts.Name, i)
 		host := pod + "." + sts.Spec.ServiceName + "."
 		if parts[0] != pod || !strings.HasPrefix(parts[1], host) || !strings.HasSuffix(parts[1], ":7000") ||
-			!strings.HasPrefix(parts[2], "http://"+host) || !strings.HasSuffix(parts[2], ":7070") {
-			t.Errorf("peer %d = %q, want %s=%s...:7000=http://%s...:7070", i, p, pod, host, host)
+			!strings.HasPrefix(parts[2], "https://"+host) || !strings.HasSuffix(parts[2], ":7070") {
+			t.Errorf("peer %d = %q, want %s=%s...:7000=https://%s...:7070", i, p, pod, host, host)
 		}
 	}
-	if args["--id"] != "$(POD_NAME)" || args["--bootstrap"] != "true" || args["--token-file"] == "" {
-		t.Errorf("coordinator args: --id=%q --bootstrap=%q --token-file=%q", args["--id"], args["--bootstrap"], args["--token-file"])
+	if args["--id"] != "$(POD_NAME)" || args["--bootstrap"] != "true" || args["--tls-dir"] != tlsDir {
+		t.Errorf("coordinator args: --id=%q --bootstrap=%q --tls-dir=%q", args["--id"], args["--bootstrap"], args["--tls-dir"])
 	}
 	if _, insecure := args["--insecure-no-auth"]; insecure {
 		t.Error("coordinators must not run with --insecure-no-auth")

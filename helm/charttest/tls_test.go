@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -192,7 +193,9 @@ func (r *rendered) checkGeneratedTLS(t *testing.T, namespace string) {
 			loaded = false
 			continue
 		}
-		if c.Identity != (pki.Identity{Role: role, Name: full}) {
+		// A CommonName-only certificate (sprig cannot write the role URI):
+		// pki reads the role from the CN, and the name is then the role.
+		if c.Identity != (pki.Identity{Role: role, Name: string(role)}) {
 			t.Errorf("%s certificate carries %v", role, c.Identity)
 		}
 		if cn := c.Cert.Leaf.Subject.CommonName; len(cn) > 64 {
@@ -256,7 +259,7 @@ func (r *rendered) checkGeneratedTLS(t *testing.T, namespace string) {
 		{pki.RoleCoordinator, pki.RoleUser, []pki.Role{pki.RoleCoordinator}, hosts[pki.RoleCoordinator][0], false},
 	} {
 		serverID, err := mtls(t, creds[tc.server], creds[tc.client], tc.allowed, tc.server, tc.host)
-		if tc.ok && (err != nil || serverID != (pki.Identity{Role: tc.client, Name: full})) {
+		if tc.ok && (err != nil || serverID != (pki.Identity{Role: tc.client, Name: string(tc.client)})) {
 			t.Errorf("%s dialing %s at %s: %v (server saw %v)", tc.client, tc.server, tc.host, err, serverID)
 		}
 		if !tc.ok && err == nil {
@@ -344,4 +347,102 @@ func mtls(t *testing.T, server, client *pki.Credentials, allowed []pki.Role, ser
 	}
 	res := <-done
 	return res.id, res.err
+}
+
+// checkMutualTLS: every process is wired for mutual TLS. No process has a
+// token or a NATS password; every modcoord process has --tls-dir at the
+// mounted directory (checkTLSMounts checks the files there); every URL to
+// the API and etcd is https; etcd requires client (and peer) certificates
+// from the CA and has the etcd-setup sidecar; nats.conf maps client
+// certificates to the worker user, which may use the ring's subjects only.
+func (r *rendered) checkMutualTLS(t *testing.T) {
+	full := r.fullname(t)
+	httpsFlags := []string{"--etcd", "--coordinator", "--listen-client-urls", "--advertise-client-urls",
+		"--listen-peer-urls", "--initial-advertise-peer-urls"}
+	for _, w := range r.workloads() {
+		comp := w.template.Labels["app.kubernetes.io/component"]
+		setups := 0
+		for _, c := range w.template.Spec.Containers {
+			what := fmt.Sprintf("%s container %s", w.what, c.Name)
+			args := containerArgs(c)
+			for _, gone := range []string{"--token-file", "--nats-user", "--nats-password-file", "--nats-creds", "--insecure-no-auth"} {
+				if _, ok := args[gone]; ok {
+					t.Errorf("%s: has %s; authentication is by certificate only", what, gone)
+				}
+			}
+			if len(c.Args) > 0 && slices.Contains([]string{"coordinator", "worker", "etcd-setup"}, c.Args[0]) && args["--tls-dir"] != tlsDir {
+				t.Errorf("%s: --tls-dir=%q, want %s", what, args["--tls-dir"], tlsDir)
+			}
+			for _, f := range httpsFlags {
+				v, ok := args[f]
+				if !ok {
+					continue
+				}
+				for _, u := range strings.Split(v, ",") {
+					if !strings.HasPrefix(u, "https://") {
+						t.Errorf("%s: %s has %q, want https://", what, f, u)
+					}
+				}
+			}
+			if v, ok := args["--initial-cluster"]; ok {
+				for _, m := range strings.Split(v, ",") {
+					if _, u, _ := strings.Cut(m, "="); !strings.HasPrefix(u, "https://") {
+						t.Errorf("%s: --initial-cluster member %q is not https://", what, m)
+					}
+				}
+			}
+			switch {
+			case comp == "etcd" && c.Name == "etcd":
+				cert := fmt.Sprintf("%s/etcd-%s", tlsDir, full)
+				want := map[string]string{
+					"--client-cert-auth": "true", "--trusted-ca-file": tlsDir + "/ca.crt",
+					"--cert-file": cert + ".crt", "--key-file": cert + ".key",
+					"--peer-client-cert-auth": "true", "--peer-trusted-ca-file": tlsDir + "/ca.crt",
+					"--peer-cert-file": cert + ".crt", "--peer-key-file": cert + ".key",
+					"--peer-cert-allowed-cn": "etcd",
+				}
+				for k, v := range want {
+					if args[k] != v {
+						t.Errorf("%s: %s=%q, want %q", what, k, args[k], v)
+					}
+				}
+			case comp == "etcd" && c.Name == "etcd-setup":
+				setups++
+				if args["--wait"] != "true" || !strings.HasPrefix(args["--etcd"], "https://127.0.0.1:") || args["--cluster"] == "" {
+					t.Errorf("%s: args %v, want etcd-setup --wait against the local member", what, c.Args)
+				}
+			}
+		}
+		if comp == "etcd" && setups == 0 {
+			t.Errorf("%s: no etcd-setup sidecar: etcd auth would never be turned on", w.what)
+		}
+	}
+	m, ok := r.find("ConfigMap", full+"-nats")
+	if !ok {
+		return
+	}
+	conf := m.obj.(*corev1.ConfigMap).Data["nats.conf"]
+	for _, want := range []string{
+		"verify_and_map: true",
+		fmt.Sprintf(`cert_file: "%s/nats-%s.crt"`, tlsDir, full),
+		fmt.Sprintf(`ca_file: "%s/ca.crt"`, tlsDir),
+	} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("nats.conf lacks %q:\n%s", want, conf)
+		}
+	}
+	users := regexp.MustCompile(`(?m)^\s*\{ user: ("[^"]*").*$`).FindAllStringSubmatch(conf, -1)
+	var names []string
+	for _, u := range users {
+		names = append(names, u[1])
+		if !strings.Contains(u[0], `permissions: { publish: ["modcoord.>"], subscribe: ["modcoord.>"] }`) {
+			t.Errorf("nats.conf user %s: %q, want publish and subscribe modcoord.> only", u[1], u[0])
+		}
+	}
+	if strings.Join(names, " ") != `"CN=worker" "CN=worker,O=modcoord"` {
+		t.Errorf("nats.conf users %v, want the worker certificate's subjects only", names)
+	}
+	if strings.Contains(conf, "$NATS_PASSWORD") {
+		t.Error("nats.conf still has a password user")
+	}
 }

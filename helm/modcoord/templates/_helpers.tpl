@@ -62,12 +62,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* The Secret holding the API token: the user's, or the chart's. */}}
-{{- define "modcoord.tokenSecretName" -}}
-{{- .Values.auth.existingSecret | default (printf "%s-token" (include "modcoord.fullname" .)) }}
-{{- end }}
-
-{{/* The Secret holding the NATS passwords (or .creds): the user's, or the chart's. */}}
+{{/* The Secret holding the bundled NATS servers' route password: the user's, or the chart's. */}}
 {{- define "modcoord.natsSecretName" -}}
 {{- .Values.nats.auth.existingSecret | default (printf "%s-nats" (include "modcoord.fullname" .)) }}
 {{- end }}
@@ -98,7 +93,7 @@ Call with (dict "ctx" $ "secret" NAME "key" KEY "given" VALUE "length" N).
 {{- end }}
 
 {{/*
-The raft peer list for --peers: id=raftHost:7000=http://apiHost:7070 for
+The raft peer list for --peers: id=raftHost:7000=https://apiHost:7070 for
 every replica, ids being the pod names (which the coordinator also reads
 from $POD_NAME) and hosts the pods' stable DNS names under the headless
 Service. Generated from the replica count so scaling is one value.
@@ -109,7 +104,7 @@ Service. Generated from the replica count so scaling is one value.
 {{- $peers := list }}
 {{- range $i := until (int .Values.coordinator.replicas) }}
 {{- $pod := printf "%s-coordinator-%d" $full $i }}
-{{- $peers = append $peers (printf "%s=%s.%s:7000=http://%s.%s:7070" $pod $pod $domain $pod $domain) }}
+{{- $peers = append $peers (printf "%s=%s.%s:7000=https://%s.%s:7070" $pod $pod $domain $pod $domain) }}
 {{- end }}
 {{- join "," $peers }}
 {{- end }}
@@ -120,15 +115,15 @@ Service. Generated from the replica count so scaling is one value.
 {{- $domain := printf "%s.%s.svc.%s" (include "modcoord.coordinatorHeadless" .) .Release.Namespace .Values.clusterDomain }}
 {{- $urls := list }}
 {{- range $i := until (int .Values.coordinator.replicas) }}
-{{- $urls = append $urls (printf "http://%s-coordinator-%d.%s:7070" $full $i $domain) }}
+{{- $urls = append $urls (printf "https://%s-coordinator-%d.%s:7070" $full $i $domain) }}
 {{- end }}
 {{- join "," $urls }}
 {{- end }}
 
-{{/* The etcd client URL(s) modcoord uses. */}}
+{{/* The etcd client URL(s) modcoord uses (https: etcd requires client certificates). */}}
 {{- define "modcoord.etcdURL" -}}
 {{- if .Values.etcd.enabled }}
-{{- printf "http://%s-etcd.%s.svc.%s:2379" (include "modcoord.fullname" .) .Release.Namespace .Values.clusterDomain }}
+{{- printf "https://%s-etcd.%s.svc.%s:2379" (include "modcoord.fullname" .) .Release.Namespace .Values.clusterDomain }}
 {{- else }}
 {{- required "etcd.url is required when etcd.enabled is false" .Values.etcd.url }}
 {{- end }}
@@ -221,14 +216,12 @@ affinity:
 {{- end }}
 {{- if not .Values.nats.enabled }}
 {{- $_ := required "nats.url is required when nats.enabled is false" .Values.nats.url }}
-{{- if not (or .Values.nats.auth.existingSecret .Values.nats.auth.password) }}
-{{- fail "an external NATS (nats.enabled false) needs its credentials: nats.auth.existingSecret (recommended) or nats.auth.password" }}
+{{- end }}
+{{- if not .Values.etcd.enabled }}
+{{- range $u := splitList "," .Values.etcd.url }}
+{{- if not (hasPrefix "https://" (trim $u)) }}
+{{- fail (printf "etcd.url: %q is not https://; modcoord reaches etcd only over mutual TLS" (trim $u)) }}
 {{- end }}
 {{- end }}
-{{- if and .Values.nats.auth.credsKey (not .Values.nats.auth.existingSecret) }}
-{{- fail "nats.auth.credsKey names a key of nats.auth.existingSecret; set that too" }}
-{{- end }}
-{{- if and .Values.nats.auth.credsKey .Values.nats.enabled }}
-{{- fail "nats.auth.credsKey is for an external NATS with JWT auth; the bundled NATS uses user/password" }}
 {{- end }}
 {{- end }}
