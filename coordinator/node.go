@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,7 +52,14 @@ func ParsePeers(s string) ([]Peer, error) {
 		if !strings.Contains(api, "://") {
 			api = "http://" + api
 		}
-		peers = append(peers, Peer{ID: parts[0], RaftAddr: parts[1], APIAddr: strings.TrimRight(api, "/")})
+		api = strings.TrimRight(api, "/")
+		if _, _, err := net.SplitHostPort(parts[1]); err != nil {
+			return nil, fmt.Errorf("peer %q: raft address %q is not host:port", item, parts[1])
+		}
+		if u, err := url.Parse(api); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("peer %q: API address %q is not an http(s) URL with a host", item, parts[2])
+		}
+		peers = append(peers, Peer{ID: parts[0], RaftAddr: parts[1], APIAddr: api})
 	}
 	if len(peers) == 0 {
 		return nil, errors.New("no peers given; list every coordinator as id=raftHost:port=apiHost:port")
