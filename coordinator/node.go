@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -41,8 +42,8 @@ func ParsePeers(s string) ([]Peer, error) {
 			continue
 		}
 		parts := strings.Split(item, "=")
-		if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
-			return nil, fmt.Errorf("peer %q: want id=raftHost:port=apiHost:port", item)
+		if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" || strings.ContainsFunc(item, unicode.IsSpace) {
+			return nil, fmt.Errorf("peer %q: want id=raftHost:port=apiHost:port, without spaces", item)
 		}
 		if seen[parts[0]] {
 			return nil, fmt.Errorf("peer %q: id %s is listed twice", item, parts[0])
@@ -53,7 +54,7 @@ func ParsePeers(s string) ([]Peer, error) {
 			api = "http://" + api
 		}
 		api = strings.TrimRight(api, "/")
-		if _, _, err := net.SplitHostPort(parts[1]); err != nil {
+		if _, port, err := net.SplitHostPort(parts[1]); err != nil || port == "" {
 			return nil, fmt.Errorf("peer %q: raft address %q is not host:port", item, parts[1])
 		}
 		if u, err := url.Parse(api); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
