@@ -583,10 +583,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if s.Requests == nil {
 		s.Requests = map[string]string{}
 	}
-	for _, id := range s.Order {
-		if s.Jobs[id] == nil {
-			return fmt.Errorf("restore fsm: job %s is in the queue but not in the state", id)
-		}
+	if err := s.check(); err != nil {
+		return fmt.Errorf("restore fsm: %w", err)
 	}
 	f.mu.Lock()
 	f.state = s

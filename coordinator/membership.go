@@ -189,7 +189,9 @@ func watchWorkers(ctx context.Context, cli *clientv3.Client, cluster string, log
 			delete(live, id)
 			return
 		}
-		if err := json.Unmarshal(kv.Value, &w); err != nil || w.ID != id {
+		// The id must be one Register accepts: etcd is writable by every
+		// worker, and an id becomes a generation member and a NATS subject.
+		if err := json.Unmarshal(kv.Value, &w); err != nil || w.ID != id || checkEtcdName("worker id", id) != nil {
 			log.Warn("ignoring malformed worker registration", "key", string(kv.Key))
 			return
 		}

@@ -7,11 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -40,8 +42,8 @@ func ParsePeers(s string) ([]Peer, error) {
 			continue
 		}
 		parts := strings.Split(item, "=")
-		if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
-			return nil, fmt.Errorf("peer %q: want id=raftHost:port=apiHost:port", item)
+		if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" || strings.ContainsFunc(item, unicode.IsSpace) {
+			return nil, fmt.Errorf("peer %q: want id=raftHost:port=apiHost:port, without spaces", item)
 		}
 		if seen[parts[0]] {
 			return nil, fmt.Errorf("peer %q: id %s is listed twice", item, parts[0])
@@ -51,7 +53,14 @@ func ParsePeers(s string) ([]Peer, error) {
 		if !strings.Contains(api, "://") {
 			api = "https://" + api
 		}
-		peers = append(peers, Peer{ID: parts[0], RaftAddr: parts[1], APIAddr: strings.TrimRight(api, "/")})
+		api = strings.TrimRight(api, "/")
+		if _, port, err := net.SplitHostPort(parts[1]); err != nil || port == "" {
+			return nil, fmt.Errorf("peer %q: raft address %q is not host:port", item, parts[1])
+		}
+		if u, err := url.Parse(api); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("peer %q: API address %q is not an http(s) URL with a host", item, parts[2])
+		}
+		peers = append(peers, Peer{ID: parts[0], RaftAddr: parts[1], APIAddr: api})
 	}
 	if len(peers) == 0 {
 		return nil, errors.New("no peers given; list every coordinator as id=raftHost:port=apiHost:port")
