@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Writes the secrets deploy/compose.yaml reads, unless they exist:
 #
-#   token          the API bearer token (coordinators, workers, clients)
-#   nats-password  the workers' NATS password
-#   nats-auth.conf the NATS server's authorization block with that password
 #   tls/           ca.crt and <role>-compose.crt/.key for every role
 #                  (coordinator, worker, user, etcd, nats), valid for the
 #                  service names c0 c1 c2 etcd nats and localhost; compose
 #                  mounts each container's own role's files in
-#                  /etc/modcoord/tls (deploy/certgen; needs Go)
+#                  /etc/modcoord/tls (deploy/certgen; needs Go). Every link
+#                  is mutual TLS: there is no token and no NATS password.
+#                  The user certificate is the CLI's (--ca, --cert).
 #   ca/            the cluster CA, ca.key included; mounted nowhere
 #
 # Run again, it keeps what exists and is valid and renews certificates
@@ -24,18 +23,13 @@ cd "$(dirname "$0")"
 dir="${MODCOORD_SECRETS:-secrets}"
 mkdir -p "$dir"
 chmod 0755 "$dir"
-# Hex: alphanumeric, so it needs no quoting anywhere.
-gen() { openssl rand -hex "$(( $1 / 2 ))"; }
-[ -s "$dir/token" ] || { gen 48 > "$dir/token"; echo "wrote $dir/token" >&2; }
-if [ ! -s "$dir/nats-password" ]; then
-  gen 32 > "$dir/nats-password"
-  rm -f "$dir/nats-auth.conf"
-  echo "wrote $dir/nats-password" >&2
-fi
-if [ ! -s "$dir/nats-auth.conf" ]; then
-  printf 'authorization {\n  users: [\n    { user: "modcoord", password: "%s" }\n  ]\n}\n' "$(cat "$dir/nats-password")" > "$dir/nats-auth.conf"
-  echo "wrote $dir/nats-auth.conf" >&2
-fi
+# Secrets of earlier releases (bearer token, NATS password), now unused.
+for old in token nats-password nats-auth.conf; do
+  if [ -e "$dir/$old" ]; then
+    rm -f "$dir/$old"
+    echo "removed $dir/$old (unused: every link is mutual TLS)" >&2
+  fi
+done
 # TLS: the CA in ca/, what the containers mount in tls/.
 abs=$(cd "$dir" && pwd)
 (cd .. && GOFLAGS="${GOFLAGS:--mod=mod}" go run ./deploy/certgen -ca "$abs/ca" -out "$abs/tls" -name compose \
@@ -43,7 +37,7 @@ abs=$(cd "$dir" && pwd)
 chmod 0700 "$dir/ca"
 chmod 0755 "$dir/tls"
 # The user certificate is for the CLI on this host: not made 65532's.
-mounted=("$dir"/token "$dir"/nats-password "$dir"/nats-auth.conf "$dir"/tls/ca.crt "$dir"/tls/{coordinator,worker,etcd,nats}-compose.{crt,key})
+mounted=("$dir"/tls/ca.crt "$dir"/tls/{coordinator,worker,etcd,nats}-compose.{crt,key})
 if [ "$(id -u)" = 0 ]; then
   chown 65532:65532 "${mounted[@]}"
   chmod 0400 "${mounted[@]}"

@@ -6,8 +6,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,9 +90,10 @@ type cluster struct {
 	env       []string
 	image     string
 	secrets   string
-	token     string
-	ports     map[string]int // coordinator -> host port of its API
-	hc        *http.Client
+	ports     map[string]int // coordinator -> host port of its API (HTTPS, mutual TLS)
+	mports    map[string]int // coordinator -> host port of its plain-HTTP metrics listener
+	hc        *http.Client   // the API client: the user certificate, the cluster CA
+	mc        *http.Client   // plain HTTP for /readyz and /metrics
 	artifacts string
 	steps     int64
 	budget    float64
@@ -125,8 +124,7 @@ func composeCommand() ([]string, error) {
 // (mounted nowhere) and, for each role, tls/<role>/ with ca.crt and
 // <role>-chaos.crt/.key, which compose.yaml mounts at /etc/modcoord/tls in
 // that role's containers. One certificate per role, valid for every
-// service name. World-readable like the token: the containers' uid is not
-// the suite's.
+// service name. World-readable: the containers' uid is not the suite's.
 func writeTLS(secrets string) error {
 	local, err := pki.EnsureDir(filepath.Join(secrets, "ca"), pki.EnsureOptions{
 		Name:  "chaos",
@@ -154,14 +152,6 @@ func writeTLS(secrets string) error {
 		}
 	}
 	return nil
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 func freePort(t *testing.T) int {
@@ -206,7 +196,7 @@ func (c *cluster) logf(format string, a ...any) {
 
 func startCluster(t *testing.T) *cluster {
 	c := &cluster{t: t, repo: repoRoot(t), image: envOr("CHAOS_IMAGE", "modcoord-chaos:dev"),
-		hc: &http.Client{Timeout: 3 * time.Second}, ports: map[string]int{}}
+		mc: &http.Client{Timeout: 3 * time.Second}, ports: map[string]int{}, mports: map[string]int{}}
 	var err error
 	if c.compose, err = composeCommand(); err != nil {
 		t.Skip(err)
@@ -236,25 +226,30 @@ func startCluster(t *testing.T) *cluster {
 		_ = out
 	}
 
-	// Secrets: the API token, the NATS password and the TLS material (see
-	// writeTLS), mounted read-only, file by file (compose.yaml).
+	// Secrets: the TLS material (see writeTLS), mounted read-only, one
+	// role's directory per container (compose.yaml). The suite talks to
+	// the API as a user.
 	if c.secrets, err = os.MkdirTemp("", "modcoord-chaos-secrets-"); err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(c.secrets, 0o755)
-	c.token = randomHex(24)
-	for name, val := range map[string]string{"token": c.token, "nats": randomHex(24)} {
-		if err := os.WriteFile(filepath.Join(c.secrets, name), []byte(val+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	if err := writeTLS(c.secrets); err != nil {
 		t.Fatal(err)
 	}
+	user, err := pki.LoadDir(filepath.Join(c.secrets, "tls", string(pki.RoleUser)), pki.RoleUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := pki.ClientConfig(user, pki.RoleCoordinator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.hc = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true}}
 	c.env = []string{"CHAOS_IMAGE=" + c.image, "CHAOS_SECRETS=" + c.secrets}
 	for _, co := range coordinators {
-		c.ports[co] = freePort(t)
-		c.env = append(c.env, fmt.Sprintf("CHAOS_%s_PORT=%d", strings.ToUpper(co), c.ports[co]))
+		c.ports[co], c.mports[co] = freePort(t), freePort(t)
+		c.env = append(c.env, fmt.Sprintf("CHAOS_%s_PORT=%d", strings.ToUpper(co), c.ports[co]),
+			fmt.Sprintf("CHAOS_%s_METRICS_PORT=%d", strings.ToUpper(co), c.mports[co]))
 	}
 
 	// Leftovers of an earlier run that could not clean up.
@@ -345,10 +340,27 @@ func (c *cluster) saveLogs(name string) {
 // Talking to the coordinators
 
 func (c *cluster) url(co, path string) string {
-	return fmt.Sprintf("http://127.0.0.1:%d%s", c.ports[co], path)
+	return fmt.Sprintf("https://127.0.0.1:%d%s", c.ports[co], path)
 }
 
-// call sends one request to one coordinator.
+// metricsURL is co's plain-HTTP metrics listener (/healthz, /readyz,
+// /metrics).
+func (c *cluster) metricsURL(co, path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", c.mports[co], path)
+}
+
+// metricsGet reads path from co's metrics listener.
+func (c *cluster) metricsGet(co, path string) (int, []byte, error) {
+	resp, err := c.mc.Get(c.metricsURL(co, path))
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// call sends one request to one coordinator's API, as a user.
 func (c *cluster) call(co, method, path string, body []byte) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
@@ -358,7 +370,6 @@ func (c *cluster) call(co, method, path string, body []byte) (int, []byte, error
 	if err != nil {
 		return 0, nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/yaml")
 	}
@@ -399,7 +410,7 @@ type readyz struct {
 
 func (c *cluster) readyz(co string) (readyz, bool) {
 	var r readyz
-	code, b, err := c.call(co, http.MethodGet, "/readyz", nil)
+	code, b, err := c.metricsGet(co, "/readyz")
 	if err != nil || (code != 200 && code != 503) || json.Unmarshal(b, &r) != nil {
 		return readyz{}, false
 	}
@@ -437,7 +448,7 @@ func (c *cluster) liveWorkers() int {
 	if l == "" {
 		return -1
 	}
-	code, b, err := c.call(l, http.MethodGet, "/metrics", nil)
+	code, b, err := c.metricsGet(l, "/metrics")
 	if err != nil || code != 200 {
 		return -1
 	}
@@ -473,7 +484,8 @@ func (c *cluster) probe(timeout time.Duration, svc string, args ...string) (stri
 func (c *cluster) waitInfra(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		e, _ := c.probe(10*time.Second, "etcd", "--timeout=2s", "GET", "http://127.0.0.1:2379/health")
+		// etcd serves only mutual TLS: its own certificate is the client.
+		e, _ := c.probe(10*time.Second, "etcd", "--timeout=2s", "--tls-dir=/etc/modcoord/tls", "GET", "https://127.0.0.1:2379/health")
 		n, _ := c.probe(10*time.Second, "nats", "--timeout=2s", "GET", "http://127.0.0.1:8222/healthz")
 		if strings.HasPrefix(e, "200") && strings.HasPrefix(n, "200") {
 			return nil
@@ -1080,7 +1092,7 @@ func injectLeaderPartition(f *faultCtx) error {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "docker", "exec", container(old), "/usr/local/bin/chaosinfra", "http",
 		"--when-isolated", "--wait=60s", "--repeat-for=15s", "--interval=250ms", "--timeout=5s",
-		"--token-file=/secrets/token", "--body-file=/tmp/probe.yaml", "POST", "http://127.0.0.1:7070/v1/jobs")
+		"--tls-dir=/etc/modcoord/user-tls", "--body-file=/tmp/probe.yaml", "POST", "https://127.0.0.1:7070/v1/jobs")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return err

@@ -10,12 +10,16 @@
 //	chaosinfra etcd   --tls-dir D --cluster C --listen https://0.0.0.0:2379 --advertise https://etcd:2379
 //	                  the same over mutual TLS, with etcd auth set up for cluster C
 //	                  (users coordinator and worker; see modcoord etcd-setup)
-//	chaosinfra http   [--token-file F] [--body-file F] [--when-isolated] [--repeat-for D] METHOD URL
-//	                  one HTTP request: prints the status code (0: no answer)
+//	chaosinfra http   [--tls-dir D] [--body-file F] [--when-isolated] [--repeat-for D] METHOD URL
+//	                  one HTTP(S) request: prints the status code (0: no answer)
 //	                  and the body (exit 0 whatever the status); or, with
 //	                  --repeat-for, one JSON line per attempt; --when-isolated
 //	                  first waits until the container lost its network (JSON
-//	                  lines {"waiting":true}, then {"isolated_ms":T})
+//	                  lines {"waiting":true}, then {"isolated_ms":T}); with
+//	                  --tls-dir, https URLs use D's ca.crt and the one
+//	                  certificate found there (user, worker, coordinator,
+//	                  etcd or nats, tried in that order; or --role) as the
+//	                  client certificate
 //	chaosinfra verify --root /checkpoints < manifests.json
 //	                  checks committed checkpoints (the coordinator's JSON
 //	                  records) against the shard files on the volume; prints
@@ -27,6 +31,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -211,7 +216,8 @@ func setupEtcdAuth(ctx context.Context, creds *pki.Credentials, endpoint string,
 
 func runHTTP(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("http", flag.ContinueOnError)
-	tokenFile := fs.String("token-file", "", "bearer token file")
+	tlsDir := fs.String("tls-dir", "", "directory with ca.crt and a certificate: https requests present it and trust only that CA")
+	role := fs.String("role", "", "with --tls-dir: the certificate's role (default: the first of user, worker, coordinator, etcd, nats found)")
 	bodyFile := fs.String("body-file", "", "request body file")
 	ctype := fs.String("content-type", "application/yaml", "request content type")
 	timeout := fs.Duration("timeout", 20*time.Second, "timeout of one request")
@@ -233,14 +239,14 @@ func runHTTP(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	token := ""
-	if *tokenFile != "" {
-		var err error
-		if token, err = readSecret(*tokenFile); err != nil {
+	hc := &http.Client{Timeout: *timeout}
+	if *tlsDir != "" {
+		tlsCfg, err := clientTLS(*tlsDir, *role)
+		if err != nil {
 			return err
 		}
+		hc.Transport = &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true}
 	}
-	hc := &http.Client{Timeout: *timeout}
 	send := func() (int, string) {
 		var rd io.Reader
 		if body != nil {
@@ -252,9 +258,6 @@ func runHTTP(ctx context.Context, args []string) error {
 		}
 		if body != nil {
 			req.Header.Set("Content-Type", *ctype)
-		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
 		}
 		resp, err := hc.Do(req)
 		if err != nil {
@@ -297,6 +300,33 @@ func runHTTP(ctx context.Context, args []string) error {
 		time.Sleep(*interval)
 	}
 	return nil
+}
+
+// clientTLS is the TLS client configuration of `http --tls-dir`: the
+// certificate of role found in dir (or of the first role found there),
+// accepting any server certificate of dir's CA that carries a serving role.
+func clientTLS(dir, role string) (*tls.Config, error) {
+	roles := []pki.Role{pki.RoleUser, pki.RoleWorker, pki.RoleCoordinator, pki.RoleEtcd, pki.RoleNATS}
+	if role != "" {
+		r, err := pki.ParseRole(role)
+		if err != nil {
+			return nil, fmt.Errorf("--role: %w", err)
+		}
+		roles = []pki.Role{r}
+	}
+	var errs []error
+	for _, r := range roles {
+		if _, err := pki.FilesInDir(dir, r); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		creds, err := pki.LoadDir(dir, r)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-dir: %w", err)
+		}
+		return pki.ClientConfig(creds, pki.RoleCoordinator, pki.RoleEtcd, pki.RoleNATS, pki.RoleWorker)
+	}
+	return nil, fmt.Errorf("--tls-dir: %w", errors.Join(errs...))
 }
 
 // onlyLoopback reports whether every network interface with an address
