@@ -140,7 +140,9 @@ func newForwardTransport(dial, response time.Duration, tlsConf *tls.Config) *htt
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext
 	t.ResponseHeaderTimeout = response
-	t.TLSClientConfig = tlsConf
+	if tlsConf != nil {
+		t.TLSClientConfig = tlsConf.Clone() // net/http edits NextProtos on first use
+	}
 	return t
 }
 

@@ -89,7 +89,11 @@ func WithRetries(attempts int, backoff time.Duration) ClientOption {
 func NewClient(addrs []string, tlsConf *tls.Config, opts ...ClientOption) (*Client, error) {
 	c := &Client{attempts: 8, backoff: 100 * time.Millisecond, avoidFor: 10 * time.Second, timeout: 30 * time.Second}
 	c.tr = http.DefaultTransport.(*http.Transport).Clone()
-	c.tr.TLSClientConfig = tlsConf
+	// A copy per transport: net/http adds "h2" to the config's NextProtos
+	// on first use, a data race when clients share one config.
+	if tlsConf != nil {
+		c.tr.TLSClientConfig = tlsConf.Clone()
+	}
 	for _, a := range addrs {
 		a = strings.TrimRight(strings.TrimSpace(a), "/")
 		if a == "" {
