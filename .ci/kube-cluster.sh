@@ -501,7 +501,7 @@ done
 EOF
   spawn pv-provisioner bash "$state/pv-provisioner.sh" "$state"
 
-  phase "smoke: a pod runs, resolves the API's Service name"
+  phase "smoke: a pod runs to completion, kubectl logs reads it"
   "${kubectl[@]}" -n default apply -f - >/dev/null <<'EOF'
 apiVersion: v1
 kind: Pod

@@ -17,7 +17,7 @@
 #   7. helm uninstall: no pods left
 #   8. cluster down (also on failure, keeping the logs)
 #
-#   KUBE_E2E_STEPS=N        steps per job (default 400)
+#   KUBE_E2E_STEPS=N        steps per job (default 1000)
 #   KUBE_E2E_READY_TIMEOUT  seconds for every pod to be Ready (default 300)
 #   KUBE_E2E_KEEP=1         leave the cluster up at the end (tear down with
 #                           bash .ci/kube-cluster.sh down)
@@ -26,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 export GOFLAGS="${GOFLAGS:--mod=mod}"
-STEPS=${KUBE_E2E_STEPS:-400}
+STEPS=${KUBE_E2E_STEPS:-1000}
 READY_TIMEOUT=${KUBE_E2E_READY_TIMEOUT:-300}
 JOB_TIMEOUT=${KUBE_E2E_JOB_TIMEOUT:-600}
 ns=mc-e2e
