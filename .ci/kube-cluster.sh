@@ -468,7 +468,7 @@ cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
 EOF
   spawn coredns "$state/bin/coredns" -conf "$state/Corefile"
   dns_ok() { curl -fsS --max-time 5 "http://127.0.0.1:$dns_ready/ready"; }
-  wait_for "coredns /ready" 60 dns_ok
+  wait_for "coredns /ready" 120 dns_ok
 
   phase "pv-provisioner"
   cat > "$state/pv-provisioner.sh" <<'EOF'

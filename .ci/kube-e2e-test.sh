@@ -17,7 +17,7 @@
 #   7. helm uninstall: no pods left
 #   8. cluster down (also on failure, keeping the logs)
 #
-#   KUBE_E2E_STEPS=N        steps per job (default 1000)
+#   KUBE_E2E_STEPS=N        steps per job (default 5000; about 100 steps/s here)
 #   KUBE_E2E_READY_TIMEOUT  seconds for every pod to be Ready (default 300)
 #   KUBE_E2E_KEEP=1         leave the cluster up at the end (tear down with
 #                           bash .ci/kube-cluster.sh down)
@@ -26,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 export GOFLAGS="${GOFLAGS:--mod=mod}"
-STEPS=${KUBE_E2E_STEPS:-1000}
+STEPS=${KUBE_E2E_STEPS:-5000}
 READY_TIMEOUT=${KUBE_E2E_READY_TIMEOUT:-300}
 JOB_TIMEOUT=${KUBE_E2E_JOB_TIMEOUT:-600}
 ns=mc-e2e
@@ -134,7 +134,7 @@ model: {d_model: 32, layers: 2, heads: 2, seq_len: 32, capacity: 0.25}
 batch: 12
 min_workers: 1
 max_workers: 3
-checkpoint_every: 20
+checkpoint_every: 100
 keep_checkpoints: 3
 seed: 7
 EOF
@@ -153,7 +153,7 @@ progressed() { # JOB: steps done >= STEPS/4 and a checkpoint committed
 # final checkpoint at $STEPS.
 complete() {
   local t0; t0=$(date +%s)
-  ended() { [ "$(job "$1" .status)" != running ] && [ "$(job "$1" .status)" != waiting ]; }
+  ended() { case "$(job "$1" .status)" in completed|failed|canceled) return 0 ;; *) return 1 ;; esac; }
   wait_for "job $1 to end" "$JOB_TIMEOUT" ended "$1"
   mc status "$1" --json > "$work/final.json"
   local st sd total ck
