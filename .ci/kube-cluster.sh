@@ -381,7 +381,9 @@ EOF
   local ctr=(ctr -a "$cd/containerd.sock" -n k8s.io)
   wait_for "containerd" 60 "${ctr[@]}" version
   docker save modcoord-pause:dev | "${ctr[@]}" images import - >/dev/null
-  "${ctr[@]}" images ls -q | grep -q 'modcoord-pause:dev' || die "pause image not imported"
+  # (Not `ctr | grep -q`: with pipefail, grep's early exit fails ctr with SIGPIPE.)
+  local imgs; imgs=$("${ctr[@]}" images ls -q)
+  grep -q 'modcoord-pause:dev' <<< "$imgs" || die "pause image not imported"
 
   phase "kubelet"
   : > "$state/resolv.conf"
@@ -517,7 +519,8 @@ spec:
 EOF
   smoke_done() { [ "$("${kubectl[@]}" -n default get pod smoke -o jsonpath='{.status.phase}')" = Succeeded ]; }
   wait_for "the smoke pod to succeed" 120 smoke_done
-  "${kubectl[@]}" -n default logs smoke | grep -q "hello from a container" || die "smoke pod's log (kubectl logs) lacks its line"
+  local smoke_log; smoke_log=$("${kubectl[@]}" -n default logs smoke)
+  grep -q "hello from a container" <<< "$smoke_log" || die "smoke pod's log (kubectl logs) lacks its line"
   "${kubectl[@]}" -n default delete pod smoke --wait=false >/dev/null
   if command -v dig >/dev/null; then
     wait_for "coredns to answer kubernetes.default.svc.cluster.local" 30 sh -c "dig +short @$gw kubernetes.default.svc.cluster.local | grep -q ."
