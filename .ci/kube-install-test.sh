@@ -111,7 +111,7 @@ if [ ! -x "$helm" ]; then
   helm="$(go env GOPATH)/bin/helm"
 fi
 "$helm" version --short
-kbin=$(bash .ci/kube-build.sh | tail -n 1)
+kbin=$(KUBE_BINS="kube-apiserver kube-controller-manager kubectl" bash .ci/kube-build.sh | tail -n 1)
 kubectl_bin="$kbin/kubectl"
 [ -x "$kubectl_bin" ] || die "kubectl missing in $kbin"
 etcd_bin="$work/etcd-kubetest"
