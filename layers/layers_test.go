@@ -45,6 +45,8 @@ var allowed = map[string][]string{
 	"deploy/chaos/chaosinfra": {"checkpoint", "embedded", "pki"},
 	"deploy/kubetest/etcd":    {"embedded", "pki"},
 	"deploy/certgen":          {"pki"},
+	"deploy/kubetest/jobplan": {"jobspec"},
+	"deploy/kubetest/pause":   nil,
 	"helm/charttest":          nil,
 	"layers":                  nil,
 }

@@ -12,7 +12,7 @@ import (
 	"os"
 	"strconv"
 
-	"github.com/modcoord/modcoord/coordinator"
+	"github.com/modcoord/modcoord/jobspec"
 )
 
 func main() {
@@ -26,12 +26,12 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	plan := func(budget float64) coordinator.Plan {
-		spec, err := coordinator.ParseSpec(withBudget(body, budget))
+	plan := func(budget float64) jobspec.Plan {
+		spec, err := jobspec.Parse(withBudget(body, budget), jobspec.Limits{})
 		if err != nil {
 			fail(err)
 		}
-		p, err := spec.Plan()
+		p, err := spec.Plan(jobspec.Limits{})
 		if err != nil {
 			fail(err)
 		}
