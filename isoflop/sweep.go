@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/modcoord/modcoord/atomicfile"
 	"github.com/modcoord/modcoord/mod"
 )
 
@@ -152,10 +153,10 @@ func Retime(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
 // writeRuns rewrites runs.csv and runs.json with every finished run; it is
 // called after each run, so it also writes an empty set before the first.
 func writeRuns(p Paths, runs []Result) error {
-	if err := writeFileAtomic(p.CSV, func(f *os.File) error { return WriteCSV(f, runs) }); err != nil {
+	if err := atomicfile.Write(p.CSV, 0o644, func(w io.Writer) error { return WriteCSV(w, runs) }); err != nil {
 		return err
 	}
-	return writeFileAtomic(p.JSON, func(f *os.File) error { return WriteJSON(f, runs) })
+	return atomicfile.Write(p.JSON, 0o644, func(w io.Writer) error { return WriteJSON(w, runs) })
 }
 
 // writeReports writes runs.csv/json (again, so that a sweep with no
@@ -171,11 +172,11 @@ func writeReports(p Paths, runs []Result, best []BudgetBest, skipped int) error 
 // writeSummaryAndPlot writes summary.md and, when there is a run to draw,
 // isoflop.png.
 func writeSummaryAndPlot(p Paths, runs []Result, best []BudgetBest, skipped int) error {
-	if err := writeFileAtomic(p.Summary, func(f *os.File) error { return WriteSummary(f, best, skipped) }); err != nil {
+	if err := atomicfile.Write(p.Summary, 0o644, func(w io.Writer) error { return WriteSummary(w, best, skipped) }); err != nil {
 		return err
 	}
 	if len(runs) == 0 {
 		return nil
 	}
-	return writeFileAtomic(p.Plot, func(f *os.File) error { return WritePlot(f, runs) })
+	return atomicfile.Write(p.Plot, 0o644, func(w io.Writer) error { return WritePlot(w, runs) })
 }

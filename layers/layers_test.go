@@ -24,7 +24,8 @@ var allowed = map[string][]string{
 	"checkpoint": nil,
 	"embedded":   nil,
 	"tokenizer":  nil,
-	"pki":        nil,
+	"pki":        {"atomicfile"},
+	"atomicfile": nil,
 	"shard":      {"mod"},
 	"corpus":     {"mod", "tokenizer"},
 	"allreduce":  {"shard"},
@@ -36,7 +37,7 @@ var allowed = map[string][]string{
 	// manifests it commits, never the training code.
 	"coordinator": {"mod", "checkpoint", "jobspec", "pki"},
 	"worker":      {"train", "coordinator", "allreduce", "checkpoint", "mod", "shard", "corpus", "jobspec", "pki"},
-	"isoflop":     {"train", "mod", "corpus"},
+	"isoflop":     {"train", "mod", "corpus", "atomicfile"},
 	"bench":       {"mod", "allreduce", "shard", "embedded"},
 	"local":       {"coordinator", "worker", "train", "allreduce", "embedded", "jobspec", "pki", "corpus", "mod"},
 	// Entry points and test harnesses may import anything below them.

@@ -6,7 +6,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
+
+	"github.com/modcoord/modcoord/atomicfile"
 )
 
 // MaxPEMFileSize bounds every certificate or key file read: a PEM
@@ -61,47 +62,10 @@ func checkPEMFileInfo(path string, stat func(string) (fs.FileInfo, error)) error
 	return nil
 }
 
-// writeFileAtomic replaces path with data so that a reader (or a crash)
-// sees either the old file or the whole new one, never a torn key. The
-// temporary file gets perm before any byte is written, so a key is never
-// readable by others even briefly.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(perm); err != nil {
-		return fmt.Errorf("write %s: chmod: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: fsync: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: close: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: rename: %w", path, err)
-	}
-	// The rename is durable only once the directory entry is.
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write %s: open dir for fsync: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write %s: fsync dir: %w", path, err)
-	}
-	return nil
+// writeFileAtomic replaces path with data; perm is set before any byte
+// is written, so a key is never readable by others even briefly.
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	return atomicfile.WriteBytes(path, data, perm)
 }
 
 // exists reports whether path exists (any error other than "not there"
