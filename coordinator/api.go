@@ -522,8 +522,22 @@ func (s *apiServer) writeApplyError(w http.ResponseWriter, err error) {
 	}
 }
 
+// writeError answers with an error body. Messages can quote what a client
+// sent (a decoder's "unknown field" names the field in full), so every
+// message and field name is cut short here, whatever path built it.
 func writeError(w http.ResponseWriter, status int, code, msg string, fields []string) {
-	writeJSON(w, status, ErrorResponse{Error: msg, Code: code, Fields: fields})
+	const maxMessage, maxField, maxFields = 1024, 128, 64
+	if len(fields) > maxFields {
+		fields = fields[:maxFields]
+	}
+	bounded := make([]string, len(fields))
+	for i, f := range fields {
+		bounded[i] = truncate(f, maxField)
+	}
+	if fields == nil {
+		bounded = nil
+	}
+	writeJSON(w, status, ErrorResponse{Error: truncate(msg, maxMessage), Code: code, Fields: bounded})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -299,3 +299,34 @@ func TestForwardTransportGivesUpOnASilentLeader(t *testing.T) {
 		t.Errorf("forwards wait up to %v, not below the workers' 5 s request timeout", forwardResponseTimeout)
 	}
 }
+
+// TestWriteErrorBoundsEchoes: whatever a client sent and an error quotes
+// (a 1 MB unknown field name, thousands of field errors), the answer stays
+// small.
+func TestWriteErrorBoundsEchoes(t *testing.T) {
+	huge := strings.Repeat("x", 1<<20)
+	many := make([]string, 10000)
+	for i := range many {
+		many[i] = huge[:1000]
+	}
+	for _, tc := range []struct {
+		name   string
+		msg    string
+		fields []string
+	}{
+		{"long message", `request body: json: unknown field "` + huge + `"`, nil},
+		{"many long fields", "invalid spec", many},
+		{"short", "ok", []string{"a: b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			writeError(rec, http.StatusBadRequest, "invalid", tc.msg, tc.fields)
+			if n := rec.Body.Len(); n > 16<<10 {
+				t.Fatalf("error body is %d bytes", n)
+			}
+			if !strings.Contains(rec.Body.String(), tc.msg[:min(len(tc.msg), 20)]) {
+				t.Errorf("body lost the message's start: %.200s", rec.Body.String())
+			}
+		})
+	}
+}

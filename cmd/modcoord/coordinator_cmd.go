@@ -102,7 +102,7 @@ func runCoordinator(ctx context.Context, stderr io.Writer, o coordinatorOptions,
 // addEtcdClusterFlags adds --etcd and --cluster, shared by coordinator
 // and worker.
 func addEtcdClusterFlags(fs *pflag.FlagSet, etcd, cluster *string) {
-	fs.StringVar(etcd, "etcd", "http://127.0.0.1:2379", "etcd client URLs, comma-separated")
+	fs.StringVar(etcd, "etcd", "https://127.0.0.1:2379", "etcd client URLs, comma-separated")
 	bindEnv(fs, "etcd", "MODCOORD_ETCD")
 	fs.StringVar(cluster, "cluster", "default", "cluster name (scopes etcd keys)")
 	bindEnv(fs, "cluster", "MODCOORD_CLUSTER")

@@ -48,7 +48,7 @@ func newWorkerCmd(e env) *cobra.Command {
 	fs.StringVar(&o.id, "id", envOr(e.getenv, "POD_NAME", hostnameOr("worker")), "worker id, unique in the cluster (default: $POD_NAME or the host name)")
 	addCoordinatorFlags(fs, &o.coordinator, &o.tls, pki.RoleWorker)
 	addEtcdClusterFlags(fs, &o.etcd, &o.cluster)
-	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URLs, comma-separated")
+	fs.StringVar(&o.natsURL, "nats", "tls://127.0.0.1:4222", "NATS server URLs, comma-separated")
 	fs.StringVar(&o.natsUser, "nats-user", "", "NATS user")
 	fs.StringVar(&o.natsPassFile, "nats-password-file", "", "file holding the NATS password")
 	fs.StringVar(&o.natsCreds, "nats-creds", "", "NATS .creds file (JWT and nkey seed)")
