@@ -157,6 +157,9 @@ func TestExitCodes(t *testing.T) {
 		{name: "dead coordinator", args: []string{"status", "--coordinator", "https://" + dead}, code: exitUnreachable, stderr: dead},
 		{name: "no client certificate", env: map[string]string{"MODCOORD_TLS_DIR": ""}, args: []string{"status", "--coordinator", api}, code: exitUsage, stderr: "--tls-dir"},
 		{name: "a plain-HTTP coordinator URL", args: []string{"status", "--coordinator", strings.Replace(api, "https://", "http://", 1)}, code: exitUsage, stderr: "use https://"},
+		{name: "--tls-server-name a name the certificate holds", args: []string{"status", "--coordinator", api, "--tls-server-name", "localhost", done.ID}, code: exitOK, stdout: "completed: 10 steps"},
+		{name: "--tls-server-name a name it does not hold", args: []string{"status", "--coordinator", api, "--tls-server-name", "elsewhere.example", done.ID}, code: exitFailure, stderr: "elsewhere.example"},
+		{name: "--tls-server-name not a name", args: []string{"status", "--coordinator", api, "--tls-server-name", "https://x", done.ID}, code: exitUsage, stderr: "--tls-server-name"},
 		{name: "interrupted", ctx: canceled, args: []string{"watch", "--coordinator", api, done.ID}, code: exitInterrupted},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

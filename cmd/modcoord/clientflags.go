@@ -22,6 +22,7 @@ const defaultCoordinator = "https://127.0.0.1:7070"
 type clientOptions struct {
 	coordinator    string
 	tls            tlsFiles
+	serverName     string
 	connectTimeout time.Duration
 }
 
@@ -31,6 +32,11 @@ func addClientFlags(cmd *cobra.Command, o *clientOptions) {
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 2*time.Second,
 		"give up when no coordinator accepts a TCP connection within this time")
 	bindEnv(fs, "connect-timeout", "MODCOORD_CONNECT_TIMEOUT")
+	// As kubectl's flag of the same name: reach the API at an address its
+	// certificate does not name (a Service's ClusterIP, a tunnel) while
+	// still verifying the certificate against a name it does.
+	fs.StringVar(&o.serverName, "tls-server-name", "", "verify the coordinators' certificate against this DNS name instead of the --coordinator host (e.g. modcoord.NAMESPACE.svc)")
+	bindEnv(fs, "tls-server-name", "MODCOORD_TLS_SERVER_NAME")
 }
 
 // addCoordinatorFlags adds --coordinator and the client certificate
@@ -61,6 +67,12 @@ func (o *clientOptions) client(ctx context.Context, e env) (*coordinator.Client,
 	conf, err := coordinator.ClientTLS(creds)
 	if err != nil {
 		return nil, err
+	}
+	if o.serverName != "" {
+		if len(o.serverName) > 253 || strings.ContainsAny(o.serverName, "/: ") {
+			return nil, usageErrorf("--tls-server-name %.80q: give a DNS name such as modcoord.default.svc", o.serverName)
+		}
+		conf.ServerName = o.serverName
 	}
 	// Connections made later (a follower fails over, a watch runs for
 	// hours) get the same dial limit.
