@@ -6,12 +6,15 @@
 #   1. cluster up; deploy/build-images.sh; images imported into containerd
 #   2. helm install (deploy/kubetest/e2e-values.yaml: defaults sized for two
 #      cores); every pod Ready within $READY_TIMEOUT s
-#   3. job "plain": submitted with `modcoord submit` through the coordinators'
-#      ClusterIP Service (kube-proxy), completes at exactly $STEPS steps
+#   3. job "plain": submitted with `modcoord submit` (mutual TLS, a user
+#      certificate from the chart's Secret) through the coordinators'
+#      ClusterIP Service (kube-proxy), completes at exactly $STEPS steps with
+#      a validation loss after the last step
 #   4. job "worker-kill": a worker pod deleted mid-job; the next generation
-#      resumes from the last committed checkpoint; completes at $STEPS
+#      resumes from the last committed checkpoint; completes at $STEPS; its
+#      final parameters' sha256 equal job plain's (same N = 2)
 #   5. job "leader-kill": the raft leader's pod deleted mid-job; another
-#      coordinator leads; the job completes at $STEPS
+#      coordinator leads; the job completes at $STEPS, parameters equal too
 #   6. job "upgrade": helm upgrade worker.replicas 2 -> 3 mid-job; the job
 #      re-forms with 3 workers and completes at $STEPS
 #   7. helm uninstall: no pods left
@@ -118,23 +121,32 @@ wait_for "every pod of $rel Ready" "$READY_TIMEOUT" all_ready
 echo "all $(kubectl -n "$ns" get pods -o name | wc -l) pods Ready $(( $(date +%s) - t_install ))s after helm install"
 kubectl -n "$ns" get pods -o wide
 
-kubectl -n "$ns" get secret "$rel-token" -o jsonpath='{.data.token}' | base64 -d > "$work/token"
-chmod 600 "$work/token"
+# The API is mutual TLS: a user certificate from the chart's generated
+# Secret (as NOTES.txt tells a user), and the Service's ClusterIP checked
+# against the Service's DNS name, which the coordinators' certificate holds.
+mkdir -m 700 "$work/tls"
+for f in ca.crt "user-$rel.crt" "user-$rel.key"; do
+  kubectl -n "$ns" get secret "$rel-tls" -o "go-template={{index .data \"$f\"}}" | base64 -d > "$work/tls/$f"
+done
+chmod 600 "$work/tls/user-$rel.key"
 api_ip=$(kubectl -n "$ns" get service "$rel" -o jsonpath='{.spec.clusterIP}')
-export MODCOORD_COORDINATOR="http://$api_ip:7070" MODCOORD_TOKEN_FILE="$work/token" MODCOORD_CONNECT_TIMEOUT=5s
+export MODCOORD_COORDINATOR="https://$api_ip:7070" MODCOORD_TLS_DIR="$work/tls" MODCOORD_TLS_SERVER_NAME="$rel.$ns.svc" MODCOORD_CONNECT_TIMEOUT=5s
 mc() { "$modcoord_bin" "$@"; }
 wait_for "the API through the Service $api_ip:7070" 120 mc status
 
-# submit NAME: prints the job id; checks that the budget buys exactly $STEPS.
+# submit NAME MIN MAX: prints the job id; checks that the budget buys
+# exactly $STEPS. Jobs compared bit for bit run at a fixed N (MIN = MAX):
+# resume is bit-identical at the same worker count, not across counts.
 submit() {
   cat > "$work/$1.spec" <<EOF
 name: $1
 data: /opt/modcoord/data/tinyshakespeare.txt
 model: {d_model: 32, layers: 2, heads: 2, seq_len: 32, capacity: 0.25}
 batch: 12
-min_workers: 1
-max_workers: 3
+min_workers: $2
+max_workers: $3
 checkpoint_every: 100
+eval_every: 1000
 keep_checkpoints: 3
 seed: 7
 EOF
@@ -163,41 +175,64 @@ complete() {
   [ "$st" = completed ] || die "job $1 ended $st: $(jq -r .reason "$work/final.json")"
   [ "$sd" = "$STEPS" ] && [ "$total" = "$STEPS" ] || die "job $1: steps $sd of $total, want $STEPS"
   [ "$ck" = "$STEPS" ] || die "job $1: final checkpoint at $ck, want $STEPS"
+  local vs vl
+  vs=$(jq -r '.val.step // 0' "$work/final.json") vl=$(jq -r '.val.loss // "none"' "$work/final.json")
+  echo "job $1: validation loss $vl after step $vs"
+  [ "$vs" = "$STEPS" ] || die "job $1: last validation loss after step $vs, want one after the last step ($STEPS)"
+}
+# fingerprint: the final checkpoint's shards (rank, range, sha256 of the
+# parameters and optimizer state) from the last complete's status.
+fingerprint() { jq -r '[.checkpoint.shards[] | "\(.rank) [\(.lo),\(.hi)) \(.data_sha256)"] | join("; ")' "$work/final.json"; }
+# resumed JOB OLD_GEN T_FAULT STEP_AT_FAULT: prints how long the job took
+# to run again in a new generation, and the steps it redid.
+resumed_report() {
+  local s; s=$(job "$1" .start_step)
+  echo "resumed $(( $(date +%s) - $3 ))s after the pod deletion, from step $s; steps lost (done before the fault, redone after): $(( $4 > s ? $4 - s : 0 ))"
 }
 still_running() { # JOB: the fault must land mid-job
   [ "$(job "$1" .status)" = running ] || die "job $1 is $(job "$1" .status) before the fault: raise KUBE_E2E_STEPS"
 }
 
 phase "job plain: $STEPS steps"
-id=$(submit plain)
+id=$(submit plain 2 2)
 echo "submitted $id"
 complete "$id"
+baseline=$(fingerprint)
+echo "undisturbed final parameters: $baseline"
 
 phase "job worker-kill: delete a worker pod mid-job"
-id=$(submit worker-kill)
+id=$(submit worker-kill 2 2)
 wait_for "job worker-kill to progress" "$JOB_TIMEOUT" progressed "$id"
 still_running "$id"
 gen=$(job "$id" .generation) ck=$(job "$id" .checkpoint.step)
 victim=$(job "$id" '.members[0]')
 echo "generation $gen, last committed checkpoint at step $ck, steps done $(job "$id" .ledger.steps_done); deleting pod $victim"
+sd_fault=$(job "$id" .ledger.steps_done)
 kubectl -n "$ns" delete pod "$victim" --wait=false
+t_kill=$(date +%s)
 new_gen() { [ "$(job "$1" .generation)" -gt "$2" ] && [ "$(job "$1" .status)" = running ]; }
 wait_for "a new generation of job worker-kill" 120 new_gen "$id" "$gen"
 s=$(job "$id" .start_step) rf=$(job "$id" '.resume_from.step // 0')
 echo "generation $(job "$id" .generation) resumed from step $s (checkpoint $rf) with $(job "$id" '.members | join(",")')"
 [ "$s" -ge "$ck" ] || die "resumed from step $s, older than the last commit ($ck) before the fault"
 [ "$s" = "$rf" ] || die "start step $s is not the checkpoint it resumed from ($rf)"
+resumed_report "$id" "$gen" "$t_kill" "$sd_fault"
 complete "$id"
+got=$(fingerprint)
+[ "$got" = "$baseline" ] || die "job worker-kill's final parameters differ from the undisturbed run's at the same N:
+  undisturbed: $baseline
+  worker-kill: $got"
+echo "final parameters identical to the undisturbed run's (sha256 of every shard)"
 wait_for "pod $victim back and every pod Ready" "$READY_TIMEOUT" all_ready
 
 phase "job leader-kill: delete the raft leader's pod mid-job"
 leader_of() { # prints the leader's id as a coordinator that says it leads reports it
   local ip
   for ip in $(kubectl -n "$ns" get pods -l "app.kubernetes.io/instance=$rel,app.kubernetes.io/component=coordinator" -o jsonpath='{.items[*].status.podIP}'); do
-    curl -fsS --max-time 2 "http://$ip:7070/readyz" 2>/dev/null | jq -r 'select(.is_leader == true) | .leader' 2>/dev/null
+    curl -fsS --max-time 2 "http://$ip:9090/readyz" 2>/dev/null | jq -r 'select(.is_leader == true) | .leader' 2>/dev/null
   done | head -n 1
 }
-id=$(submit leader-kill)
+id=$(submit leader-kill 2 2)
 wait_for "job leader-kill to progress" "$JOB_TIMEOUT" progressed "$id"
 still_running "$id"
 old=$(leader_of)
@@ -209,10 +244,15 @@ another_leads() { local l; l=$(leader_of); [ -n "$l" ] && [ "$l" != "$old" ]; }
 wait_for "another coordinator to lead" 60 another_leads
 echo "new leader $(leader_of) after $(( $(date +%s) - t_kill ))s"
 complete "$id"
+got=$(fingerprint)
+[ "$got" = "$baseline" ] || die "job leader-kill's final parameters differ from the undisturbed run's:
+  undisturbed: $baseline
+  leader-kill: $got"
+echo "final parameters identical to the undisturbed run's"
 wait_for "pod $old back and every pod Ready" "$READY_TIMEOUT" all_ready
 
 phase "job upgrade: helm upgrade worker.replicas 2 -> 3 mid-job"
-id=$(submit upgrade)
+id=$(submit upgrade 2 3)
 wait_for "job upgrade to progress" "$JOB_TIMEOUT" progressed "$id"
 still_running "$id"
 gen=$(job "$id" .generation)
