@@ -41,7 +41,7 @@ type MemoryEstimate struct {
 	LocalBatch int // b: sequences per worker per step
 
 	Params, Grads, Optimizer, Outer, Checkpoint float64
-	Activations, Logits, Overhead        float64
+	Activations, Logits, Overhead               float64
 }
 
 const (
