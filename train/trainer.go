@@ -174,6 +174,9 @@ func (t *Trainer) Optimizer() *shard.Optimizer { return t.opt }
 // Layout is how the parameter vector is cut among ranks.
 func (t *Trainer) Layout() shard.Layout { return t.layout }
 
+// TokensPerStep is the tokens one step trains on, over all ranks.
+func (t *Trainer) TokensPerStep() int { return t.cfg.GlobalBatch * t.cfg.Model.SeqLen }
+
 // StepsDone is the number of completed steps.
 func (t *Trainer) StepsDone() int64 { return t.step }
 
