@@ -2,9 +2,12 @@
 # The DiLoCo bandwidth benchmark (docs/diloco.md); .ci/run does not run it.
 #
 # Four ranks, each a process in its own network namespace whose veth link
-# to a bridge is shaped with tc netem in both directions (RATE, DELAY each
-# way: a worker's round trip to the NATS server is 2·DELAY), and a NATS
-# server on the bridge's host side. The same model, batch and step count
+# to a bridge is shaped with tc tbf in both directions (RATE each way), and
+# a NATS server on the bridge's host side. This kernel has no netem
+# (CONFIG_NET_SCH_NETEM is off), so the latency is added in user space: each
+# rank reaches NATS through `modcoord bench diloco-delay`, a proxy in its
+# namespace that holds every byte DELAY in each direction (a rank's round
+# trip to the server is 2·DELAY, rank to rank one way 2·DELAY). The same model, batch and step count
 # (so the same FLOPs, up to DiLoCo's outer steps) run as: every-step sync,
 # DiLoCo H=20, H=100, and H=100 with int8 outer gradients. Rank 0 of each
 # run writes one JSON line per evaluation to OUT/<run>.jsonl;
@@ -25,9 +28,11 @@ GOFLAGS=-mod=mod go build -o "$BIN" ./cmd/modcoord
 PW=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 BR=dlbr0
 NATS_PID=
+PROXY_PIDS=()
 
 cleanup() {
 	[ -n "$NATS_PID" ] && kill "$NATS_PID" 2>/dev/null || true
+	for p in "${PROXY_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	for r in $(seq 0 $((WORLD - 1))); do ip netns del "dlns$r" 2>/dev/null || true; done
 	ip link del "$BR" 2>/dev/null || true
 }
@@ -47,19 +52,23 @@ for r in $(seq 0 $((WORLD - 1))); do
 	ip -n "$ns" link set "dlp$r" up
 	ip -n "$ns" link set lo up
 	# Upload (the rank's egress) and download (the bridge side's egress).
-	tc -n "$ns" qdisc add dev "dlp$r" root netem delay "$DELAY" rate "$RATE" limit 100000
-	tc qdisc add dev "dlv$r" root netem delay "$DELAY" rate "$RATE" limit 100000
+	tc -n "$ns" qdisc add dev "dlp$r" root tbf rate "$RATE" burst 32kb latency 400ms
+	tc qdisc add dev "dlv$r" root tbf rate "$RATE" burst 32kb latency 400ms
 done
-echo "links: $RATE, $DELAY each way, per rank"
-ip netns exec dlns0 ping -c 3 -q 10.77.0.1 | tail -1
+echo "links: $RATE each way (tbf), plus $DELAY each way (proxy), per rank"
 
 "$BIN" bench diloco-nats --host 10.77.0.1 --port 4222 --password "$PW" &
 NATS_PID=$!
+PROXY_PIDS=()
+for r in $(seq 0 $((WORLD - 1))); do
+	ip netns exec "dlns$r" "$BIN" bench diloco-delay --listen 127.0.0.1:4222 --target 10.77.0.1:4222 --delay "$DELAY" &
+	PROXY_PIDS+=($!)
+done
 sleep 1
 
 for run in $RUNS; do
 	IFS=: read -r mode inner compress <<<"$run"
-	args=(--mode "$mode" --steps "$STEPS" --world "$WORLD" --nats nats://10.77.0.1:4222 --password "$PW")
+	args=(--mode "$mode" --steps "$STEPS" --world "$WORLD" --nats nats://127.0.0.1:4222 --password "$PW")
 	name=$mode
 	if [ "$mode" = diloco ]; then
 		args+=(--inner-steps "$inner" --eval-every "$inner" --compress "${compress:-none}")

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"time"
@@ -180,4 +181,85 @@ func benchModeName(s *jobspec.Sync) string {
 		name += "-int8"
 	}
 	return name
+}
+
+// newBenchDiLoCoDelayCmd is a TCP proxy that holds every byte for a fixed
+// delay in each direction: the benchmark's link latency, where the kernel
+// has no netem (tc's tbf still shapes the rate). Each direction keeps its
+// order and its bandwidth; at most delayQueue reads wait in flight, after
+// which TCP's flow control pushes back on the sender.
+func newBenchDiLoCoDelayCmd() *cobra.Command {
+	var listen, target string
+	var delay time.Duration
+	cmd := &cobra.Command{
+		Use:    "diloco-delay",
+		Short:  "A TCP proxy adding a fixed one-way delay (tools/diloco_bench.sh)",
+		Hidden: true,
+		Args:   noSubcommandArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			go func() {
+				<-cmd.Context().Done()
+				ln.Close()
+			}()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return nil
+				}
+				go func() {
+					defer c.Close()
+					up, err := net.Dial("tcp", target)
+					if err != nil {
+						fmt.Fprintln(cmd.ErrOrStderr(), err)
+						return
+					}
+					defer up.Close()
+					done := make(chan struct{}, 2)
+					go func() { delayCopy(up, c, delay); done <- struct{}{} }()
+					go func() { delayCopy(c, up, delay); done <- struct{}{} }()
+					<-done
+				}()
+			}
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&listen, "listen", "127.0.0.1:4222", "address to accept on")
+	fs.StringVar(&target, "target", "", "address to forward to")
+	fs.DurationVar(&delay, "delay", 10*time.Millisecond, "one-way delay added in each direction")
+	return cmd
+}
+
+const delayQueue = 1024
+
+func delayCopy(dst net.Conn, src net.Conn, delay time.Duration) {
+	type chunk struct {
+		b  []byte
+		at time.Time
+	}
+	q := make(chan chunk, delayQueue)
+	go func() {
+		defer close(q)
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := src.Read(buf)
+			if n > 0 {
+				q <- chunk{buf[:n], time.Now().Add(delay)}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for c := range q {
+		time.Sleep(time.Until(c.at))
+		if _, err := dst.Write(c.b); err != nil {
+			break
+		}
+	}
+	dst.Close()
+	src.Close()
 }
