@@ -88,6 +88,9 @@ func TestDiLoCoClusterWorkerLossRedoesRound(t *testing.T) {
 	if j.Ledger.StepsDone != steps || j.Checkpoint == nil || j.Checkpoint.Step != steps {
 		t.Fatalf("steps done %d, final checkpoint %+v; want %d", j.Ledger.StepsDone, j.Checkpoint, steps)
 	}
+	if j.Ledger.FLOPsUsed != spec.BudgetFLOPs || j.Ledger.FLOPsSpent < j.Ledger.FLOPsUsed {
+		t.Errorf("ledger %+v: want the whole budget %g used (inner and outer steps), and at least that spent", j.Ledger, spec.BudgetFLOPs)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	for s := int64(inner); s <= steps; s += inner {
