@@ -87,7 +87,7 @@ type InitFrom struct {
 
 // ClusterOnlyFields are the spec fields only a cluster job uses; `modcoord
 // train` ignores them.
-var ClusterOnlyFields = []string{"name", "min_workers", "max_workers", "init_from", "sync"}
+var ClusterOnlyFields = []string{"name", "min_workers", "max_workers", "init_from"}
 
 // Plan is what a valid spec's budget buys.
 type Plan struct {

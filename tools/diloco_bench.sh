@@ -14,6 +14,8 @@
 # tools/diloco_plot.py turns them into the table and plot.
 #
 # Needs root (ip netns, tc). Usage: tools/diloco_bench.sh [OUT]
+# Environment: STEPS (1000 in docs/diloco.md), RATE, DELAY, RUNS,
+# OUTER_LR, OUTER_MOMENTUM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/diloco-bench}
@@ -22,6 +24,9 @@ DELAY=${DELAY:-10ms}
 STEPS=${STEPS:-600}
 WORLD=4
 RUNS=${RUNS:-"every-step diloco:20 diloco:100 diloco:100:int8"}
+# DiLoCo's outer optimizer; the defaults are the paper's (0.7, 0.9).
+OUTER_LR=${OUTER_LR:-0.7}
+OUTER_MOMENTUM=${OUTER_MOMENTUM:-0.9}
 mkdir -p "$OUT"
 BIN=$(mktemp -d)/modcoord
 GOFLAGS=-mod=mod go build -o "$BIN" ./cmd/modcoord
@@ -71,8 +76,8 @@ for run in $RUNS; do
 	args=(--mode "$mode" --steps "$STEPS" --world "$WORLD" --nats nats://127.0.0.1:4222 --password "$PW")
 	name=$mode
 	if [ "$mode" = diloco ]; then
-		args+=(--inner-steps "$inner" --eval-every "$inner" --compress "${compress:-none}")
-		name=diloco-h$inner${compress:+-$compress}
+		args+=(--inner-steps "$inner" --eval-every "$inner" --compress "${compress:-none}" --outer-lr "$OUTER_LR" --outer-momentum "$OUTER_MOMENTUM")
+		name=diloco-h$inner${compress:+-$compress}-lr$OUTER_LR-mu$OUTER_MOMENTUM
 	else
 		args+=(--eval-every 20)
 	fi

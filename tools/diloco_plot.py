@@ -20,31 +20,37 @@ def load(path):
 
 def main():
     out, png = sys.argv[1], sys.argv[2]
-    order = ["every-step", "diloco-h20", "diloco-h100", "diloco-h100-int8"]
+    names = sorted(f[:-len(".jsonl")] for f in os.listdir(out) if f.endswith(".jsonl"))
+    names.sort(key=lambda n: (n != "every-step", "int8" in n, len(n)))
     runs = {}
-    for name in order:
+    for name in names:
         p = os.path.join(out, name + ".jsonl")
-        if os.path.exists(p) and os.path.getsize(p) > 0:
+        if os.path.getsize(p) > 0:
             runs[name] = load(p)
     if "every-step" not in runs:
         sys.exit("no every-step run in " + out)
     target = runs["every-step"][-1]["val_loss"]
     base_bpt = None
-    print("| run | steps | FLOPs | bus bytes/token | vs sync | wall-clock s | final val loss | vs sync | s to sync's final loss | speed-up |")
+    sync = runs["every-step"]
+    print("| run | steps | FLOPs | bus bytes/token | vs sync | wall-clock s | final val loss | vs sync | s to sync's final loss | sync's s to this run's final loss |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    sync_time = runs["every-step"][-1]["seconds"]
+
+    def reach(pts, loss):
+        return next((p["seconds"] for p in pts if p["val_loss"] <= loss), None)
+
     for name, pts in runs.items():
         last = pts[-1]
         # Rank 0's sent bytes times the world: ranks send equal shares.
         bpt = last["sent_bytes"] * WORLD / last["tokens"]
         if base_bpt is None:
             base_bpt = bpt
-        reach = next((p["seconds"] for p in pts if p["val_loss"] <= target), None)
-        print("| %s | %d | %.4g | %.1f | %.0f× less | %.1f | %.4f | %+.2f%% | %s | %s |" % (
+        own = reach(pts, target)
+        theirs = reach(sync, last["val_loss"])
+        print("| %s | %d | %.6g | %.1f | %.0f× less | %.1f | %.4f | %+.2f%% | %s | %s |" % (
             name, last["step"], last["flops"], bpt, base_bpt / bpt, last["seconds"], last["val_loss"],
             100 * (last["val_loss"] / target - 1),
-            "%.1f" % reach if reach is not None else "not reached",
-            "%.2f×" % (sync_time / reach) if reach else "-"))
+            "%.1f" % own if own is not None else "not reached",
+            "%.1f (%.1f× longer)" % (theirs, theirs / last["seconds"]) if theirs is not None else "-"))
     try:
         import matplotlib
         matplotlib.use("Agg")
