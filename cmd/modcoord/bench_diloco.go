@@ -76,9 +76,9 @@ type benchRankPoint struct {
 func newBenchDiLoCoRankCmd() *cobra.Command {
 	var o struct {
 		nats, password, mode, compress, data string
-		rank, world, evalWindows        int
-		inner, steps, evalEvery         int64
-		outerLR, outerMomentum          float64
+		rank, world, evalWindows             int
+		inner, steps, evalEvery              int64
+		outerLR, outerMomentum               float64
 	}
 	cmd := &cobra.Command{
 		Use:    "diloco-rank",
