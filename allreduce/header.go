@@ -21,6 +21,9 @@ const (
 	// phaseGather is the fan-out all-gather: an owner's chunk published
 	// once to the generation's broadcast subject (GatherSubject).
 	phaseGather
+	// phaseReduceScatterInt8 is a reduce-scatter whose chunks are int8
+	// with a float32 scale (int8.go).
+	phaseReduceScatterInt8
 	phaseEnd // first invalid value
 )
 
@@ -40,6 +43,8 @@ func (p phase) String() string {
 		return "abort"
 	case phaseGather:
 		return "fan-out all-gather"
+	case phaseReduceScatterInt8:
+		return "int8 reduce-scatter"
 	}
 	return fmt.Sprintf("phase(%d)", uint8(p))
 }
@@ -52,10 +57,20 @@ func (p phase) elemSize() int {
 		return 4
 	case phaseScalarReduce, phaseScalarBroadcast:
 		return 8
-	case phaseAbort:
+	case phaseAbort, phaseReduceScatterInt8:
 		return 1
 	}
 	return 0
+}
+
+// payloadBytes is the payload of count elements: an int8 chunk has its
+// scale in front.
+func (p phase) payloadBytes(count uint32) uint64 {
+	n := uint64(count) * uint64(p.elemSize())
+	if p == phaseReduceScatterInt8 {
+		n += int8ScaleBytes
+	}
+	return n
 }
 
 // Heartbeat flags, carried in header.chunk.
@@ -163,7 +178,7 @@ func parseHeader(msg []byte) (header, error) {
 		return header{}, fmt.Errorf("%w: unknown phase %d", errMalformed, h.phase)
 	}
 	// uint64 arithmetic: count up to 2^32-1 times 8 cannot overflow.
-	if want := uint64(headerSize) + uint64(h.count)*uint64(h.phase.elemSize()); want != uint64(len(msg)) {
+	if want := uint64(headerSize) + h.phase.payloadBytes(h.count); want != uint64(len(msg)) {
 		return header{}, fmt.Errorf("%w: %s header says %d elements (%d bytes), message has %d bytes",
 			errMalformed, h.phase, h.count, want, len(msg))
 	}

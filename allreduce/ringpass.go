@@ -41,6 +41,13 @@ type ringPass struct {
 	sent     int // data messages sent, forwards included
 	next     int // next hop-0 chunk to send
 	first    int // hop-0 chunks in all
+	// scratch holds a dequantized chunk in an int8 pass.
+	scratch []float32
+}
+
+// reduces reports whether the pass sums (a reduce-scatter, float32 or int8).
+func (rp *ringPass) reduces() bool {
+	return rp.phase == phaseReduceScatter || rp.phase == phaseReduceScatterInt8
 }
 
 // Pipelining needs several chunks per segment: with one, every hop is a
@@ -64,6 +71,9 @@ func (r *Ring) newRingPass(p phase, buf []float32) *ringPass {
 	rp.want = rp.recvBase[hops]
 	rp.got = make([]bool, rp.want)
 	rp.first = rp.chunks(rp.sendSeg(0))
+	if p == phaseReduceScatterInt8 {
+		rp.scratch = make([]float32, rp.chunk)
+	}
 	return rp
 }
 
@@ -82,7 +92,7 @@ func (rp *ringPass) mod(i int) int {
 }
 
 func (rp *ringPass) sendSeg(k int) int {
-	if rp.phase == phaseReduceScatter {
+	if rp.reduces() {
 		return rp.mod(rp.r.cfg.Rank - k - 1)
 	}
 	return rp.mod(rp.r.cfg.Rank - k)
@@ -153,7 +163,16 @@ func (rp *ringPass) pump() error {
 		lo, hi := rp.bounds(rp.sendSeg(0), rp.next)
 		h := r.header(r.cur(), rp.phase)
 		h.chunk, h.count = uint32(rp.next), uint32(hi-lo)
-		if err := r.sendData(r.cur(), r.right, h, rp.buf, lo, hi); err != nil {
+		var err error
+		if rp.phase == phaseReduceScatterInt8 {
+			msg := r.sendBuf[:headerSize+int(h.phase.payloadBytes(h.count))]
+			h.put(msg)
+			QuantizeInt8(msg[headerSize:], rp.buf[lo:hi])
+			err = r.send(r.cur(), r.right, msg)
+		} else {
+			err = r.sendData(r.cur(), r.right, h, rp.buf, lo, hi)
+		}
+		if err != nil {
 			return fmt.Errorf("hop 0 chunk %d: %w", rp.next, err)
 		}
 		rp.next++
@@ -184,6 +203,10 @@ func (rp *ringPass) deliver(h header, msg []byte) error {
 	payload := msg[headerSize:]
 	last := hop == r.cfg.World-2
 	switch {
+	case rp.phase == phaseReduceScatterInt8 && last:
+		DequantizeAddInt8(dst, payload)
+	case rp.phase == phaseReduceScatterInt8:
+		addInt8InPayload(payload, dst, rp.scratch[:len(dst)])
 	case rp.phase == phaseReduceScatter && last:
 		addF32(dst, payload)
 	case rp.phase == phaseReduceScatter:

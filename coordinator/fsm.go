@@ -137,6 +137,8 @@ func (s *fsmState) submit(c Command) (SubmitResult, error) {
 			BudgetFLOPs:  spec.BudgetFLOPs,
 			FLOPsPerStep: plan.FLOPsPerStep,
 			TotalSteps:   plan.Steps,
+			OuterFLOPs:   plan.OuterFLOPs,
+			InnerSteps:   innerSteps(spec),
 		},
 		RequestID: sub.RequestID,
 	}
@@ -204,7 +206,7 @@ func (s *fsmState) startGeneration(j *Job, c Command) error {
 	j.StartStep = resume
 	j.ResumeFrom = j.Checkpoint.Clone()
 	j.Ledger.StepsDone = resume
-	j.Ledger.FLOPsUsed = float64(resume) * j.Ledger.FLOPsPerStep
+	j.Ledger.FLOPsUsed = j.Ledger.FLOPsAt(resume)
 	j.Pending = nil
 	if n == 0 {
 		j.Status = StatusWaiting
@@ -291,9 +293,9 @@ func (j *Job) progress(c Command) error {
 	if n := len(j.Recent); n > 0 && j.Recent[n-1].Generation == p.Generation && j.Recent[n-1].Step == p.Step {
 		return nil // a retried report
 	}
-	j.Ledger.FLOPsSpent += float64(p.Step-j.Ledger.StepsDone) * j.Ledger.FLOPsPerStep
+	j.Ledger.FLOPsSpent += j.Ledger.FLOPsAt(p.Step) - j.Ledger.FLOPsAt(j.Ledger.StepsDone)
 	j.Ledger.StepsDone = p.Step
-	j.Ledger.FLOPsUsed = float64(p.Step) * j.Ledger.FLOPsPerStep
+	j.Ledger.FLOPsUsed = j.Ledger.FLOPsAt(p.Step)
 	j.Recent = append(j.Recent, ProgressPoint{ProgressReport: *p, At: c.At})
 	if p.ValLoss != nil {
 		j.Val = &ValPoint{Step: p.Step, Loss: *p.ValLoss}
@@ -417,9 +419,9 @@ func (j *Job) complete(c Command) error {
 		}
 		return fmt.Errorf("%w: cannot complete before the checkpoint of the last step %d is committed (%s)", ErrConflict, j.Ledger.TotalSteps, have)
 	}
-	j.Ledger.FLOPsSpent += float64(r.Step-j.Ledger.StepsDone) * j.Ledger.FLOPsPerStep
+	j.Ledger.FLOPsSpent += j.Ledger.FLOPsAt(r.Step) - j.Ledger.FLOPsAt(j.Ledger.StepsDone)
 	j.Ledger.StepsDone = r.Step
-	j.Ledger.FLOPsUsed = float64(r.Step) * j.Ledger.FLOPsPerStep
+	j.Ledger.FLOPsUsed = j.Ledger.FLOPsAt(r.Step)
 	j.Status = StatusCompleted
 	j.Reason = fmt.Sprintf("completed: %d steps, %.4g FLOPs", r.Step, j.Ledger.FLOPsUsed)
 	j.EndedAt = c.At

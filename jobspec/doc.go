@@ -1,7 +1,8 @@
 // Package jobspec is the one home of modcoord's job spec: the document a
 // user submits (a model, its data, a fixed FLOP budget), how it is parsed
 // (YAML or JSON, strict, size-limited), its defaults, its validation and
-// bounds, and what its budget buys (Plan).
+// bounds, and what its budget buys (Plan), including the synchronisation
+// mode (sync: every-step or DiLoCo, sync.go).
 //
 // The coordinator validates specs at submission without reading any data
 // or building any model, so this package depends on no training code

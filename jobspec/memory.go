@@ -19,7 +19,12 @@ import (
 //     full copy; the all-gather refreshes it each step).
 //   - Grads: one full gradient per mod.Parallel replica plus the combined
 //     one, (1 + R)·P, R = min(cores, the worker's sequences).
-//   - Optimizer: AdamW's two moments over the rank's shard, 2·⌈P/N⌉.
+//   - Optimizer: AdamW's two moments over the rank's shard, 2·⌈P/N⌉; in
+//     DiLoCo (sync.mode diloco) over the whole vector, 2·P, since inner
+//     steps are local and every worker updates every parameter.
+//   - Outer (DiLoCo only): the global parameters of the round's start and
+//     the outer-gradient buffer the ring reduces (2·P), and the outer
+//     momentum of the rank's shard (⌈P/N⌉).
 //   - Checkpoint: the async writer's snapshot of the shard (params and both
 //     moments, 3·⌈P/N⌉) and the full vector a restore reads (P).
 //   - Activations: what forward keeps for backward and backward's scratch,
@@ -35,8 +40,8 @@ type MemoryEstimate struct {
 	Replicas   int // R: model replicas on one worker (one per core)
 	LocalBatch int // b: sequences per worker per step
 
-	Params, Grads, Optimizer, Checkpoint float64
-	Activations, Logits, Overhead        float64
+	Params, Grads, Optimizer, Outer, Checkpoint float64
+	Activations, Logits, Overhead               float64
 }
 
 const (
@@ -75,6 +80,10 @@ func EstimateWorkerMemory(s Spec, workers, cores int) MemoryEstimate {
 	e.Params = P * bytesPerValue
 	e.Grads = float64(1+e.Replicas) * P * bytesPerValue
 	e.Optimizer = 2 * shard * bytesPerValue
+	if s.Sync.IsDiLoCo() {
+		e.Optimizer = 2 * P * bytesPerValue
+		e.Outer = (2*P + shard) * bytesPerValue
+	}
 	e.Checkpoint = (3*shard + P) * bytesPerValue
 	e.Activations = (float64(b)*activationsPerSequence(c) + float64(e.Replicas)*perReplica(c)) * bytesPerValue
 	e.Logits = float64(b) * T * V * bytesPerValue
@@ -86,13 +95,17 @@ func EstimateWorkerMemory(s Spec, workers, cores int) MemoryEstimate {
 func (e MemoryEstimate) Total() float64 { return e.sum() + e.Overhead }
 
 func (e MemoryEstimate) sum() float64 {
-	return e.Params + e.Grads + e.Optimizer + e.Checkpoint + e.Activations + e.Logits
+	return e.Params + e.Grads + e.Optimizer + e.Outer + e.Checkpoint + e.Activations + e.Logits
 }
 
 // String is the breakdown, for error messages and logs.
 func (e MemoryEstimate) String() string {
-	return fmt.Sprintf("params %s + gradients %s (%d replicas) + optimizer shard %s + checkpoint %s + activations %s (%d sequences) + logits %s + overhead %s",
-		formatBytes(e.Params), formatBytes(e.Grads), e.Replicas, formatBytes(e.Optimizer), formatBytes(e.Checkpoint),
+	optimizer := fmt.Sprintf("optimizer shard %s", formatBytes(e.Optimizer))
+	if e.Outer > 0 {
+		optimizer = fmt.Sprintf("inner optimizer %s + DiLoCo outer state %s", formatBytes(e.Optimizer), formatBytes(e.Outer))
+	}
+	return fmt.Sprintf("params %s + gradients %s (%d replicas) + %s + checkpoint %s + activations %s (%d sequences) + logits %s + overhead %s",
+		formatBytes(e.Params), formatBytes(e.Grads), e.Replicas, optimizer, formatBytes(e.Checkpoint),
 		formatBytes(e.Activations), e.LocalBatch, formatBytes(e.Logits), formatBytes(e.Overhead))
 }
 

@@ -72,6 +72,9 @@ func unknownFields(raw map[string]any) []error {
 	if m, ok := raw["shards"].(map[string]any); ok {
 		check("shards.", m, reflect.TypeFor[Shards]())
 	}
+	if m, ok := raw["sync"].(map[string]any); ok {
+		check("sync.", m, reflect.TypeFor[Sync]())
+	}
 	if m, ok := raw["init_from"].(map[string]any); ok {
 		check("init_from.", m, reflect.TypeFor[InitFrom]())
 	}

@@ -59,6 +59,8 @@ type Spec struct {
 	InitFrom *InitFrom `json:"init_from,omitempty"`
 	// Seed fixes data order; model.seed (weight init) defaults to it.
 	Seed uint64 `json:"seed"`
+	// Sync is how workers synchronise; nil trains every step (see Sync).
+	Sync *Sync `json:"sync,omitempty"`
 }
 
 // Shards are token files (llm.c or nanoGPT .bin), relative to the data
@@ -91,6 +93,16 @@ var ClusterOnlyFields = []string{"name", "min_workers", "max_workers", "init_fro
 type Plan struct {
 	FLOPsPerStep float64 `json:"flops_per_step"`
 	Steps        int64   `json:"steps"`
+	// OuterFLOPs is the cost of one DiLoCo outer step (0 when syncing
+	// every step) and OuterSteps how many the job takes; the budget pays
+	// Steps·FLOPsPerStep + OuterSteps·OuterFLOPs.
+	OuterFLOPs float64 `json:"outer_flops,omitempty"`
+	OuterSteps int64   `json:"outer_steps,omitempty"`
+}
+
+// TotalFLOPs is what the plan spends of the budget.
+func (p Plan) TotalFLOPs() float64 {
+	return float64(p.Steps)*p.FLOPsPerStep + float64(p.OuterSteps)*p.OuterFLOPs
 }
 
 // WithDefaults fills optional fields left at zero.

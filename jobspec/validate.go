@@ -79,6 +79,7 @@ func (s Spec) Plan(limits Limits) (Plan, error) {
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, s.Sync.validate(s.CheckpointEvery, s.EvalEvery)...)
 	budgetOK := s.BudgetFLOPs > 0 && !math.IsInf(s.BudgetFLOPs, 1)
 	if !budgetOK {
 		bad("budget_flops", "%v must be a positive, finite number of FLOPs, e.g. 1e15", s.BudgetFLOPs)
@@ -99,10 +100,14 @@ func (s Spec) Plan(limits Limits) (Plan, error) {
 			bad("batch", "batch %d × layers %d × heads %d = %d is more than the %d this coordinator evaluates; lower batch", s.Batch, s.Model.Layers, s.Model.Heads, work, maxFLOPCountWork)
 		} else {
 			plan.FLOPsPerStep = s.Model.TrainFLOPs(s.Batch).Total()
+			plan.OuterFLOPs = s.Sync.OuterFLOPsPerParam() * paramCount(s.Model)
 		}
 	}
 	if plan.FLOPsPerStep > 0 && budgetOK {
 		steps := math.Floor(s.BudgetFLOPs / plan.FLOPsPerStep)
+		if s.Sync.IsDiLoCo() && s.Sync.InnerSteps >= 1 {
+			steps = s.Sync.diLoCoSteps(s.BudgetFLOPs, plan.FLOPsPerStep, plan.OuterFLOPs)
+		}
 		switch {
 		case steps < 1:
 			bad("budget_flops", "%g is smaller than one step: one step of batch %d costs %g FLOPs; raise budget_flops to at least %g", s.BudgetFLOPs, s.Batch, plan.FLOPsPerStep, plan.FLOPsPerStep)
@@ -110,6 +115,7 @@ func (s Spec) Plan(limits Limits) (Plan, error) {
 			bad("budget_flops", "%g buys %g steps of %g FLOPs, more than the %d allowed; lower budget_flops", s.BudgetFLOPs, steps, plan.FLOPsPerStep, int64(MaxSteps))
 		default:
 			plan.Steps = int64(steps)
+			plan.OuterSteps = s.Sync.OuterRounds(plan.Steps)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

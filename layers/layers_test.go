@@ -32,7 +32,7 @@ var allowed = map[string][]string{
 	"jobspec":    {"mod", "tokenizer", "corpus"},
 	"export":     {"mod", "checkpoint", "train"},
 	// One rank's training step.
-	"train": {"mod", "shard", "allreduce", "checkpoint", "corpus", "tokenizer", "jobspec"},
+	"train": {"mod", "shard", "allreduce", "checkpoint", "corpus", "tokenizer", "jobspec", "atomicfile"},
 	// Cluster parts. The coordinator knows the spec it validates and the
 	// manifests it commits, never the training code.
 	"coordinator": {"mod", "checkpoint", "jobspec", "pki"},

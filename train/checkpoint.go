@@ -10,6 +10,7 @@ import (
 	"slices"
 
 	"github.com/modcoord/modcoord/checkpoint"
+	"github.com/modcoord/modcoord/jobspec"
 	"github.com/modcoord/modcoord/mod"
 	"github.com/modcoord/modcoord/tokenizer"
 )
@@ -27,6 +28,11 @@ type CheckpointConfig struct {
 	// Tokenizer names the vocabulary the model was trained on ("" in
 	// checkpoints written before it was recorded: byte).
 	Tokenizer string `json:"tokenizer,omitempty"`
+	// Sync is the job's DiLoCo setting (nil: every step). A DiLoCo
+	// checkpoint's shard holds the outer momentum where AdamW's first
+	// moment would be, zeros for the second, and each rank's inner AdamW
+	// state in a file of its own (diloco_state.go).
+	Sync *jobspec.Sync `json:"sync,omitempty"`
 }
 
 // TokenizerName is the checkpoint's tokenizer, byte when none is recorded.
@@ -42,6 +48,7 @@ func (t *Trainer) CheckpointConfig() CheckpointConfig {
 	return CheckpointConfig{
 		Model: t.cfg.Model, Optim: t.cfg.Optim, Batch: t.cfg.GlobalBatch, Seed: t.cfg.Seed,
 		TotalSteps: t.cfg.TotalSteps, Layout: t.model.Layout().Tensors, Tokenizer: t.cfg.Tokenizer,
+		Sync: t.dilocoSync(),
 	}
 }
 
@@ -57,15 +64,19 @@ func (t *Trainer) ShardMeta(job string, generation uint64) (checkpoint.ShardMeta
 	if err != nil {
 		return checkpoint.ShardMeta{}, fmt.Errorf("encode checkpoint config: %w", err)
 	}
+	lo, hi := t.ownRange()
 	return checkpoint.ShardMeta{
 		Job: job, Step: t.step, Generation: generation, Rank: t.cfg.Rank, World: t.cfg.World,
-		Lo: t.opt.Lo, Hi: t.opt.Hi, Total: t.layout.Total, Config: cfg,
+		Lo: lo, Hi: hi, Total: t.layout.Total, Config: cfg,
 	}, nil
 }
 
 // ShardState is this rank's range of the parameters and its AdamW moments.
 // The slices alias the live state: snapshot them before training on.
 func (t *Trainer) ShardState() checkpoint.State {
+	if d := t.dl; d != nil {
+		return checkpoint.State{Params: t.model.Params()[d.outer.Lo:d.outer.Hi], AdamM: d.outer.M, AdamV: d.zeros}
+	}
 	return checkpoint.State{Params: t.model.Params()[t.opt.Lo:t.opt.Hi], AdamM: t.opt.M, AdamV: t.opt.V}
 }
 
@@ -81,9 +92,15 @@ func (t *Trainer) Restore(ctx context.Context, store *checkpoint.DirStore, m *ch
 	if m.Total != t.layout.Total || !slices.EqualFunc(ck.Layout, t.model.Layout().Tensors, sameTensor) {
 		return fmt.Errorf("restore step %d: the checkpoint's model (%d parameters, %s) differs from this job's (%d, %s)", m.Step, m.Total, ck.Model, t.layout.Total, t.cfg.Model)
 	}
+	if got, want := ck.Sync.ModeName(), t.dilocoSync().ModeName(); got != want {
+		return fmt.Errorf("restore step %d: the checkpoint was trained with sync %s, this job uses %s", m.Step, got, want)
+	}
 	opts := checkpoint.LoadOptions{SkipChecksums: verified}
 	if err := store.LoadRange(ctx, m, 0, m.Total, checkpoint.State{Params: t.model.Params()}, opts); err != nil {
 		return fmt.Errorf("restore parameters of step %d: %w", m.Step, err)
+	}
+	if t.dl != nil {
+		return t.restoreDiLoCo(ctx, store, m, opts)
 	}
 	if err := store.LoadRange(ctx, m, t.opt.Lo, t.opt.Hi, checkpoint.State{AdamM: t.opt.M, AdamV: t.opt.V}, opts); err != nil {
 		return fmt.Errorf("restore optimizer state of step %d: %w", m.Step, err)
@@ -263,6 +280,9 @@ func (t *Trainer) InitFrom(ctx context.Context, o *Opened, optimizer bool) error
 	opts := checkpoint.LoadOptions{SkipChecksums: true} // OpenCheckpoint verified it
 	if err := o.Store.LoadRange(ctx, o.Manifest, 0, o.Manifest.Total, checkpoint.State{Params: t.model.Params()}, opts); err != nil {
 		return fmt.Errorf("init_from.checkpoint %s: parameters: %w", o.Dir, err)
+	}
+	if optimizer && o.Config.Sync.IsDiLoCo() {
+		return fmt.Errorf("init_from.checkpoint %s: it was trained with DiLoCo, so it holds outer momentum rather than AdamW moments; set init_from.optimizer: false", o.Dir)
 	}
 	if optimizer {
 		if err := o.Store.LoadRange(ctx, o.Manifest, t.opt.Lo, t.opt.Hi, checkpoint.State{AdamM: t.opt.M, AdamV: t.opt.V}, opts); err != nil {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"sync/atomic"
 
+	"github.com/modcoord/modcoord/jobspec"
 	"github.com/modcoord/modcoord/mod"
 	"github.com/modcoord/modcoord/shard"
 )
@@ -29,6 +30,8 @@ type TrainerConfig struct {
 	// Tokenizer names the data's vocabulary; checkpoints record it so
 	// that sample and eval decode with it. "" means byte.
 	Tokenizer string
+	// Sync selects DiLoCo (diloco.go); nil or every-step syncs every step.
+	Sync *jobspec.Sync
 }
 
 // EvalBatch is the batch of the evaluation model: validation windows run
@@ -54,6 +57,7 @@ type Trainer struct {
 	scalars []float64
 	step    int64 // steps completed
 	stop    atomic.Bool
+	dl      *diloco // nil unless DiLoCo
 }
 
 // StepResult reports one step.
@@ -65,8 +69,12 @@ type StepResult struct {
 	LR       float64
 	Tokens   int // tokens processed by all ranks
 	// Stop is true when some rank asked to stop after this step (see
-	// RequestStop). Every rank sees the same value at the same step.
+	// RequestStop). Every rank sees the same value at the same step. In
+	// DiLoCo only outer steps carry it.
 	Stop bool
+	// Outer is true when the step ended with DiLoCo's outer step; Loss and
+	// Total are then the workers' mean, and on inner steps this rank's own.
+	Outer bool
 }
 
 // NewTrainer builds the model (fresh weights from cfg.Model.Seed) and this
@@ -94,8 +102,15 @@ func NewTrainer(cfg TrainerConfig, data mod.Data, coll Collective) (*Trainer, er
 	if err != nil {
 		return nil, err
 	}
-	opt, err := shard.NewOptimizer(cfg.Optim, layout, cfg.Rank, model.Layout().DecaySpans())
+	var dl *diloco
+	var opt *shard.Optimizer
+	if cfg.Sync.IsDiLoCo() {
+		dl, opt, err = newDiLoCo(cfg, model.Layout(), layout, coll)
+	} else {
+		opt, err = shard.NewOptimizer(cfg.Optim, layout, cfg.Rank, model.Layout().DecaySpans())
+	}
 	if err != nil {
+		model.Close()
 		return nil, err
 	}
 	T := cfg.Model.SeqLen
@@ -103,7 +118,7 @@ func NewTrainer(cfg TrainerConfig, data mod.Data, coll Collective) (*Trainer, er
 		cfg: cfg, data: data, model: model, layout: layout, opt: opt, coll: coll,
 		lo: lo, hi: hi,
 		tokens: make([]int32, (hi-lo)*T), targets: make([]int32, (hi-lo)*T),
-		scalars: make([]float64, 4),
+		scalars: make([]float64, 4), dl: dl,
 	}, nil
 }
 
@@ -152,11 +167,15 @@ func (t *Trainer) EvalLoss(ctx context.Context, windows int) (float64, error) {
 	return sum / float64(count), nil
 }
 
-// Optimizer is this rank's AdamW state.
+// Optimizer is this rank's AdamW state (in DiLoCo the inner AdamW, over
+// the whole vector).
 func (t *Trainer) Optimizer() *shard.Optimizer { return t.opt }
 
 // Layout is how the parameter vector is cut among ranks.
 func (t *Trainer) Layout() shard.Layout { return t.layout }
+
+// TokensPerStep is the tokens one step trains on, over all ranks.
+func (t *Trainer) TokensPerStep() int { return t.cfg.GlobalBatch * t.cfg.Model.SeqLen }
 
 // StepsDone is the number of completed steps.
 func (t *Trainer) StepsDone() int64 { return t.step }
@@ -168,6 +187,9 @@ func (t *Trainer) SetStepsDone(s int64) { t.step = s }
 // is not finite returns a *NonFiniteError and leaves the weights as they
 // were; the run cannot usefully go on.
 func (t *Trainer) Step(ctx context.Context) (StepResult, error) {
+	if t.dl != nil {
+		return t.stepDiLoCo(ctx)
+	}
 	s := t.step // 0-based index of this step
 	T := t.cfg.Model.SeqLen
 	t.data.Batch(t.cfg.Seed, s, t.lo, t.hi, T, t.tokens, t.targets)

@@ -42,6 +42,11 @@ func (c *checkpointer) start(ctx context.Context) error {
 		return err
 	}
 	t0 := time.Now()
+	// DiLoCo's per-rank inner state goes to disk before the shard is
+	// reported, so a committed step always has it.
+	if err := c.tr.SaveRankState(c.store, c.a.Job, c.a.Generation); err != nil {
+		return fmt.Errorf("checkpoint step %d: %w", meta.Step, err)
+	}
 	p, err := c.writer.Snapshot(ctx, meta, c.tr.ShardState())
 	if err != nil {
 		return fmt.Errorf("checkpoint step %d: %w", meta.Step, err)

@@ -98,7 +98,7 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 	defer ring.Close()
 	tr, err := train.NewTrainer(train.TrainerConfig{
 		Model: spec.Model, Optim: spec.Optim, GlobalBatch: spec.Batch, TotalSteps: a.TotalSteps,
-		Seed: spec.Seed, Rank: rank, World: len(a.Members), Tokenizer: spec.Tokenizer,
+		Seed: spec.Seed, Rank: rank, World: len(a.Members), Tokenizer: spec.Tokenizer, Sync: spec.Sync,
 	}, ds, ring)
 	if err != nil {
 		close(ready)
@@ -134,6 +134,8 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		defer rep.close()
 	}
 	every := spec.CheckpointEvery
+	var tokens float64             // trained by the job in this generation
+	var lastOuter train.OuterStats // DiLoCo's outer steps already recorded
 	for tr.StepsDone() < a.TotalSteps {
 		t0 := time.Now()
 		res, err := tr.Step(ctx)
@@ -141,6 +143,11 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 			return err
 		}
 		o.Metrics.observeStep(spec.Model, spec.Batch, len(a.Members), res, time.Since(t0))
+		tokens += float64(res.Tokens)
+		st := tr.OuterStats()
+		o.Metrics.observeBus(train.OuterStats{Steps: st.Steps - lastOuter.Steps, Elapsed: st.Elapsed - lastOuter.Elapsed},
+			float64(ring.Stats().SentBytes)/tokens)
+		lastOuter = st
 		if o.OnStep != nil {
 			o.OnStep(a.Job, a.Generation, rank, res)
 		}
@@ -232,6 +239,9 @@ func restore(ctx context.Context, o Options, a coordinator.Assignment, tr *train
 		return err
 	}
 	log.Info("resumed", "step", m.Step, "written_by_world", m.World)
+	if tr.IsDiLoCo() && !tr.InnerStateRestored() {
+		log.Warn("DiLoCo inner AdamW state not restored (the checkpoint was written by another world size): inner moments restart at zero", "written_by_world", m.World)
+	}
 	return nil
 }
 

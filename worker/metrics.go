@@ -22,7 +22,14 @@ type Metrics struct {
 	RouterSelected    *prometheus.GaugeVec
 	CheckpointSeconds *prometheus.HistogramVec
 	CheckpointSkipped prometheus.Counter
-	Ring              *allreduce.Metrics
+	// BusBytesPerToken is what this worker sent on the bus per token the
+	// job trained, over the current generation; OuterSteps and
+	// OuterSeconds count DiLoCo's outer steps and the time in their
+	// collectives.
+	BusBytesPerToken prometheus.Gauge
+	OuterSteps       prometheus.Counter
+	OuterSeconds     prometheus.Counter
+	Ring             *allreduce.Metrics
 }
 
 // NewMetrics creates the series and registers them with reg.
@@ -59,8 +66,19 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "modcoord_checkpoint_skipped_total",
 			Help: "Periodic checkpoint rounds this worker skipped because the previous one was still being written or reported.",
 		}),
+		BusBytesPerToken: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "modcoord_bus_bytes_per_token",
+			Help: "Bytes this worker sent on the bus (NATS ring) per token the job trained, over the current generation.",
+		}),
+		OuterSteps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modcoord_diloco_outer_steps_total", Help: "DiLoCo outer steps this worker took part in.",
+		}),
+		OuterSeconds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modcoord_diloco_outer_allreduce_seconds_total",
+			Help: "Time this worker spent in DiLoCo's outer collectives (loss, reduce-scatter, all-gather).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSeconds, m.CheckpointSkipped} {
+	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSkipped, m.CheckpointSeconds, m.BusBytesPerToken, m.OuterSteps, m.OuterSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -98,6 +116,17 @@ func (m *Metrics) observeStep(cfg mod.Config, batch, world int, res train.StepRe
 		}
 		m.RouterSelected.WithLabelValues(strconv.Itoa(l)).Set(local * float64(per))
 	}
+}
+
+// observeBus records a step's outer steps and collective time (the
+// increments since the last call) and the generation's bytes per token.
+func (m *Metrics) observeBus(outer train.OuterStats, bytesPerToken float64) {
+	if m == nil {
+		return
+	}
+	m.OuterSteps.Add(float64(outer.Steps))
+	m.OuterSeconds.Add(outer.Elapsed.Seconds())
+	m.BusBytesPerToken.Set(bytesPerToken)
 }
 
 func (m *Metrics) skippedCheckpoint() {

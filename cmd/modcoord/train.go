@@ -71,6 +71,9 @@ func loadTrainSpec(path string) (trainConfig, error) {
 		if cfg.plan, err = spec.Plan(jobspec.Limits{}); err != nil {
 			return cfg, err
 		}
+		if spec.Sync.IsDiLoCo() {
+			return cfg, fmt.Errorf("job spec %s: sync.mode diloco synchronises several workers; train it with a cluster (modcoord submit or local), or drop sync for one process", path)
+		}
 		cfg.job = &spec
 		cfg.trainSpec = trainSpec{Model: spec.Model, Optim: spec.Optim, Batch: spec.Batch, Seed: spec.Seed}
 		return cfg, nil

@@ -1,0 +1,237 @@
+package train
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/modcoord/modcoord/allreduce"
+	"github.com/modcoord/modcoord/checkpoint"
+	"github.com/modcoord/modcoord/jobspec"
+	"github.com/modcoord/modcoord/mod"
+)
+
+func dilocoData(t *testing.T) mod.Data {
+	t.Helper()
+	ds, err := mod.LoadDataset("../data/tinyshakespeare.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds
+}
+
+func dilocoConfig(world, rank int, sync *jobspec.Sync) TrainerConfig {
+	return TrainerConfig{Model: mod.Config{DModel: 32, Layers: 2, Heads: 2, SeqLen: 32, Capacity: 0.25, Seed: 5},
+		Optim: mod.DefaultOptim(), GlobalBatch: 4, TotalSteps: 8, World: world, Rank: rank, Seed: 11, Sync: sync}
+}
+
+func sameParams(t *testing.T, what string, got, want []float32) {
+	t.Helper()
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("%s: parameter %d = %v, want %v", what, i, got[i], want[i])
+		}
+	}
+}
+
+// TestDiLoCoOneWorkerEqualsPlainTraining: with one worker, outer lr 1 and
+// momentum 0, each outer step lands exactly on the worker's parameters, so
+// DiLoCo is plain training bit for bit, at every step; and with outer lr
+// 0.5 it is not (the outer step really runs).
+func TestDiLoCoOneWorkerEqualsPlainTraining(t *testing.T) {
+	ctx := context.Background()
+	ds := dilocoData(t)
+	plain, err := NewTrainer(dilocoConfig(1, 0, nil), ds, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	for _, nesterov := range []bool{true, false} {
+		s := jobspec.Sync{Mode: jobspec.SyncDiLoCo, InnerSteps: 3, OuterLR: 1, OuterMomentum: 0, Nesterov: nesterov, Compress: jobspec.CompressNone}
+		dl, err := NewTrainer(dilocoConfig(1, 0, &s), ds, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dl.Close()
+		half := s
+		half.OuterLR = 0.5
+		off, err := NewTrainer(dilocoConfig(1, 0, &half), ds, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer off.Close()
+		if nesterov {
+			for range 8 {
+				if _, err := plain.Step(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		var outers int
+		for range 8 {
+			res, err := dl.Step(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := off.Step(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if res.Outer {
+				outers++
+			}
+		}
+		if outers != 3 { // after steps 3, 6 and the last, 8
+			t.Errorf("%d outer steps in 8 steps of rounds of 3, want 3", outers)
+		}
+		sameParams(t, "diloco vs plain", dl.Model().Params(), plain.Model().Params())
+		differ := 0
+		for i, p := range off.Model().Params() {
+			if p != plain.Model().Params()[i] {
+				differ++
+			}
+		}
+		if differ == 0 {
+			t.Error("outer lr 0.5 gives plain training's parameters too: the outer step does nothing")
+		}
+	}
+}
+
+// dilocoRings builds world trainers joined by in-memory rings.
+func dilocoRings(t *testing.T, world int, gen uint64, sync *jobspec.Sync, ds mod.Data) []*Trainer {
+	t.Helper()
+	mt := allreduce.NewMemTransport(1 << 20)
+	trs := make([]*Trainer, world)
+	for r := range trs {
+		ring, err := allreduce.NewRing(mt, allreduce.Config{Job: "dl", Generation: gen, Rank: r, World: world, Deadline: 20 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ring.Close() })
+		if trs[r], err = NewTrainer(dilocoConfig(world, r, sync), ds, ring); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(trs[r].Close)
+	}
+	return trs
+}
+
+// stepAll runs n steps on every rank at once.
+func stepAll(t *testing.T, trs []*Trainer, n int) []StepResult {
+	t.Helper()
+	res := make([]StepResult, len(trs))
+	errs := make(chan error, len(trs))
+	for r, tr := range trs {
+		go func() {
+			for range n {
+				var err error
+				if res[r], err = tr.Step(context.Background()); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range trs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	return res
+}
+
+// checkpointAll writes every rank's shard and inner state and commits.
+func checkpointAll(t *testing.T, trs []*Trainer, store *checkpoint.DirStore, gen uint64) *checkpoint.Manifest {
+	t.Helper()
+	ctx := context.Background()
+	var infos []checkpoint.ShardInfo
+	var meta checkpoint.ShardMeta
+	for _, tr := range trs {
+		var err error
+		if meta, err = tr.ShardMeta("dl", gen); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.SaveRankState(store, "dl", gen); err != nil {
+			t.Fatal(err)
+		}
+		info, err := store.WriteShard(ctx, meta, tr.ShardState())
+		if err != nil {
+			t.Fatal(err)
+		}
+		infos = append(infos, info)
+	}
+	m, err := checkpoint.NewManifest("dl", meta.Step, gen, meta.Total, meta.Config, infos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.WriteManifest(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestDiLoCoResumeBitIdentical: two workers (float32 and int8 outer
+// gradients) train two rounds, checkpoint at the outer boundary and train
+// two more; two fresh workers restored from the checkpoint in a new
+// generation train the same two rounds to the same bits. All ranks hold
+// the same global parameters after every outer step.
+func TestDiLoCoResumeBitIdentical(t *testing.T) {
+	ds := dilocoData(t)
+	for _, compress := range []string{jobspec.CompressNone, jobspec.CompressInt8} {
+		t.Run(compress, func(t *testing.T) {
+			s := jobspec.DefaultDiLoCo(2)
+			s.Compress = compress
+			store, err := checkpoint.NewDirStore(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := dilocoRings(t, 2, 1, &s, ds)
+			res := stepAll(t, first, 4)
+			if !res[0].Outer || res[0].Loss != res[1].Loss {
+				t.Fatalf("step 4 ends a round: results %+v and %+v", res[0], res[1])
+			}
+			sameParams(t, "ranks after an outer step", first[1].Model().Params(), first[0].Model().Params())
+			m := checkpointAll(t, first, store, 1)
+			stepAll(t, first, 4)
+			sameParams(t, "ranks at the end", first[1].Model().Params(), first[0].Model().Params())
+
+			second := dilocoRings(t, 2, 2, &s, ds)
+			for _, tr := range second {
+				if err := tr.Restore(context.Background(), store, m, false); err != nil {
+					t.Fatal(err)
+				}
+				if !tr.InnerStateRestored() || tr.StepsDone() != 4 {
+					t.Fatalf("restored at step %d, inner state restored %v", tr.StepsDone(), tr.InnerStateRestored())
+				}
+			}
+			stepAll(t, second, 4)
+			for r := range second {
+				sameParams(t, "resumed run", second[r].Model().Params(), first[r].Model().Params())
+				for i, v := range second[r].OuterOptimizer().M {
+					if math.Float32bits(v) != math.Float32bits(first[r].OuterOptimizer().M[i]) {
+						t.Fatalf("rank %d outer momentum %d differs after resume", r, i)
+					}
+				}
+			}
+			if st := first[0].OuterStats(); st.Steps != 4 {
+				t.Errorf("%d outer steps in 8 steps of rounds of 2, want 4", st.Steps)
+			}
+		})
+	}
+}
+
+// TestDiLoCoRestoreRejectsOtherMode: a checkpoint of an every-step job
+// does not resume as DiLoCo (its optimizer slots mean something else).
+func TestDiLoCoRestoreRejectsOtherMode(t *testing.T) {
+	ds := dilocoData(t)
+	store, _ := checkpoint.NewDirStore(t.TempDir())
+	plain := dilocoRings(t, 1, 1, nil, ds)
+	stepAll(t, plain, 2)
+	m := checkpointAll(t, plain, store, 1)
+	s := jobspec.DefaultDiLoCo(2)
+	dl := dilocoRings(t, 1, 2, &s, ds)
+	if err := dl[0].Restore(context.Background(), store, m, false); err == nil {
+		t.Fatal("an every-step checkpoint restored into a DiLoCo trainer")
+	}
+}
