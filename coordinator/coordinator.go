@@ -69,7 +69,7 @@ type Config struct {
 	// of a stopped generation's live workers before it forms the next
 	// generation without them (default 3 s; negative: never wait).
 	MemoryWait time.Duration
-	Logger   *slog.Logger
+	Logger     *slog.Logger
 }
 
 // Coordinator is a running coordinator.
