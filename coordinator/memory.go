@@ -57,6 +57,27 @@ type MemoryResume struct {
 	Holders []int `json:"holders"`
 }
 
+// Validate checks what a worker relies on in a decision read from an
+// assignment: a world within bounds, one holder per range, each the
+// range's owner or its right neighbour, and a step of the job.
+func (m *MemoryResume) Validate(totalSteps int64) error {
+	w := len(m.Members)
+	switch {
+	case w < 1 || w > MaxMemoryWorld:
+		return fmt.Errorf("%d members; 1..%d allowed", w, MaxMemoryWorld)
+	case len(m.Holders) != w:
+		return fmt.Errorf("%d holders for %d ranges", len(m.Holders), w)
+	case m.Step < 1 || m.Step > totalSteps:
+		return fmt.Errorf("step %d is outside the job's 1..%d", m.Step, totalSteps)
+	}
+	for q, h := range m.Holders {
+		if h != q && h != (q+1)%w {
+			return fmt.Errorf("range %d held by rank %d; only its owner or its right neighbour holds it", q, h)
+		}
+	}
+	return nil
+}
+
 // Holder is the worker that serves range q.
 func (m *MemoryResume) Holder(q int) (worker string, rank int) {
 	r := m.Holders[q]

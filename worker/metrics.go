@@ -22,7 +22,11 @@ type Metrics struct {
 	RouterSelected    *prometheus.GaugeVec
 	CheckpointSeconds *prometheus.HistogramVec
 	CheckpointSkipped prometheus.Counter
-	Ring              *allreduce.Metrics
+	// Resumes counts generations started from a checkpoint or from
+	// peers' memory; CheckpointReads the checkpoint shard files read.
+	Resumes         *prometheus.CounterVec
+	CheckpointReads prometheus.Counter
+	Ring            *allreduce.Metrics
 }
 
 // NewMetrics creates the series and registers them with reg.
@@ -59,8 +63,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "modcoord_checkpoint_skipped_total",
 			Help: "Periodic checkpoint rounds this worker skipped because the previous one was still being written or reported.",
 		}),
+		Resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modcoord_resumes_total",
+			Help: "Generations this worker started from saved state, by where the state came from: checkpoint (disk) or memory (peers).",
+		}, []string{"from"}),
+		CheckpointReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modcoord_checkpoint_shard_reads_total",
+			Help: "Checkpoint shard files this worker opened for reading (restores, init_from, verification).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSeconds, m.CheckpointSkipped} {
+	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSeconds, m.CheckpointSkipped, m.Resumes, m.CheckpointReads} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -112,4 +124,16 @@ func (m *Metrics) observeCheckpoint(stall, total time.Duration) {
 	}
 	m.CheckpointSeconds.WithLabelValues("stall").Observe(stall.Seconds())
 	m.CheckpointSeconds.WithLabelValues("write").Observe(total.Seconds())
+}
+
+func (m *Metrics) resumed(from string) {
+	if m != nil {
+		m.Resumes.WithLabelValues(from).Inc()
+	}
+}
+
+func (m *Metrics) checkpointReads(n int64) {
+	if m != nil && n > 0 {
+		m.CheckpointReads.Add(float64(n))
+	}
 }
