@@ -65,8 +65,8 @@ type StepResult struct {
 	// SumSquares is GradNorm squared as the step computed it (the clip
 	// scale's input, exactly): replaying the update elsewhere needs it.
 	SumSquares float64
-	LR       float64
-	Tokens   int // tokens processed by all ranks
+	LR         float64
+	Tokens     int // tokens processed by all ranks
 	// Stop is true when some rank asked to stop after this step (see
 	// RequestStop). Every rank sees the same value at the same step.
 	Stop bool
