@@ -151,7 +151,7 @@ func undisturbed(t *testing.T, spec coordinator.JobSpec, world int, steps int64)
 func TestInMemoryWorkerLossLosesAtMostOneStep(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	const steps = 40
+	const steps = 24
 	spec, raw := testSpec(t, steps, 3, steps) // checkpoint only at the end
 	rec := newRecovery(steps)
 	c, err := Start(ctx, Options{Dir: t.TempDir(), DataRoot: dataRoot(t), Workers: 3, OnStep: rec.onStep, OnTrainer: rec.onTrainer,
@@ -164,7 +164,7 @@ func TestInMemoryWorkerLossLosesAtMostOneStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := waitJob(t, ctx, c, sub.ID, func(j coordinator.Job) bool { return j.Ledger.StepsDone >= 15 || ended(j) })
+	j := waitJob(t, ctx, c, sub.ID, func(j coordinator.Job) bool { return j.Ledger.StepsDone >= 8 || ended(j) })
 	if ended(j) || len(j.Members) != 2 {
 		t.Fatalf("before the fault: job %s with members %v", j.Status, j.Members)
 	}
@@ -216,6 +216,6 @@ func TestInMemoryWorkerLossLosesAtMostOneStep(t *testing.T) {
 	if got, w := paramsSHA(final), paramsSHA(want); got != w {
 		t.Fatalf("final parameters sha256 %s, an undisturbed two-rank run gives %s", got, w)
 	}
-	t.Logf("killed %s at step ≥15 of generation %d (newest step reached %d); generation %d resumed from memory at step %d: %d step(s) lost, first step %.2fs after the kill; final sha256 equals the undisturbed run's",
+	t.Logf("killed %s at step ≥8 of generation %d (newest step reached %d); generation %d resumed from memory at step %d: %d step(s) lost, first step %.2fs after the kill; final sha256 equals the undisturbed run's",
 		victim, gen, reached, j.Generation, j.StartStep, lost, took.Seconds())
 }
