@@ -219,3 +219,70 @@ func TestInMemoryWorkerLossLosesAtMostOneStep(t *testing.T) {
 	t.Logf("killed %s at step ≥8 of generation %d (newest step reached %d); generation %d resumed from memory at step %d: %d step(s) lost, first step %.2fs after the kill; final sha256 equals the undisturbed run's",
 		victim, gen, reached, j.Generation, j.StartStep, lost, took.Seconds())
 }
+
+// TestInMemoryReshardsToASmallerGeneration kills rank 2 of a four-worker
+// generation. Three workers remain, and batch 8 splits over two: the next
+// generation is workers 0 and 1, each with a range twice as long, which
+// they fetch from whichever survivor holds each old range; the lost range
+// comes from rank 3's replica, and rank 3 serves it though it is no longer
+// a member. No checkpoint is read, at most one step is lost, and the loss
+// curve continues one process's to 1e-5 (only the summation order differs).
+func TestInMemoryReshardsToASmallerGeneration(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const steps = 24
+	spec, raw := testSpec(t, steps, 4, steps)
+	rec := newRecovery(steps)
+	log := newStepLog()
+	c, err := Start(ctx, Options{Dir: t.TempDir(), DataRoot: dataRoot(t), Workers: 4, RingDeadline: 5 * time.Second, Log: testLogger(t),
+		OnTrainer: rec.onTrainer,
+		OnStep: func(w, job string, gen uint64, rank int, res train.StepResult) {
+			rec.onStep(w, job, gen, rank, res)
+			log.record(w, job, gen, rank, res)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sub, err := c.Client.Submit(ctx, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, ctx, c, sub.ID, func(j coordinator.Job) bool { return j.Ledger.StepsDone >= 8 || ended(j) })
+	if ended(j) || len(j.Members) != 4 {
+		t.Fatalf("before the fault: job %s with members %v", j.Status, j.Members)
+	}
+	gen, old, victim := j.Generation, j.Members, j.Members[2]
+	killed := time.Now()
+	c.KillWorker(victim)
+	j = waitJob(t, ctx, c, sub.ID, ended)
+	if j.Status != coordinator.StatusCompleted || j.Ledger.StepsDone != steps {
+		t.Fatalf("job ended %s at %d/%d steps: %s", j.Status, j.Ledger.StepsDone, steps, j.Reason)
+	}
+	m := j.ResumeMemory
+	if m == nil || m.From != gen || len(j.Members) != 2 {
+		t.Fatalf("generation %d of %v resumed from memory %+v; want generation %d's, on two workers", j.Generation, j.Members, m, gen)
+	}
+	if w, r := m.Holder(2); w != old[3] || r != 3 {
+		t.Fatalf("the lost range 2 is served by %s (rank %d), want its replica on %s (rank 3)", w, r, old[3])
+	}
+	rec.mu.Lock()
+	reached, took := rec.last[gen], rec.first[j.Generation].Sub(killed)
+	rec.mu.Unlock()
+	if lost := reached - j.StartStep; lost < 0 || lost > 1 {
+		t.Fatalf("generation %d reached step %d, the next resumed at %d: %d steps lost", gen, reached, j.StartStep, lost)
+	}
+	var regs []prometheus.Gatherer
+	for _, id := range []string{old[0], old[1], old[3]} {
+		regs = append(regs, c.WorkerMetrics(id))
+	}
+	if reads := counter(t, regs, "modcoord_checkpoint_shard_reads_total", ""); reads != 0 {
+		t.Fatalf("the workers read %v checkpoint shards", reads)
+	}
+	if n := counter(t, regs, "modcoord_resumes_total", "memory"); n != 2 {
+		t.Fatalf("%v resumes from memory, want 2", n)
+	}
+	worst := compareWithSingleProcess(t, spec, steps, log)
+	t.Logf("4 → 2 workers: killed %s (rank 2) at step %d; generation %d resumed from memory at step %d, first step %.2fs after the kill; worst relative loss difference to one process %.2g",
+		victim, reached, j.Generation, j.StartStep, took.Seconds(), worst)
+}

@@ -176,6 +176,9 @@ func restoreFromPeers(ctx context.Context, o Options, a coordinator.Assignment, 
 		for q := range old.World {
 			qlo, qhi := old.Range(q)
 			a, b := max(lo, qlo), min(hi, qhi)
+			if a >= b {
+				continue
+			}
 			get(q, peerstate.AdamM, a, b, m[a-lo:b-lo])
 			get(q, peerstate.AdamV, a, b, v[a-lo:b-lo])
 		}
