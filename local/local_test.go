@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/yaml"
 
 	"github.com/modcoord/modcoord/checkpoint"
@@ -191,6 +192,14 @@ func TestWorkerLossResumesFromCheckpoint(t *testing.T) {
 	}
 	if j.ResumeMemory != nil || j.ResumeFrom == nil || j.StartStep != j.ResumeFrom.Step || j.StartStep < 2*every {
 		t.Fatalf("the new generation started at step %d from checkpoint %+v, memory %+v; want the last committed checkpoint", j.StartStep, j.ResumeFrom, j.ResumeMemory)
+	}
+	// The counters the in-memory tests rely on see this disk read.
+	regs := []prometheus.Gatherer{c.WorkerMetrics(j.Members[0])}
+	if reads := counter(t, regs, "modcoord_checkpoint_shard_reads_total", ""); reads < 1 {
+		t.Fatalf("the spare read %v checkpoint shards to resume from one", reads)
+	}
+	if n := counter(t, regs, "modcoord_resumes_total", "checkpoint"); n != 1 {
+		t.Fatalf("%v resumes from a checkpoint, want 1", n)
 	}
 	if j.Ledger.StepsDone != steps {
 		t.Fatalf("steps done %d, want exactly %d", j.Ledger.StepsDone, steps)
