@@ -336,7 +336,10 @@ func (j *Job) reportShard(c Command) (ShardResult, error) {
 	}
 	sh := r.Shard
 	switch {
-	case r.Step <= j.StartStep || r.Step <= committed:
+	case r.Step <= committed || (r.Step <= j.StartStep && !(j.ResumeMemory != nil && r.Step == j.StartStep)):
+		// A generation resumed from memory may checkpoint the step it
+		// started at: the stopped one may not have committed it (the
+		// job's last step must be).
 		return ShardResult{}, fmt.Errorf("%w: step %d is not after the last checkpoint (step %d)", ErrStale, r.Step, max(committed, j.StartStep))
 	case r.Step > j.Ledger.TotalSteps:
 		return ShardResult{}, fmt.Errorf("%w: step %d is past the job's %d steps", ErrInvalid, r.Step, j.Ledger.TotalSteps)

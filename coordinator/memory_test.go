@@ -137,3 +137,27 @@ func equalInts(a, b []int) bool {
 	}
 	return true
 }
+
+// TestInMemoryResumeMayCheckpointItsStartStep: a generation resumed from
+// memory at a checkpoint step may write that step's checkpoint (the
+// stopped generation may not have committed it; for the job's last step
+// it must be), while one resumed from a checkpoint may not rewrite it.
+func TestInMemoryResumeMayCheckpointItsStartStep(t *testing.T) {
+	f := memoryJob(t)
+	mustApply(t, f, memoryCmd("job-000001", 1, "a", 4, held(0, 19, 20), held(3, 19, 20)))
+	mustApply(t, f, memoryCmd("job-000001", 1, "b", 4, held(1, 19, 20), held(0, 19, 20)))
+	mustApply(t, f, memoryCmd("job-000001", 1, "c", 4, held(2, 19, 20), held(1, 19, 20)))
+	j, _ := f.Job("job-000001")
+	m := decideMemory(j, map[string]bool{"a": true, "b": true, "c": true})
+	if m == nil || m.Step != 20 {
+		t.Fatalf("decision %+v, want step 20", m)
+	}
+	c := genCmd("job-000001", 2, 3, "a", "b")
+	c.StartGeneration.Memory = m
+	mustApply(t, f, c)
+	mustApply(t, f, shardCmd("job-000001", 2, 20, 0, 0, 50))
+	mustApply(t, f, genCmd("job-000001", 3, 3, "a", "b")) // from the checkpoint of step 10
+	if _, err := apply(f, shardCmd("job-000001", 3, 10, 0, 0, 50)); !errors.Is(err, ErrStale) {
+		t.Fatalf("rewriting the checkpoint a generation resumed from: %v, want stale", err)
+	}
+}

@@ -282,6 +282,9 @@ func TestLeaderLossJobContinues(t *testing.T) {
 
 // testLogger sends the cluster's warnings and errors to the test log.
 func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("MODCOORD_TEST_INFO") != "" {
+		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 

@@ -286,3 +286,81 @@ func TestInMemoryReshardsToASmallerGeneration(t *testing.T) {
 	t.Logf("4 → 2 workers: killed %s (rank 2) at step %d; generation %d resumed from memory at step %d, first step %.2fs after the kill; worst relative loss difference to one process %.2g",
 		victim, reached, j.Generation, j.StartStep, took.Seconds(), worst)
 }
+
+// TestInMemoryGrowsWhenAWorkerJoins: a job runs on one worker; a second
+// joins mid-job. The running worker stops at once (the leader will add the
+// newcomer), and the two-worker generation resumes from its memory: the
+// newcomer fetches everything, nothing is read from disk, no step is
+// lost, and the loss curve continues one process's to 1e-5.
+func TestInMemoryGrowsWhenAWorkerJoins(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const steps = 60 // one worker is quick: the join takes effect some steps later
+	spec, raw := testSpec(t, steps, 2, steps)
+	rec := newRecovery(steps)
+	log := newStepLog()
+	var (
+		mu     sync.Mutex
+		cl     *Cluster
+		joined time.Time
+		gen    uint64
+	)
+	c, err := Start(ctx, Options{Dir: t.TempDir(), DataRoot: dataRoot(t), Workers: 1, RingDeadline: 5 * time.Second, Log: testLogger(t),
+		OnTrainer: rec.onTrainer,
+		OnStep: func(w, job string, g uint64, rank int, res train.StepResult) {
+			rec.onStep(w, job, g, rank, res)
+			log.record(w, job, g, rank, res)
+			mu.Lock()
+			defer mu.Unlock()
+			if res.Step != 5 || !joined.IsZero() {
+				return
+			}
+			// One worker is quick: hold it at step 5 while the second
+			// joins and the running generation notices, so that the join
+			// takes effect mid-job.
+			joined, gen = time.Now(), g
+			if err := cl.StartWorker("worker-9"); err != nil {
+				t.Error(err)
+			}
+			time.Sleep(1500 * time.Millisecond)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mu.Lock()
+	cl = c
+	mu.Unlock()
+	sub, err := c.Client.Submit(ctx, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, ctx, c, sub.ID, ended)
+	if j.Status != coordinator.StatusCompleted || j.Ledger.StepsDone != steps {
+		t.Fatalf("job ended %s at %d/%d steps: %s", j.Status, j.Ledger.StepsDone, steps, j.Reason)
+	}
+	if m := j.ResumeMemory; m == nil || m.From != gen || len(j.Members) != 2 {
+		t.Fatalf("generation %d of %v resumed from memory %+v; want generation %d's on two workers", j.Generation, j.Members, m, gen)
+	}
+	mu.Lock()
+	rec.mu.Lock()
+	reached, took := rec.last[gen], rec.first[j.Generation].Sub(joined)
+	rec.mu.Unlock()
+	mu.Unlock()
+	if reached >= steps {
+		t.Fatalf("the join took effect only after the last step %d", reached)
+	}
+	if lost := reached - j.StartStep; lost != 0 {
+		t.Fatalf("generation %d reached step %d, the next resumed at %d", gen, reached, j.StartStep)
+	}
+	var regs []prometheus.Gatherer
+	for _, id := range j.Members {
+		regs = append(regs, c.WorkerMetrics(id))
+	}
+	if reads := counter(t, regs, "modcoord_checkpoint_shard_reads_total", ""); reads != 0 {
+		t.Fatalf("the workers read %v checkpoint shards", reads)
+	}
+	worst := compareWithSingleProcess(t, spec, steps, log)
+	t.Logf("1 → 2 workers: joined at step %d; generation %d resumed from memory at step %d, first step %.2fs after the join (1.5 s of it the test holding step 5); worst relative loss difference %.2g",
+		reached, j.Generation, j.StartStep, took.Seconds(), worst)
+}

@@ -171,7 +171,20 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		defer rep.close()
 	}
 	every := spec.CheckpointEvery
+	if a.Memory != nil && tr.StepsDone() == a.TotalSteps {
+		// Resumed from memory after the last step: the stopped generation
+		// may not have committed its checkpoint, and the job completes
+		// only once that is committed.
+		if err := ck.start(ctx); err != nil {
+			return err
+		}
+	}
 	for tr.StepsDone() < a.TotalSteps {
+		// A one-rank trainer has no collective to notice a canceled or
+		// frozen run: check between steps.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		t0 := time.Now()
 		res, err := tr.Step(ctx)
 		if err != nil {
