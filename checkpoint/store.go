@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -21,6 +22,9 @@ type DirStore struct {
 	root     string
 	buffered bool        // never use direct I/O
 	bufs     *bufferPool // write pipeline buffers, shared by concurrent writes
+	// reads counts the shard files opened for reading (loads and
+	// verifications), shared by the store's copies.
+	reads *atomic.Int64
 }
 
 // NewDirStore returns a store rooted at root, creating the directory.
@@ -32,8 +36,12 @@ func NewDirStore(root string) (*DirStore, error) {
 	if err := mkdirDurable(abs, ""); err != nil {
 		return nil, fmt.Errorf("checkpoint store root: %w", err)
 	}
-	return &DirStore{root: abs, bufs: newBufferPool(2*pipeDepth, pipeBufSize)}, nil
+	return &DirStore{root: abs, bufs: newBufferPool(2*pipeDepth, pipeBufSize), reads: new(atomic.Int64)}, nil
 }
+
+// ShardReads is how many shard files the store (and its copies) opened
+// for reading: loads and verifications.
+func (s *DirStore) ShardReads() int64 { return s.reads.Load() }
 
 // WithBufferedIO returns a store on the same root that writes through the
 // page cache instead of with direct I/O. Direct I/O is the default on Linux

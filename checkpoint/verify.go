@@ -79,6 +79,7 @@ func (s *DirStore) verifyShard(ctx context.Context, m *Manifest, rank int) error
 // openManifestShard opens the shard of rank and checks everything about it
 // that does not need the data: size, header checksum, metadata.
 func (s *DirStore) openManifestShard(m *Manifest, rank int) (*ShardFile, error) {
+	s.reads.Add(1)
 	path := s.ShardPath(m, rank)
 	want := m.Shards[rank]
 	// Stat first so that a truncated file is reported as such, even when the

@@ -40,6 +40,7 @@ import (
 //	GET  /v1/jobs/{id}/checkpoints                         → CheckpointsView      ✓     ✓
 //	POST /v1/jobs/{id}/complete       CompleteReport       → Job                        ✓
 //	POST /v1/jobs/{id}/fail           FailReport           → Job                        ✓
+//	POST /v1/jobs/{id}/memory         MemoryReport         → Job                        ✓
 //
 // A coordinator's certificate is admitted only to forward: a follower
 // sends the request on to the leader with the caller's role in
@@ -168,6 +169,7 @@ func (s *apiServer) handler() http.Handler {
 	route("GET /v1/jobs/{id}/checkpoints", rolesRead, s.checkpoints)
 	route("POST /v1/jobs/{id}/complete", rolesWorker, s.complete)
 	route("POST /v1/jobs/{id}/fail", rolesWorker, s.fail)
+	route("POST /v1/jobs/{id}/memory", rolesWorker, s.memory)
 	return s.authenticate(mux)
 }
 
@@ -391,6 +393,14 @@ func (s *apiServer) fail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.applyAndShow(w, r, Command{Type: CmdFail, Fail: &req})
+}
+
+func (s *apiServer) memory(w http.ResponseWriter, r *http.Request) {
+	var req MemoryReport
+	if !decodeBody(w, r, &req, false) {
+		return
+	}
+	s.applyAndShow(w, r, Command{Type: CmdMemoryReport, Memory: &req})
 }
 
 // applyAndShow applies a command for the job in the path and answers with

@@ -43,6 +43,7 @@ var apiBodies = []apiBody{
 	{"complete", false, decodeInto(false, func(c *Command, v *CompleteReport) { c.Type, c.Complete = CmdComplete, v })},
 	{"fail", false, decodeInto(false, func(c *Command, v *FailReport) { c.Type, c.Fail = CmdFail, v })},
 	{"cancel", true, decodeInto(true, func(c *Command, v *CancelRequest) { c.Type, c.Cancel = CmdCancel, v })},
+	{"memory", false, decodeInto(false, func(c *Command, v *MemoryReport) { c.Type, c.Memory = CmdMemoryReport, v })},
 }
 
 // serveBody decodes body as the handler for kind does, and returns the

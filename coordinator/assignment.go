@@ -31,7 +31,10 @@ type Assignment struct {
 	// Checkpoint is the committed checkpoint to resume from (StartStep);
 	// nil means start from fresh weights.
 	Checkpoint *checkpoint.Manifest `json:"checkpoint"`
-	Spec       JobSpec              `json:"spec"`
+	// Memory, when set, says to resume StartStep from the previous
+	// generation's workers' memory instead of from Checkpoint.
+	Memory *MemoryResume `json:"memory,omitempty"`
+	Spec   JobSpec       `json:"spec"`
 	// Canceled is true when the job was canceled or failed: stop and
 	// never resume it.
 	Canceled bool `json:"canceled"`
@@ -49,6 +52,7 @@ func assignmentFor(j Job) Assignment {
 		StartStep:  j.StartStep,
 		TotalSteps: j.Ledger.TotalSteps,
 		Checkpoint: j.ResumeFrom.Clone(),
+		Memory:     j.ResumeMemory.Clone(),
 		Spec:       j.Spec,
 		Canceled:   j.Status == StatusCanceled || j.Status == StatusFailed,
 	}

@@ -202,6 +202,12 @@ func (c *Client) ReportShard(ctx context.Context, id string, r ShardReport) (Sha
 	return res, err
 }
 
+// ReportMemory reports that this worker's run of a generation stopped and
+// what it holds in memory for the next one.
+func (c *Client) ReportMemory(ctx context.Context, id string, r MemoryReport) error {
+	return c.doJSON(ctx, http.MethodPost, jobPath(id, "/memory"), r, nil)
+}
+
 // Checkpoints lists a job's committed (retained) and pending checkpoints.
 func (c *Client) Checkpoints(ctx context.Context, id string) (CheckpointsView, error) {
 	var res CheckpointsView

@@ -21,6 +21,7 @@ const (
 	CmdComplete         CommandType = "complete"
 	CmdCancel           CommandType = "cancel"
 	CmdFail             CommandType = "fail"
+	CmdMemoryReport     CommandType = "memory-report"
 )
 
 // Command is one raft log entry: a type tag, the job it is about, the
@@ -39,6 +40,7 @@ type Command struct {
 	Complete        *CompleteReport         `json:"complete,omitempty"`
 	Cancel          *CancelRequest          `json:"cancel,omitempty"`
 	Fail            *FailReport             `json:"fail,omitempty"`
+	Memory          *MemoryReport           `json:"memory,omitempty"`
 }
 
 // SubmitCommand adds a job. The leader validates the spec and computes the
@@ -66,6 +68,9 @@ type StartGenerationCommand struct {
 	Generation uint64   `json:"generation"`
 	Members    []string `json:"members"`
 	Live       int      `json:"live"`
+	// Memory, when set, resumes the generation from its workers' memory
+	// instead of the last committed checkpoint (absent in older entries).
+	Memory *MemoryResume `json:"memory,omitempty"`
 }
 
 // ProgressReport is rank 0's report after a step, and the body of
@@ -144,7 +149,7 @@ type FailReport struct {
 func (c *Command) checkPayload() error {
 	set := 0
 	for _, p := range []bool{c.Submit != nil, c.StartGeneration != nil, c.Progress != nil, c.Shard != nil,
-		c.Commit != nil, c.Complete != nil, c.Cancel != nil, c.Fail != nil} {
+		c.Commit != nil, c.Complete != nil, c.Cancel != nil, c.Fail != nil, c.Memory != nil} {
 		if p {
 			set++
 		}
@@ -167,6 +172,8 @@ func (c *Command) checkPayload() error {
 		ok = c.Cancel != nil
 	case CmdFail:
 		ok = c.Fail != nil
+	case CmdMemoryReport:
+		ok = c.Memory != nil
 	default:
 		return fmt.Errorf("%w: unknown command type %q", ErrInvalid, c.Type)
 	}

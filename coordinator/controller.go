@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -29,6 +30,12 @@ type controller struct {
 	log      *slog.Logger
 	// live is the number of live workers, -1 while not leading.
 	live *atomic.Int64
+	// memoryWait bounds how long the next generation waits for the memory
+	// reports of a stopped one (0: it does not wait); memWaits is since
+	// when it has waited, per job, and wake ends the wait.
+	memoryWait time.Duration
+	memWaits   map[string]memoryWait
+	wake       *time.Timer
 }
 
 // run schedules until ctx is canceled (leadership lost or shutdown).
@@ -59,6 +66,10 @@ func (c *controller) run(ctx context.Context) {
 	debouncing := false
 	resync := time.NewTicker(c.resync)
 	defer resync.Stop()
+	c.memWaits = map[string]memoryWait{}
+	c.wake = time.NewTimer(time.Hour)
+	c.wake.Stop()
+	defer c.wake.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -85,6 +96,10 @@ func (c *controller) run(ctx context.Context) {
 			if live != nil && !debouncing {
 				c.reconcile(ctx, live, published)
 			}
+		case <-c.wake.C:
+			if live != nil && !debouncing {
+				c.reconcile(ctx, live, published)
+			}
 		}
 	}
 }
@@ -92,7 +107,7 @@ func (c *controller) run(ctx context.Context) {
 func (c *controller) reconcile(ctx context.Context, live map[string]WorkerInfo, published map[string]Assignment) {
 	ids := slices.Collect(maps.Keys(live))
 	if job, ok := c.fsm.NextJob(len(ids)); ok {
-		c.schedule(ctx, job, ids)
+		c.schedule(ctx, job, live)
 		c.commitPending(ctx, job.ID)
 		c.explainBlocked(ctx, job.ID, len(ids))
 	}
@@ -100,22 +115,42 @@ func (c *controller) reconcile(ctx context.Context, live map[string]WorkerInfo, 
 }
 
 // schedule starts a new generation of the job when its members should
-// change: it is queued, a member left, or a better set of workers is alive.
-func (c *controller) schedule(ctx context.Context, job Job, live []string) {
+// change: it is queued, a member left, a better set of workers is alive,
+// or a member's run stopped (it reported its memory). A running job's
+// next generation waits, a bounded time, for the memory reports of its
+// live members, and resumes from their memory when that holds the state.
+func (c *controller) schedule(ctx context.Context, job Job, liveSet map[string]WorkerInfo) {
+	live := slices.Collect(maps.Keys(liveSet))
 	members := pickMembers(live, job.Spec)
 	switch {
-	case job.Status == StatusRunning && slices.Equal(members, job.Members):
+	case job.Status == StatusRunning && slices.Equal(members, job.Members) && len(job.Memory) == 0:
 		return
 	case job.Status == StatusWaiting && members == nil && job.Live == len(live):
 		return
 	}
+	alive := make(map[string]bool, len(live))
+	for _, id := range live {
+		alive[id] = true
+	}
+	var mem *MemoryResume
+	if len(members) > 0 {
+		if c.awaitReports(job, alive) {
+			return
+		}
+		mem = decideMemory(job, alive)
+	}
 	cmd := Command{Type: CmdStartGeneration, Job: job.ID, At: time.Now().UTC(),
-		StartGeneration: &StartGenerationCommand{Generation: job.Generation + 1, Members: members, Live: len(live)}}
+		StartGeneration: &StartGenerationCommand{Generation: job.Generation + 1, Members: members, Live: len(live), Memory: mem}}
 	if _, err := c.node.Apply(ctx, cmd); err != nil {
 		c.log.Warn("start generation failed; will retry", "job", job.ID, "err", err)
 		return
 	}
-	c.log.Info("new generation", "job", job.ID, "generation", job.Generation+1, "members", members, "live", len(live))
+	delete(c.memWaits, job.ID)
+	from := "checkpoint"
+	if mem != nil {
+		from = fmt.Sprintf("memory of generation %d at step %d", mem.From, mem.Step)
+	}
+	c.log.Info("new generation", "job", job.ID, "generation", job.Generation+1, "members", members, "live", len(live), "from", from)
 }
 
 // explainBlocked gives each job that cannot start with live workers, other

@@ -65,7 +65,11 @@ type Config struct {
 	// re-checks everything anyway (default 5 s).
 	Debounce time.Duration
 	Resync   time.Duration
-	Logger   *slog.Logger
+	// MemoryWait bounds how long the leader waits for the memory reports
+	// of a stopped generation's live workers before it forms the next
+	// generation without them (default 3 s; negative: never wait).
+	MemoryWait time.Duration
+	Logger     *slog.Logger
 }
 
 // Coordinator is a running coordinator.
@@ -128,6 +132,9 @@ func Start(cfg Config) (*Coordinator, error) {
 	if cfg.Resync <= 0 {
 		cfg.Resync = 5 * time.Second
 	}
+	if cfg.MemoryWait == 0 {
+		cfg.MemoryWait = 3 * time.Second
+	}
 
 	ln := cfg.APIListener
 	if ln == nil {
@@ -180,7 +187,7 @@ func Start(cfg Config) (*Coordinator, error) {
 	}
 	if cfg.Etcd != nil {
 		ctrl := &controller{node: node, fsm: fsm, etcd: cfg.Etcd, cluster: cfg.Cluster, signer: cfg.AssignmentSigner,
-			debounce: cfg.Debounce, resync: cfg.Resync, log: log.With("role", "leader"), live: &c.live}
+			debounce: cfg.Debounce, resync: cfg.Resync, memoryWait: cfg.MemoryWait, log: log.With("role", "leader"), live: &c.live}
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()

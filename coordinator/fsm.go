@@ -100,6 +100,8 @@ func (f *FSM) apply(c Command) (any, error) {
 		err = job.cancel(c)
 	case CmdFail:
 		err = job.fail(c)
+	case CmdMemoryReport:
+		err = job.memoryReport(c)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("apply %s for job %s: %w", c.Type, c.Job, err)
@@ -186,6 +188,11 @@ func (s *fsmState) startGeneration(j *Job, c Command) error {
 	case g.Live < n:
 		return fmt.Errorf("%w: %d members but only %d live workers", ErrInvalid, n, g.Live)
 	}
+	if g.Memory != nil {
+		if err := j.checkMemoryResume(g.Memory, n); err != nil {
+			return err
+		}
+	}
 	seen := map[string]bool{}
 	for _, m := range g.Members {
 		if m == "" || seen[m] {
@@ -194,12 +201,18 @@ func (s *fsmState) startGeneration(j *Job, c Command) error {
 		seen[m] = true
 	}
 
-	// Work since the last committed checkpoint is lost: the next
-	// generation resumes from it.
+	// Work since the last committed checkpoint is lost, unless the
+	// workers' memory holds a newer step: the next generation resumes
+	// from the one or the other.
 	var resume int64
 	if j.Checkpoint != nil {
 		resume = j.Checkpoint.Step
 	}
+	j.ResumeMemory = g.Memory.Clone()
+	if g.Memory != nil {
+		resume = g.Memory.Step
+	}
+	j.Memory = nil
 	j.Generation = g.Generation
 	j.GenerationAt = c.At
 	j.Live = g.Live
@@ -217,6 +230,9 @@ func (s *fsmState) startGeneration(j *Job, c Command) error {
 	j.Status = StatusRunning
 	j.Members = slices.Clone(g.Members)
 	j.Reason = fmt.Sprintf("running: generation %d, %d workers, from step %d", g.Generation, n, resume)
+	if g.Memory != nil {
+		j.Reason += " (from memory)"
+	}
 	if j.StartedAt.IsZero() {
 		j.StartedAt = c.At
 	}
@@ -322,7 +338,10 @@ func (j *Job) reportShard(c Command) (ShardResult, error) {
 	}
 	sh := r.Shard
 	switch {
-	case r.Step <= j.StartStep || r.Step <= committed:
+	case r.Step <= committed || (r.Step <= j.StartStep && !(j.ResumeMemory != nil && r.Step == j.StartStep)):
+		// A generation resumed from memory may checkpoint the step it
+		// started at: the stopped one may not have committed it (the
+		// job's last step must be).
 		return ShardResult{}, fmt.Errorf("%w: step %d is not after the last checkpoint (step %d)", ErrStale, r.Step, max(committed, j.StartStep))
 	case r.Step > j.Ledger.TotalSteps:
 		return ShardResult{}, fmt.Errorf("%w: step %d is past the job's %d steps", ErrInvalid, r.Step, j.Ledger.TotalSteps)

@@ -77,7 +77,8 @@ func buildFuzzStates(t testing.TB) [][]byte {
 			Command{Type: CmdComplete, Job: id, Complete: &CompleteReport{Generation: 1, Step: plan.Steps}}),
 		must(running(), Command{Type: CmdCancel, Job: id, Cancel: &CancelRequest{Reason: "enough"}}),
 		must(running(), Command{Type: CmdFail, Job: id, Fail: &FailReport{Reason: "diverged"}}),
-		must(running(), submitCmd(spec, plan)), // a second job queued behind
+		must(running(), submitCmd(spec, plan)),                               // a second job queued behind
+		must(running(), memoryCmd(id, 1, "a", 2, held(0, 4, 5), held(1, 5))), // a stopped, holding its state
 	}
 	for _, f := range states {
 		checkFSMInvariants(t, f)
@@ -122,6 +123,12 @@ func fuzzCommandSeeds(t testing.TB) []string {
 		{Type: CmdComplete, Job: id, Complete: &CompleteReport{Generation: 1, Step: plan.Steps}},
 		{Type: CmdCancel, Job: id, Cancel: &CancelRequest{Reason: strings.Repeat("é", 300)}},
 		{Type: CmdFail, Job: id, Fail: &FailReport{Generation: 1, Reason: "x"}},
+		memoryCmd(id, 1, "b", 2, held(1, 4, 5), held(0, 5)),
+		func() Command {
+			c := genCmd(id, 2, 1, "a")
+			c.StartGeneration.Memory = &MemoryResume{From: 1, Step: 5, Members: []string{"a", "b"}, Holders: []int{0, 0}}
+			return c
+		}(),
 	}
 	var out []string
 	for _, c := range cs {

@@ -101,7 +101,13 @@ type Job struct {
 	// ResumeFrom the committed checkpoint it resumed from (nil: fresh).
 	StartStep  int64                `json:"start_step"`
 	ResumeFrom *checkpoint.Manifest `json:"resume_from,omitempty"`
-	Ledger     Ledger               `json:"ledger"`
+	// ResumeMemory is set when the current generation resumed from its
+	// workers' memory (at StartStep) rather than from ResumeFrom.
+	ResumeMemory *MemoryResume `json:"resume_memory,omitempty"`
+	// Memory holds the current generation's memory reports, one per
+	// worker, sorted by worker: its runs stopped, holding these ranges.
+	Memory []MemoryReport `json:"memory,omitempty"`
+	Ledger Ledger         `json:"ledger"`
 	// Recent holds the last RecentProgress progress reports, oldest first.
 	Recent []ProgressPoint `json:"recent,omitempty"`
 	// Val is the last validation loss rank 0 reported (nil: none yet).
@@ -142,6 +148,13 @@ func (j *Job) clone() Job {
 	c.Checkpoint = j.Checkpoint.Clone()
 	c.Pending = j.Pending.Clone()
 	c.ResumeFrom = j.ResumeFrom.Clone()
+	c.ResumeMemory = j.ResumeMemory.Clone()
+	if j.Memory != nil {
+		c.Memory = make([]MemoryReport, len(j.Memory))
+		for i, r := range j.Memory {
+			c.Memory[i] = r.clone()
+		}
+	}
 	c.Retained = cloneManifests(j.Retained)
 	c.Dropped = cloneManifests(j.Dropped)
 	c.Spec.Model.RoutedLayers = slices.Clone(j.Spec.Model.RoutedLayers)

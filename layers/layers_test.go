@@ -31,12 +31,14 @@ var allowed = map[string][]string{
 	"allreduce":  {"shard"},
 	"jobspec":    {"mod", "tokenizer", "corpus"},
 	"export":     {"mod", "checkpoint", "train"},
+	// A rank's state kept in peers' memory: beside train, below the cluster parts.
+	"peerstate": {"mod", "shard", "allreduce"},
 	// One rank's training step.
 	"train": {"mod", "shard", "allreduce", "checkpoint", "corpus", "tokenizer", "jobspec", "atomicfile"},
 	// Cluster parts. The coordinator knows the spec it validates and the
 	// manifests it commits, never the training code.
 	"coordinator": {"mod", "checkpoint", "jobspec", "pki"},
-	"worker":      {"train", "coordinator", "allreduce", "checkpoint", "mod", "shard", "corpus", "jobspec", "pki"},
+	"worker":      {"train", "coordinator", "allreduce", "checkpoint", "mod", "shard", "corpus", "jobspec", "pki", "peerstate"},
 	"isoflop":     {"train", "mod", "corpus", "atomicfile"},
 	"bench":       {"mod", "allreduce", "shard", "embedded"},
 	"local":       {"coordinator", "worker", "train", "allreduce", "embedded", "jobspec", "pki", "corpus", "mod"},
@@ -58,6 +60,7 @@ var forbiddenDeps = map[string][]string{
 	"worker":      {"github.com/nats-io/nats-server", "go.etcd.io/etcd/server"},
 	"coordinator": {"github.com/nats-io/nats-server", "go.etcd.io/etcd/server"},
 	"allreduce":   {"github.com/nats-io/nats-server"},
+	"peerstate":   {"github.com/nats-io/nats-server", "go.etcd.io/etcd", "github.com/hashicorp/raft"},
 	"mod":         {"github.com/nats-io", "go.etcd.io/etcd", "github.com/hashicorp/raft"},
 	"isoflop":     {"github.com/nats-io", "go.etcd.io/etcd", "github.com/hashicorp/raft"},
 }

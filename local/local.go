@@ -321,6 +321,17 @@ func (c *Cluster) onTrainer(id string) func(string, uint64, int, *train.Trainer)
 	return func(job string, gen uint64, rank int, tr *train.Trainer) { c.opts.OnTrainer(id, job, gen, rank, tr) }
 }
 
+// WorkerMetrics is the Prometheus registry of a running worker (nil if
+// there is none by that id).
+func (c *Cluster) WorkerMetrics(id string) prometheus.Gatherer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.workers[id]; p != nil {
+		return p.reg
+	}
+	return nil
+}
+
 // KillWorker stops a worker abruptly: its NATS connection drops at once
 // and it stops renewing its etcd lease, as when a process dies.
 func (c *Cluster) KillWorker(id string) {

@@ -66,8 +66,11 @@ type StepResult struct {
 	Loss     float64 // global mean cross-entropy, nats per token
 	Total    float64 // global mean objective, including the causal-decision loss
 	GradNorm float64 // global gradient norm before clipping
-	LR       float64
-	Tokens   int // tokens processed by all ranks
+	// SumSquares is GradNorm squared as the step computed it (the clip
+	// scale's input, exactly): replaying the update elsewhere needs it.
+	SumSquares float64
+	LR         float64
+	Tokens     int // tokens processed by all ranks
 	// Stop is true when some rank asked to stop after this step (see
 	// RequestStop). Every rank sees the same value at the same step. In
 	// DiLoCo only outer steps carry it.
@@ -244,7 +247,7 @@ func (t *Trainer) Step(ctx context.Context) (StepResult, error) {
 	t.step++
 	return StepResult{
 		Step: t.step, Loss: t.scalars[1], Total: t.scalars[2],
-		GradNorm: math.Sqrt(t.scalars[0]), LR: lr, Tokens: t.cfg.GlobalBatch * T,
+		GradNorm: math.Sqrt(t.scalars[0]), SumSquares: t.scalars[0], LR: lr, Tokens: t.cfg.GlobalBatch * T,
 		Stop: t.scalars[3] > 0,
 	}, nil
 }

@@ -54,6 +54,10 @@ type Options struct {
 	// (after any restore), before its first step, on the goroutine that
 	// trains it; with OnStep, tests inject faults (a corrupted weight).
 	OnTrainer func(job string, generation uint64, rank int, tr *train.Trainer)
+
+	// held is the last stopped run's in-memory state, served to peers
+	// (set by Run).
+	held *heldState
 }
 
 // Run registers the worker and trains whatever the coordinator assigns it,
@@ -78,6 +82,8 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}()
 	o.Log.Info("registered", "key", reg.Key())
+	o.held = &heldState{o: o}
+	defer o.held.close()
 
 	var cur *run
 	stop := func() {
@@ -100,7 +106,9 @@ func Run(ctx context.Context, o Options) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-finished:
-			failed := cur.failed
+			// A failed run that reported its memory needs no re-join: the
+			// report itself makes the leader form a new generation.
+			failed := cur.failed && !cur.reported
 			cur = nil
 			if failed {
 				// The generation cannot go on (a peer vanished from the ring, a
@@ -118,6 +126,9 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}
 		rank := a.Rank(o.ID)
+		if a.Canceled || a.Status.Terminal() {
+			o.held.release(a.Job, a.Generation+1)
+		}
 		if cur != nil && cur.job == a.Job {
 			if a.Generation == cur.generation && rank >= 0 && !a.Canceled && a.Status == coordinator.StatusRunning {
 				continue // the same generation, re-announced

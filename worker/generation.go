@@ -23,6 +23,12 @@ type run struct {
 	cancel     context.CancelFunc
 	done       chan struct{}
 	failed     bool // ended with an error another generation may fix
+	// freeze stops the run keeping its state for the next generation
+	// (errFrozen); mem is that state once it is initialised, and
+	// reported says whether the coordinator has its holdings.
+	freeze   func()
+	mem      *memory
+	reported bool
 }
 
 // requestStop asks every rank to stop after the next step. A run whose
@@ -34,14 +40,24 @@ func (r *run) requestStop() {
 	}
 }
 
-func startRun(ctx context.Context, o Options, a coordinator.Assignment, rank int) *run {
-	ctx, cancel := context.WithCancel(ctx)
-	r := &run{job: a.Job, generation: a.Generation, cancel: cancel, done: make(chan struct{})}
+func startRun(parent context.Context, o Options, a coordinator.Assignment, rank int) *run {
+	ctx, cancel := context.WithCancelCause(parent)
+	r := &run{job: a.Job, generation: a.Generation, cancel: func() { cancel(nil) }, freeze: func() { cancel(errFrozen) }, done: make(chan struct{})}
 	log := o.Log.With("job", a.Job, "generation", a.Generation, "rank", rank, "world", len(a.Members))
 	ready := make(chan struct{})
 	go func() {
 		defer close(r.done)
 		err := r.train(ctx, o, a, rank, log, ready)
+		if r.mem != nil {
+			// Served before it is reported: the next generation may
+			// fetch from it as soon as the leader has the report.
+			o.held.keep(r.mem.store)
+		}
+		defer func() {
+			if r.mem != nil && (r.failed || errors.Is(context.Cause(ctx), errFrozen)) {
+				r.reported = reportMemory(parent, o, a, r.mem.store, log)
+			}
+		}()
 		switch {
 		case err == nil:
 			log.Info("generation finished")
@@ -112,15 +128,43 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 	if err != nil {
 		return &fatalError{err}
 	}
-	if a.Checkpoint != nil {
-		if err := restore(ctx, o, a, tr, store, log); err != nil {
+	// In-memory recovery replays each step's AdamW update from the reduced
+	// gradient, which DiLoCo's local inner steps do not have: a DiLoCo run
+	// keeps no replica and resumes from its outer-boundary checkpoint.
+	var mem *memory
+	if !tr.IsDiLoCo() {
+		if mem, err = newMemory(o, a, rank, tr); err != nil {
 			return err
 		}
-	} else if spec.InitFrom != nil {
-		if err := initFrom(ctx, o, spec.InitFrom, tr, log); err != nil {
-			return err
-		}
+		defer mem.close()
 	}
+	var nb neighbourMoments
+	switch {
+	case a.Memory != nil:
+		nb, err = restoreFromPeers(ctx, o, a, rank, tr, mem, o.held, log)
+	case a.Checkpoint != nil:
+		var m *checkpoint.Manifest
+		if m, err = restore(ctx, o, a, tr, store, log); err == nil {
+			nb, err = loadNeighbour(ctx, store, m, tr, mem)
+		}
+	case spec.InitFrom != nil:
+		nb, err = initFrom(ctx, o, spec.InitFrom, tr, mem, log)
+	}
+	o.Metrics.checkpointReads(store.ShardReads())
+	if err != nil {
+		return err
+	}
+	if mem != nil {
+		opt := tr.Optimizer()
+		if err := mem.store.Init(tr.StepsDone(), tr.Model().Params(), opt.M, opt.V, nb.m, nb.v); err != nil {
+			return err
+		}
+		r.mem = mem
+	}
+	start := tr.StepsDone()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go watchForReplacement(watchCtx, o, a, r.freeze)
 	log.Info("training", "from_step", tr.StepsDone(), "to_step", a.TotalSteps, "model", spec.Model.String())
 	if o.OnTrainer != nil {
 		o.OnTrainer(a.Job, a.Generation, rank, tr)
@@ -136,11 +180,32 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 	every := spec.CheckpointEvery
 	var tokens float64             // trained by the job in this generation
 	var lastOuter train.OuterStats // DiLoCo's outer steps already recorded
+	if a.Memory != nil && tr.StepsDone() == a.TotalSteps {
+		// Resumed from memory after the last step: the stopped generation
+		// may not have committed its checkpoint, and the job completes
+		// only once that is committed.
+		if err := ck.start(ctx); err != nil {
+			return err
+		}
+	}
 	for tr.StepsDone() < a.TotalSteps {
+		// A one-rank trainer has no collective to notice a canceled or
+		// frozen run: check between steps.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		t0 := time.Now()
 		res, err := tr.Step(ctx)
 		if err != nil {
 			return err
+		}
+		if err := mem.afterStep(ctx, tr, res); err != nil {
+			return err
+		}
+		if res.Step == start+1 {
+			// Every rank has restored: the previous generation's state
+			// this worker served is no longer needed.
+			o.held.release(a.Job, a.Generation)
 		}
 		o.Metrics.observeStep(spec.Model, spec.Batch, len(a.Members), res, time.Since(t0))
 		tokens += float64(res.Tokens)
@@ -217,7 +282,7 @@ func waitCommitted(ctx context.Context, c *coordinator.Client, job string, step 
 // restore loads the newest committed checkpoint that verifies, newest
 // first among the job's retained ones; every rank reads the same shared
 // volume, so every rank picks the same one.
-func restore(ctx context.Context, o Options, a coordinator.Assignment, tr *train.Trainer, store *checkpoint.DirStore, log *slog.Logger) error {
+func restore(ctx context.Context, o Options, a coordinator.Assignment, tr *train.Trainer, store *checkpoint.DirStore, log *slog.Logger) (*checkpoint.Manifest, error) {
 	manifests := []*checkpoint.Manifest{a.Checkpoint}
 	if view, err := o.Coordinator.Checkpoints(ctx, a.Job); err == nil {
 		for i := len(view.Retained) - 1; i >= 0; i-- {
@@ -233,32 +298,42 @@ func restore(ctx context.Context, o Options, a coordinator.Assignment, tr *train
 		log.Warn("checkpoint damaged; falling back to an older one", "skipped", s.String())
 	}
 	if err != nil {
-		return fmt.Errorf("no committed checkpoint of job %s verifies: %w", a.Job, err)
+		return nil, fmt.Errorf("no committed checkpoint of job %s verifies: %w", a.Job, err)
 	}
 	if err := tr.Restore(ctx, store, m, true); err != nil {
-		return err
+		return nil, err
 	}
+	o.Metrics.resumed("checkpoint")
 	log.Info("resumed", "step", m.Step, "written_by_world", m.World)
 	if tr.IsDiLoCo() && !tr.InnerStateRestored() {
 		log.Warn("DiLoCo inner AdamW state not restored (the checkpoint was written by another world size): inner moments restart at zero", "written_by_world", m.World)
 	}
-	return nil
+	return m, nil
 }
 
 // initFrom loads the weights (and optionally the optimizer state) of the
 // checkpoint a new job starts from. Every rank reads the same shared
 // volume, so every rank starts from the same weights.
-func initFrom(ctx context.Context, o Options, from *jobspec.InitFrom, tr *train.Trainer, log *slog.Logger) error {
+func initFrom(ctx context.Context, o Options, from *jobspec.InitFrom, tr *train.Trainer, mem *memory, log *slog.Logger) (neighbourMoments, error) {
 	ck, err := train.OpenCheckpoint(ctx, filepath.Join(o.CheckpointDir, filepath.FromSlash(from.Checkpoint)))
 	if err != nil {
-		return &fatalError{fmt.Errorf("init_from.checkpoint %q: %w", from.Checkpoint, err)}
+		return neighbourMoments{}, &fatalError{fmt.Errorf("init_from.checkpoint %q: %w", from.Checkpoint, err)}
 	}
+	defer func() { o.Metrics.checkpointReads(ck.Store.ShardReads()) }()
 	for _, s := range ck.Skipped {
 		log.Warn("init_from: checkpoint damaged; using an older one", "skipped", s.String())
 	}
 	if err := tr.InitFrom(ctx, ck, from.Optimizer); err != nil {
-		return &fatalError{err}
+		return neighbourMoments{}, &fatalError{err}
+	}
+	var nb neighbourMoments
+	if from.Optimizer {
+		// The replica of the left neighbour starts from the same moments
+		// its owner loaded.
+		if nb, err = loadNeighbour(ctx, ck.Store, ck.Manifest, tr, mem); err != nil {
+			return neighbourMoments{}, &fatalError{err}
+		}
 	}
 	log.Info("initialised from checkpoint", "checkpoint", ck.Dir, "step", ck.Manifest.Step, "optimizer", from.Optimizer)
-	return nil
+	return nb, nil
 }

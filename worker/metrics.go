@@ -29,7 +29,11 @@ type Metrics struct {
 	BusBytesPerToken prometheus.Gauge
 	OuterSteps       prometheus.Counter
 	OuterSeconds     prometheus.Counter
-	Ring             *allreduce.Metrics
+	// Resumes counts generations started from a checkpoint or from
+	// peers' memory; CheckpointReads the checkpoint shard files read.
+	Resumes         *prometheus.CounterVec
+	CheckpointReads prometheus.Counter
+	Ring            *allreduce.Metrics
 }
 
 // NewMetrics creates the series and registers them with reg.
@@ -77,8 +81,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "modcoord_diloco_outer_allreduce_seconds_total",
 			Help: "Time this worker spent in DiLoCo's outer collectives (loss, reduce-scatter, all-gather).",
 		}),
+		Resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modcoord_resumes_total",
+			Help: "Generations this worker started from saved state, by where the state came from: checkpoint (disk) or memory (peers).",
+		}, []string{"from"}),
+		CheckpointReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modcoord_checkpoint_shard_reads_total",
+			Help: "Checkpoint shard files this worker opened for reading (restores, init_from, verification).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSkipped, m.CheckpointSeconds, m.BusBytesPerToken, m.OuterSteps, m.OuterSeconds} {
+	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSeconds, m.CheckpointSkipped, m.Resumes, m.CheckpointReads, m.BusBytesPerToken, m.OuterSteps, m.OuterSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -141,4 +153,16 @@ func (m *Metrics) observeCheckpoint(stall, total time.Duration) {
 	}
 	m.CheckpointSeconds.WithLabelValues("stall").Observe(stall.Seconds())
 	m.CheckpointSeconds.WithLabelValues("write").Observe(total.Seconds())
+}
+
+func (m *Metrics) resumed(from string) {
+	if m != nil {
+		m.Resumes.WithLabelValues(from).Inc()
+	}
+}
+
+func (m *Metrics) checkpointReads(n int64) {
+	if m != nil && n > 0 {
+		m.CheckpointReads.Add(float64(n))
+	}
 }
