@@ -67,7 +67,9 @@ type Config struct {
 	Resync   time.Duration
 	// MemoryWait bounds how long the leader waits for the memory reports
 	// of a stopped generation's live workers before it forms the next
-	// generation without them (default 3 s; negative: never wait).
+	// generation without them (default 10 s, ended early once every live member
+	// reported; negative: never wait). Under load a frozen member can take
+	// seconds to report, and a missed report costs a disk resume.
 	MemoryWait time.Duration
 	Logger     *slog.Logger
 }
@@ -133,7 +135,7 @@ func Start(cfg Config) (*Coordinator, error) {
 		cfg.Resync = 5 * time.Second
 	}
 	if cfg.MemoryWait == 0 {
-		cfg.MemoryWait = 3 * time.Second
+		cfg.MemoryWait = 10 * time.Second
 	}
 
 	ln := cfg.APIListener
