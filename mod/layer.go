@@ -281,15 +281,27 @@ func (ly *layer[F]) forward(m *Model[F]) {
 	act := &ly.act
 	if ly.routed {
 		ly.route(m) // fills blockIn and pos
+		m.clock.lap(OpRouting, 0, 0)
 	}
 	ly.attentionForward(m)
 	residualForward(act.resid, act.blockIn, act.attn)
+	m.clock.lap(OpOther, 0, 0)
 	ly.mlpForward(m)
 	if ly.routed {
 		ly.routedOutputForward(m)
+		m.clock.lap(OpRouting, 0, 0)
 	} else {
 		residualForward(ly.out, act.resid, act.mlp)
+		m.clock.lap(OpOther, 0, 0)
 	}
+}
+
+// headFLOPs is the work of a list of per-head products, all of one shape.
+func headFLOPs(ps []matmul) float64 {
+	if len(ps) == 0 {
+		return 0
+	}
+	return float64(len(ps)) * ps[0].flops()
 }
 
 // attentionForward computes attn from blockIn: causal multi-head
@@ -298,9 +310,13 @@ func (ly *layer[F]) attentionForward(m *Model[F]) {
 	cfg, act, pl := m.cfg, &ly.act, &ly.plans
 	B, D, H, hd := m.batch, cfg.DModel, cfg.Heads, cfg.HeadDim()
 	n, s := ly.tokens, ly.seqTokens
+	es := elemBytes[F]()
 	rmsnormForward(act.ln1, act.ln1Rstd, act.blockIn, ly.param.ln1, n, D, cfg.NormEps)
+	m.clock.lap(OpNormGeluRoPE, 0, 2*n*D*es)
 	pl.qkv.run() // qkv = ln1 · Wqkv
+	m.clock.lap(OpMatmul, pl.qkv.flops(), 0)
 	splitHeads(act.q, act.k, act.v, act.qkv, act.pos, B, s, H, hd, m.cos, m.sin)
+	m.clock.lap(OpNormGeluRoPE, 0, 6*n*D*es)
 	scale := F(1 / math.Sqrt(float64(hd)))
 	for bh := 0; bh < B*H; bh++ {
 		pl.scores[bh].run() // probs = q · kᵀ
@@ -308,16 +324,23 @@ func (ly *layer[F]) attentionForward(m *Model[F]) {
 		pl.heads[bh].run() // heads = probs · v
 	}
 	mergeHeads(act.attnY, act.heads, B, s, H, hd)
+	m.clock.lap(OpAttention, headFLOPs(pl.scores)+headFLOPs(pl.heads), 0)
 	pl.attn.run() // attn = attnY · Wo
+	m.clock.lap(OpMatmul, pl.attn.flops(), 0)
 }
 
 // mlpForward computes mlp from resid.
 func (ly *layer[F]) mlpForward(m *Model[F]) {
 	cfg, act, pl := m.cfg, &ly.act, &ly.plans
+	es := elemBytes[F]()
 	rmsnormForward(act.ln2, act.ln2Rstd, act.resid, ly.param.ln2, ly.tokens, cfg.DModel, cfg.NormEps)
+	m.clock.lap(OpNormGeluRoPE, 0, 2*ly.tokens*cfg.DModel*es)
 	pl.fc.run() // fc = ln2 · W1
+	m.clock.lap(OpMatmul, pl.fc.flops(), 0)
 	geluForward(act.fcGelu, act.fcTanh, act.fc)
+	m.clock.lap(OpNormGeluRoPE, 0, 3*len(act.fc)*es)
 	pl.mlp.run() // mlp = fcGelu · W2
+	m.clock.lap(OpMatmul, pl.mlp.flops(), 0)
 }
 
 // routedOutputForward writes in_i + r_i·f_i for the selected tokens and
@@ -452,6 +475,7 @@ func (ly *layer[F]) predict(m *Model[F]) {
 func (ly *layer[F]) backward(m *Model[F]) {
 	if ly.routed {
 		ly.routedOutputBackward(m)
+		m.clock.lap(OpRouting, 0, 0)
 	}
 	ly.mlpBackward(m)
 	// resid = blockIn + attn and f = attn + mlp: attn's gradient comes from
@@ -463,6 +487,7 @@ func (ly *layer[F]) backward(m *Model[F]) {
 		dAttn[i] = d.block[i] + dResid[i]
 		d.blockIn[i] = d.skip[i] + dResid[i]
 	}
+	m.clock.lap(OpOther, 0, 0)
 	ly.attentionBackward(m)
 	if !ly.routed {
 		return // d.blockIn is d.in
@@ -473,6 +498,7 @@ func (ly *layer[F]) backward(m *Model[F]) {
 		copy(d.in[t*D:(t+1)*D], d.blockIn[j*D:(j+1)*D])
 	}
 	ly.routerBackward(m)
+	m.clock.lap(OpRouting, 0, 0)
 }
 
 // routedOutputBackward differentiates out_t = in_t + r·f for the selected
@@ -507,14 +533,19 @@ func (ly *layer[F]) routedOutputBackward(m *Model[F]) {
 func (ly *layer[F]) mlpBackward(m *Model[F]) {
 	cfg, sc, act, pl := m.cfg, m.scratch, &ly.act, &ly.plans
 	n, D, nF := ly.tokens, cfg.DModel, ly.tokens*cfg.MLPHidden
+	es := elemBytes[F]()
 	pl.dFcGelu.run() // dFcGelu = dBlock · W2ᵀ
 	pl.dW2.run()     // dW2 = fcGeluᵀ · dBlock
+	m.clock.lap(OpMatmul, pl.dFcGelu.flops()+pl.dW2.flops(), 0)
 	geluBackward(sc.dFc[:nF], sc.dFcGelu[:nF], act.fc, act.fcTanh)
+	m.clock.lap(OpNormGeluRoPE, 0, 4*nF*es)
 	pl.dW1.run()  // dW1 = ln2ᵀ · dFc
 	pl.dLn2.run() // dLn2 = dFc · W1ᵀ
+	m.clock.lap(OpMatmul, pl.dW1.flops()+pl.dLn2.flops(), 0)
 	dResid := sc.dResid[:n*D]
 	clear(dResid) // rmsnormBackward accumulates
 	rmsnormBackward(dResid, ly.grad.ln2, sc.dLn2, act.resid, act.ln2Rstd, ly.param.ln2, n, D)
+	m.clock.lap(OpNormGeluRoPE, 0, 5*n*D*es)
 }
 
 // attentionBackward takes dAttn back to blockIn, adding to d.blockIn.
@@ -522,8 +553,10 @@ func (ly *layer[F]) attentionBackward(m *Model[F]) {
 	cfg, sc, act, pl := m.cfg, m.scratch, &ly.act, &ly.plans
 	B, D, H, hd := m.batch, cfg.DModel, cfg.Heads, cfg.HeadDim()
 	n, s := ly.tokens, ly.seqTokens
+	es := elemBytes[F]()
 	pl.dAttnY.run() // dAttnY = dAttn · Woᵀ
 	pl.dWo.run()    // dWo = attnYᵀ · dAttn
+	m.clock.lap(OpMatmul, pl.dAttnY.flops()+pl.dWo.flops(), 0)
 	splitHeadsPlain(sc.dHeads, sc.dAttnY, B, s, H, hd)
 	scale := F(1 / math.Sqrt(float64(hd)))
 	for bh := 0; bh < B*H; bh++ {
@@ -534,10 +567,14 @@ func (ly *layer[F]) attentionBackward(m *Model[F]) {
 		pl.dq[bh].run() // dq = dScores · k
 		pl.dk[bh].run() // dk = dScoresᵀ · q
 	}
+	m.clock.lap(OpAttention, headFLOPs(pl.dProbs)+headFLOPs(pl.dv)+headFLOPs(pl.dq)+headFLOPs(pl.dk), 0)
 	mergeQKVGrad(sc.dqkv, sc.dq, sc.dk, sc.dv, act.pos, B, s, H, hd, m.cos, m.sin)
+	m.clock.lap(OpNormGeluRoPE, 0, 6*n*D*es)
 	pl.dWqkv.run() // dWqkv = ln1ᵀ · dqkv
 	pl.dLn1.run()  // dLn1 = dqkv · Wqkvᵀ
+	m.clock.lap(OpMatmul, pl.dWqkv.flops()+pl.dLn1.flops(), 0)
 	rmsnormBackward(ly.d.blockIn, ly.grad.ln1, sc.dLn1, act.blockIn, act.ln1Rstd, ly.param.ln1, n, D)
+	m.clock.lap(OpNormGeluRoPE, 0, 4*n*D*es)
 }
 
 // routerBackward adds the causal-decision loss's gradient and takes the

@@ -70,6 +70,12 @@ func planMatMul[F Float](a []F, transA bool, b []F, transB bool, c []F, m, k, n 
 	return p
 }
 
+func (p *matmul) isTransA() bool { return p.transA == blas.Trans }
+func (p *matmul) isTransB() bool { return p.transB == blas.Trans }
+
+// flops is the product's work: 2·m·k·n.
+func (p *matmul) flops() float64 { return 2 * float64(p.m) * float64(p.k) * float64(p.n) }
+
 // gemvRows is the largest row count computed as matrix-vector products:
 // a gemm packs all of B on every call, which for the one-token products
 // of decoding costs more than the arithmetic.

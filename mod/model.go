@@ -39,6 +39,9 @@ type Model[F Float] struct {
 	duf2     []F // [N,D] gradient wrt the final norm's output
 	scratch  *scratch[F]
 
+	// clock times the step by class of op for the breakdown; nil when off.
+	clock *opClock
+
 	// causal makes routed layers admit the tokens whose causal decision
 	// says so (logit > 0) instead of the top-k: the routing used for
 	// sampling. Such a model runs forward only.
@@ -243,6 +246,7 @@ func (m *Model[F]) Forward(tokens, targets []int32) (Loss, error) {
 		copy(m.targets, targets)
 	}
 
+	m.clock.start()
 	// Token (and learned position) embeddings.
 	emb, pos := m.param("tok_emb"), m.param("pos_emb")
 	for i, t := range m.tokens {
@@ -254,8 +258,11 @@ func (m *Model[F]) Forward(tokens, targets []int32) (Loss, error) {
 	for i := range m.layers {
 		m.layers[i].forward(m)
 	}
+	m.clock.lap(OpOther, 0, 0)
 	rmsnormForward(m.uf, m.invf, m.xf, m.param("ln_f"), N, D, cfg.NormEps)
+	m.clock.lap(OpNormGeluRoPE, 0, 2*N*D*elemBytes[F]())
 	m.lmHead.run()
+	m.clock.lap(OpMatmul, m.lmHead.flops(), 0)
 	if targets == nil {
 		return Loss{}, nil
 	}
@@ -275,6 +282,7 @@ func (m *Model[F]) Forward(tokens, targets []int32) (Loss, error) {
 		}
 	}
 	m.lastLoss = loss
+	m.clock.lap(OpOther, 0, 0)
 	return loss, nil
 }
 
@@ -302,6 +310,7 @@ func (m *Model[F]) Backward() error {
 	cfg := m.cfg
 	B, T, D, V := m.batch, cfg.SeqLen, cfg.DModel, cfg.Vocab
 	N := B * T
+	m.clock.start()
 	zero(m.grads)
 
 	// dlogits = (softmax − onehot)/N, in place.
@@ -324,11 +333,14 @@ func (m *Model[F]) Backward() error {
 		}
 		row[m.targets[i]] -= F(invN)
 	}
+	m.clock.lap(OpOther, 0, 0)
 	m.dlmHead.run()
 	m.duf.run()
+	m.clock.lap(OpMatmul, m.dlmHead.flops()+m.duf.flops(), 0)
 	dOut := m.gradBuf(cfg.Layers)
 	clear(dOut)
 	rmsnormBackward(dOut, m.grad("ln_f"), m.duf2, m.xf, m.invf, m.param("ln_f"), N, D)
+	m.clock.lap(OpNormGeluRoPE, 0, 4*N*D*elemBytes[F]())
 	for i := len(m.layers) - 1; i >= 0; i-- {
 		m.layers[i].backward(m)
 	}
@@ -340,5 +352,6 @@ func (m *Model[F]) Backward() error {
 			add(dpos[(i%T)*D:(i%T+1)*D], dEmb[i*D:(i+1)*D])
 		}
 	}
+	m.clock.lap(OpOther, 0, 0)
 	return nil
 }
