@@ -16,13 +16,13 @@ import "time"
 type OpClass int
 
 const (
-	OpMatmul      OpClass = iota // projections, MLP, LM head: the token-parallel products
-	OpAttention                  // per-head score and value products, softmax, head merge
-	OpNormGeluRoPE               // RMSNorm, GELU, RoPE (with the head split it rides on)
-	OpRouting                    // router logits, top-k, gather and scatter, decision loss
-	OpOptimizer                  // AdamW
-	OpCombine                    // combining the replicas' gradients: the ring's place in one process
-	OpOther                      // embeddings, cross-entropy, residual adds, zeroing
+	OpMatmul       OpClass = iota // projections, MLP, LM head: the token-parallel products
+	OpAttention                   // per-head score and value products, softmax, head merge
+	OpNormGeluRoPE                // RMSNorm, GELU, RoPE (with the head split it rides on)
+	OpRouting                     // router logits, top-k, gather and scatter, decision loss
+	OpOptimizer                   // AdamW
+	OpCombine                     // combining the replicas' gradients: the ring's place in one process
+	OpOther                       // embeddings, cross-entropy, residual adds, zeroing
 	NumOpClasses
 )
 

@@ -81,7 +81,7 @@ type ShapePeak struct {
 	// one single-threaded product per core at once (how Parallel runs)
 	// and one product on a threaded BLAS using every core.
 	GFLOPs         float64 `json:"gflops"`
-	PerCoreGFLOPs  float64 `json:"per_core_gflops"`  // best, one single-threaded product per core
+	PerCoreGFLOPs  float64 `json:"per_core_gflops"` // best, one single-threaded product per core
 	ThreadedGFLOPs float64 `json:"threaded_gflops"` // best, one product on all cores
 }
 
