@@ -3,6 +3,8 @@ package mod
 import (
 	"fmt"
 	"math"
+
+	"github.com/modcoord/modcoord/vecmath"
 )
 
 // Model is a decoder-only MoD transformer with its activations and gradient
@@ -29,6 +31,7 @@ type Model[F Float] struct {
 	xf              []F // [N,D] output of the last layer
 	uf, invf        []F // final norm output [N,D] and 1/rms [N]
 	logits          []F // [N,V], overwritten by dlogits in Backward
+	ceRow           []F // [V] scratch for the cross-entropy's exponentials
 	lmHead          matmul
 	dlmHead, duf    matmul
 
@@ -168,6 +171,7 @@ func (m *Model[F]) alloc() {
 	m.x0 = make([]F, N*D)
 	m.uf, m.invf = make([]F, N*D), make([]F, N)
 	m.logits = make([]F, N*V)
+	m.ceRow = make([]F, V)
 	m.gradBufs = [2][]F{make([]F, N*D), make([]F, N*D)}
 	m.duf2 = make([]F, N*D)
 	if cfg.Positions == PositionsRoPE {
@@ -270,7 +274,7 @@ func (m *Model[F]) Forward(tokens, targets []int32) (Loss, error) {
 	// Mean cross-entropy over all N tokens; logits become dlogits in Backward.
 	var ce float64
 	for i := 0; i < N; i++ {
-		ce += crossEntropy(m.logits[i*V:(i+1)*V], m.targets[i])
+		ce += crossEntropy(m.logits[i*V:(i+1)*V], m.targets[i], m.ceRow)
 	}
 	loss := Loss{CE: ce / float64(N)}
 	loss.Total = loss.CE
@@ -286,17 +290,35 @@ func (m *Model[F]) Forward(tokens, targets []int32) (Loss, error) {
 	return loss, nil
 }
 
-// crossEntropy is −log softmax(logits)[target], computed stably.
-func crossEntropy[F Float](logits []F, target int32) float64 {
+// crossEntropy is −log softmax(logits)[target], computed stably, with
+// scratch [len(logits)] for the exponentials.
+func crossEntropy[F Float](logits []F, target int32, scratch []F) float64 {
 	mx := logits[0]
 	for _, v := range logits[1:] {
 		mx = max(mx, v)
 	}
-	var sum float64
-	for _, v := range logits {
-		sum += float64(exp(v - mx))
-	}
+	scratch = scratch[:len(logits)]
+	copy(scratch, logits)
+	sum := expShiftedSum(scratch, mx)
 	return math.Log(sum) + float64(mx) - float64(logits[target])
+}
+
+// expShiftedSum sets x[j] = exp(x[j] − mx) in place and returns Σ x[j],
+// summed in float64 in index order. float32 takes vecmath.ExpScaled, whose
+// bits are exp32's (x·1 is x), so only the speed differs from the loop.
+func expShiftedSum[F Float](x []F, mx F) float64 {
+	if x32, ok := any(x).([]float32); ok {
+		vecmath.ExpScaled(x32, x32, 1, float32(mx))
+	} else {
+		for j, v := range x {
+			x[j] = exp(v - mx)
+		}
+	}
+	var sum float64
+	for _, e := range x {
+		sum += float64(e)
+	}
+	return sum
 }
 
 // Backward writes d(Loss.Total)/d(params) of the last Forward into Grads.
@@ -321,13 +343,7 @@ func (m *Model[F]) Backward() error {
 		for _, v := range row[1:] {
 			mx = max(mx, v)
 		}
-		var sum float64
-		for j, v := range row {
-			e := exp(v - mx)
-			row[j] = e
-			sum += float64(e)
-		}
-		s := invN / sum
+		s := invN / expShiftedSum(row, mx)
 		for j := range row {
 			row[j] = F(float64(row[j]) * s)
 		}

@@ -213,7 +213,7 @@ func (p *Parallel[F]) RowCE(targets []int32, dst []float64) {
 	T, V := p.cfg.SeqLen, p.cfg.Vocab
 	for i, m := range p.reps {
 		for r := 0; r < (p.first[i+1]-p.first[i])*T; r++ {
-			dst[p.first[i]*T+r] = crossEntropy(m.logits[r*V:(r+1)*V], targets[p.first[i]*T+r])
+			dst[p.first[i]*T+r] = crossEntropy(m.logits[r*V:(r+1)*V], targets[p.first[i]*T+r], m.ceRow)
 		}
 	}
 }
