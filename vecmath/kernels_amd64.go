@@ -94,3 +94,23 @@ func GELU(y, th, x []float32) {
 	}
 	GELUGeneric(y[v:], th[v:], x[v:])
 }
+
+//go:noescape
+func adamwAVX2(param, grad, mom, vel *float32, n int, k *lanes8)
+
+// AdamWUpdate applies one AdamW update to p with gradient g and moments
+// m and v (all of len(p)), in place.
+func AdamWUpdate(p, g, m, v []float32, k *AdamW) {
+	n := len(p)
+	g, m, v = g[:n], m[:n], v[:n]
+	i := 0
+	if hasAVX2 && n >= 8 {
+		i = n &^ 7
+		t := [...]lanes8{
+			splat(k.GradScale), splat(k.Beta1), splat(k.OneMinusB1), splat(k.Beta2), splat(k.OneMinusB2),
+			splat(k.BiasCorr1), splat(k.BiasCorr2), splat(k.LR), splat(k.Eps), splat(k.Decay),
+		}
+		adamwAVX2(&p[0], &g[0], &m[0], &v[0], i, &t[0])
+	}
+	AdamWGeneric(p[i:], g[i:], m[i:], v[i:], k)
+}

@@ -119,3 +119,52 @@ geluloop:
 geludone:
 	VZEROUPPER
 	RET
+
+// func adamwAVX2(param, grad, mom, vel *float32, n int, k *lanes8)
+// One AdamW update, exactly as AdamWGeneric computes it. k's rows:
+// 0 gradScale, 1 beta1, 2 1-beta1, 3 beta2, 4 1-beta2, 5 biasCorr1,
+// 6 biasCorr2, 7 lr, 8 eps, 9 decay.
+TEXT ·adamwAVX2(SB), NOSPLIT, $0-48
+	MOVQ param+0(FP), DI
+	MOVQ grad+8(FP), SI
+	MOVQ mom+16(FP), DX
+	MOVQ vel+24(FP), BX
+	MOVQ n+32(FP), CX
+	MOVQ k+40(FP), R8
+
+adamloop:
+	CMPQ    CX, $8
+	JL      adamdone
+	VMOVUPS (SI), Y0
+	VMULPS  0(R8), Y0, Y0     // gi = g*gradScale
+	VMOVUPS (DX), Y2
+	VMULPS  32(R8), Y2, Y1    // beta1*m
+	VMULPS  64(R8), Y0, Y3    // (1-beta1)*gi
+	VADDPS  Y3, Y1, Y1        // mi
+	VMOVUPS (BX), Y2
+	VMULPS  96(R8), Y2, Y4    // beta2*v
+	VMULPS  128(R8), Y0, Y3   // (1-beta2)*gi
+	VMULPS  Y0, Y3, Y3        // *gi
+	VADDPS  Y3, Y4, Y4        // vi
+	VMOVUPS Y1, (DX)
+	VMOVUPS Y4, (BX)
+	VDIVPS  160(R8), Y1, Y1   // mi/biasCorr1
+	VMULPS  224(R8), Y1, Y1   // lr*(mi/biasCorr1)
+	VDIVPS  192(R8), Y4, Y4   // vi/biasCorr2
+	VSQRTPS Y4, Y4
+	VADDPS  256(R8), Y4, Y4   // + eps
+	VDIVPS  Y4, Y1, Y1        // step
+	VMOVUPS (DI), Y5
+	VMULPS  288(R8), Y5, Y5   // p*decay
+	VSUBPS  Y1, Y5, Y5        // - step
+	VMOVUPS Y5, (DI)
+	ADDQ    $32, DI
+	ADDQ    $32, SI
+	ADDQ    $32, DX
+	ADDQ    $32, BX
+	SUBQ    $8, CX
+	JMP     adamloop
+
+adamdone:
+	VZEROUPPER
+	RET

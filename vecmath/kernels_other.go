@@ -8,3 +8,7 @@ func ExpScaled(dst, src []float32, scale, sub float32) { ExpScaledGeneric(dst, s
 // GELU sets th[i] = tanh(√(2/π)·(x+0.044715x³)) and y[i] = x/2·(1+th[i]),
 // the tanh approximation of GELU, for i < len(x).
 func GELU(y, th, x []float32) { GELUGeneric(y, th, x) }
+
+// AdamWUpdate applies one AdamW update to p with gradient g and moments
+// m and v (all of len(p)), in place.
+func AdamWUpdate(p, g, m, v []float32, k *AdamW) { AdamWGeneric(p, g, m, v, k) }

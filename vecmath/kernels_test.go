@@ -126,3 +126,54 @@ func BenchmarkGELU(b *testing.B) {
 		})
 	}
 }
+
+func TestAdamWMatchesScalarBitForBit(t *testing.T) {
+	const n = 10007
+	r := rand.New(rand.NewPCG(5, 6))
+	fill := func(scale float32, nonneg bool) []float32 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = (r.Float32()*2 - 1) * scale
+			if nonneg {
+				x[i] *= x[i]
+			}
+		}
+		return x
+	}
+	p, g, m, v := fill(1, false), fill(3, false), fill(0.1, false), fill(0.1, true)
+	g[0], g[1], v[2] = 0, 1e-30, 0
+	for _, k := range []AdamW{
+		{GradScale: 1, Beta1: 0.9, Beta2: 0.99, OneMinusB1: 1 - float32(0.9), OneMinusB2: 1 - float32(0.99), BiasCorr1: 0.1, BiasCorr2: 0.01, LR: 1e-3, Eps: 1e-8, Decay: 1},
+		{GradScale: 0.37, Beta1: 0.9, Beta2: 0.999, OneMinusB1: 0.1, OneMinusB2: 0.001, BiasCorr1: 0.6513, BiasCorr2: 0.00995, LR: 2e-3, Eps: 1e-8, Decay: 0.9998},
+	} {
+		for _, size := range []int{n, 7, 8, 9, 31} {
+			wp, wm, wv := append([]float32(nil), p[:size]...), append([]float32(nil), m[:size]...), append([]float32(nil), v[:size]...)
+			gp, gm, gv := append([]float32(nil), p[:size]...), append([]float32(nil), m[:size]...), append([]float32(nil), v[:size]...)
+			AdamWGeneric(wp, g, wm, wv, &k)
+			AdamWUpdate(gp, g, gm, gv, &k)
+			sameBits(t, "AdamW params", gp, wp, p)
+			sameBits(t, "AdamW m", gm, wm, m)
+			sameBits(t, "AdamW v", gv, wv, v)
+		}
+	}
+}
+
+func BenchmarkAdamW(b *testing.B) {
+	const n = 1 << 20
+	p, g, m, v := make([]float32, n), make([]float32, n), make([]float32, n), make([]float32, n)
+	for i := range g {
+		g[i] = float32(i%97) * 1e-3
+	}
+	k := AdamW{GradScale: 1, Beta1: 0.9, Beta2: 0.99, OneMinusB1: 0.1, OneMinusB2: 0.01, BiasCorr1: 0.5, BiasCorr2: 0.05, LR: 1e-3, Eps: 1e-8, Decay: 0.9999}
+	for _, f := range []struct {
+		name string
+		f    func(p, g, m, v []float32, k *AdamW)
+	}{{"generic", AdamWGeneric}, {"vector", AdamWUpdate}} {
+		b.Run(f.name, func(b *testing.B) {
+			b.SetBytes(7 * 4 * n)
+			for range b.N {
+				f.f(p, g, m, v, &k)
+			}
+		})
+	}
+}

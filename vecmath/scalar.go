@@ -69,3 +69,30 @@ func GELUGeneric(y, th, x []float32) {
 		y[i] = 0.5 * v * (1 + t)
 	}
 }
+
+// AdamW holds one AdamW step's constants, already in float32 as the
+// update uses them; see mod.OptimConfig.AdamWStep.
+type AdamW struct {
+	GradScale    float32 // multiplies the gradient first (clipping)
+	Beta1, Beta2 float32
+	OneMinusB1   float32 // 1 − Beta1, in float32 arithmetic
+	OneMinusB2   float32 // 1 − Beta2
+	BiasCorr1    float32 // 1 − Beta1^step
+	BiasCorr2    float32 // 1 − Beta2^step
+	LR, Eps      float32
+	Decay        float32 // 1 − lr·weight_decay, or 1 where there is no decay
+}
+
+// AdamWGeneric is AdamWUpdate one element at a time.
+func AdamWGeneric(p, g, m, v []float32, k *AdamW) {
+	g, m, v = g[:len(p)], m[:len(p)], v[:len(p)]
+	for i := range p {
+		gi := g[i] * k.GradScale
+		mi := k.Beta1*m[i] + k.OneMinusB1*gi
+		vi := k.Beta2*v[i] + k.OneMinusB2*gi*gi
+		m[i], v[i] = mi, vi
+		// sqrt in float64 rounded to float32 is the correctly rounded
+		// float32 sqrt, which is what the vector kernel's VSQRTPS gives.
+		p[i] = p[i]*k.Decay - k.LR*(mi/k.BiasCorr1)/(float32(math.Sqrt(float64(vi/k.BiasCorr2)))+k.Eps)
+	}
+}
