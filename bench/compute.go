@@ -17,21 +17,28 @@ import (
 // the same shape, and holds each against this machine's roofline measured
 // in the same run.
 type ComputeResult struct {
-	BLAS        string    `json:"blas"`
-	Batch       int       `json:"batch"`
-	Cores       int       `json:"cores"`
-	LoadAvg     string    `json:"load_avg"` // /proc/loadavg at the start: how shared the machine was
-	DenseStepS  float64   `json:"dense_step_s"`
-	MoDStepS    float64   `json:"mod_step_s"`
-	Speedup     float64   `json:"speedup"`
-	DenseFLOPs  float64   `json:"dense_flops_per_step"`
-	MoDFLOPs    float64   `json:"mod_flops_per_step"`
-	FLOPRatio   float64   `json:"flop_ratio"` // dense FLOPs / MoD FLOPs
-	Efficiency  float64   `json:"efficiency"` // speedup / flop_ratio
-	DenseGFLOPs float64   `json:"dense_gflops"`
-	MoDGFLOPs   float64   `json:"mod_gflops"`
-	DenseSteps  []float64 `json:"dense_steps_s"`
-	MoDSteps    []float64 `json:"mod_steps_s"`
+	BLAS        string  `json:"blas"`
+	Batch       int     `json:"batch"`
+	Cores       int     `json:"cores"`
+	LoadAvg     string  `json:"load_avg"` // /proc/loadavg at the start: how shared the machine was
+	DenseStepS  float64 `json:"dense_step_s"`
+	MoDStepS    float64 `json:"mod_step_s"`
+	Speedup     float64 `json:"speedup"`
+	DenseFLOPs  float64 `json:"dense_flops_per_step"`
+	MoDFLOPs    float64 `json:"mod_flops_per_step"`
+	FLOPRatio   float64 `json:"flop_ratio"`   // dense FLOPs / MoD FLOPs
+	Efficiency  float64 `json:"efficiency"`   // speedup / flop_ratio
+	DenseGFLOPs float64 `json:"dense_gflops"` // model FLOPs (mod.Config.TrainFLOPs) per second
+	MoDGFLOPs   float64 `json:"mod_gflops"`
+	// The FLOPs the step's products execute: fewer than the model FLOPs
+	// where causal attention skips the masked blocks (s ≥ 256), and
+	// without the router's dot products. The roofline holds these.
+	DenseExecFLOPs  float64   `json:"dense_exec_flops_per_step"`
+	MoDExecFLOPs    float64   `json:"mod_exec_flops_per_step"`
+	DenseExecGFLOPs float64   `json:"dense_exec_gflops"`
+	MoDExecGFLOPs   float64   `json:"mod_exec_gflops"`
+	DenseSteps      []float64 `json:"dense_steps_s"`
+	MoDSteps        []float64 `json:"mod_steps_s"`
 	// SgemmPeakGFLOPs is the peak the dense step is held against:
 	// Roofline.DensePeakGFLOPs.
 	SgemmPeakGFLOPs float64    `json:"sgemm_peak_gflops"`
@@ -48,7 +55,7 @@ type Roofline struct {
 	// does elementwise work, cannot exceed it.
 	DensePeakGFLOPs float64         `json:"dense_peak_gflops"`
 	MoDPeakGFLOPs   float64         `json:"mod_peak_gflops"`
-	DenseOfPeak     float64         `json:"dense_of_peak"` // dense_gflops / dense_peak_gflops
+	DenseOfPeak     float64         `json:"dense_of_peak"` // dense_exec_gflops / dense_peak_gflops
 	MoDOfPeak       float64         `json:"mod_of_peak"`
 	CopyGBs         float64         `json:"copy_gb_s"`
 	DenseShapes     []mod.ShapePeak `json:"dense_shapes"`
@@ -168,7 +175,10 @@ func Compute(ctx context.Context, cfg mod.Config, batch, reps int, breakdown boo
 	rl := &res.Roofline
 	rl.DenseShapes, rl.MoDShapes = dense.peak.Peaks, routed.peak.Peaks
 	rl.DensePeakGFLOPs, rl.MoDPeakGFLOPs = mod.StepPeak(rl.DenseShapes), mod.StepPeak(rl.MoDShapes)
-	rl.DenseOfPeak, rl.MoDOfPeak = res.DenseGFLOPs/rl.DensePeakGFLOPs, res.MoDGFLOPs/rl.MoDPeakGFLOPs
+	res.DenseExecFLOPs, res.MoDExecFLOPs = execFLOPs(dense.model), execFLOPs(routed.model)
+	res.DenseExecGFLOPs = res.DenseExecFLOPs / res.DenseStepS / 1e9
+	res.MoDExecGFLOPs = res.MoDExecFLOPs / res.MoDStepS / 1e9
+	rl.DenseOfPeak, rl.MoDOfPeak = res.DenseExecGFLOPs/rl.DensePeakGFLOPs, res.MoDExecGFLOPs/rl.MoDPeakGFLOPs
 	rl.CopyGBs = copies.GBs
 	res.SgemmPeakGFLOPs = rl.DensePeakGFLOPs
 	if breakdown {
@@ -198,6 +208,17 @@ func Compute(ctx context.Context, cfg mod.Config, batch, reps int, breakdown boo
 		res.Breakdown = b
 	}
 	return res, nil
+}
+
+// execFLOPs is the work of one step's products over all replicas.
+func execFLOPs(p *mod.Parallel[float32]) float64 {
+	var f float64
+	for _, m := range p.Replicas() {
+		for _, s := range m.GEMMShapes() {
+			f += s.FLOPs()
+		}
+	}
+	return f
 }
 
 // loadAvg is /proc/loadavg's first three fields, or "" where there is none.

@@ -44,6 +44,8 @@ type Model[F Float] struct {
 
 	// clock times the step by class of op for the breakdown; nil when off.
 	clock *opClock
+	// attnBlock is causal attention's row block (attnBlock; tests vary it).
+	attnBlock int
 
 	// causal makes routed layers admit the tokens whose causal decision
 	// says so (logit > 0) instead of the top-k: the routing used for
@@ -107,7 +109,7 @@ func newModel[F Float](cfg Config, batch int, params []F, causal bool) (*Model[F
 	if len(params) != l.Total {
 		return nil, fmt.Errorf("parameter vector has %d values, config needs %d", len(params), l.Total)
 	}
-	m := &Model[F]{cfg: cfg, layout: l, batch: batch, params: params, grads: make([]F, l.Total), causal: causal}
+	m := &Model[F]{cfg: cfg, layout: l, batch: batch, params: params, grads: make([]F, l.Total), causal: causal, attnBlock: attnBlock}
 	m.alloc()
 	return m, nil
 }

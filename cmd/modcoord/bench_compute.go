@@ -65,8 +65,8 @@ func printCompute(out io.Writer, cfg mod.Config, capacity float64, res bench.Com
 	fmt.Fprintf(out, "BLAS         %s\n", res.BLAS)
 	fmt.Fprintf(out, "roofline     dense products %.1f GFLOP/s, MoD products %.1f GFLOP/s, copy %.1f GB/s (best of %d rounds)\n",
 		rl.DensePeakGFLOPs, rl.MoDPeakGFLOPs, rl.CopyGBs, len(res.DenseSteps)+1)
-	fmt.Fprintf(out, "dense        %.3f s/step  %.1f GFLOP/s  (%.0f%% of its peak)\n", res.DenseStepS, res.DenseGFLOPs, 100*rl.DenseOfPeak)
-	fmt.Fprintf(out, "MoD C=%g     %.3f s/step  %.1f GFLOP/s  (%.0f%% of its peak)\n", capacity, res.MoDStepS, res.MoDGFLOPs, 100*rl.MoDOfPeak)
+	fmt.Fprintf(out, "dense        %.3f s/step  %.1f model GFLOP/s  %.1f executed GFLOP/s (%.0f%% of its peak)\n", res.DenseStepS, res.DenseGFLOPs, res.DenseExecGFLOPs, 100*rl.DenseOfPeak)
+	fmt.Fprintf(out, "MoD C=%g     %.3f s/step  %.1f model GFLOP/s  %.1f executed GFLOP/s (%.0f%% of its peak)\n", capacity, res.MoDStepS, res.MoDGFLOPs, res.MoDExecGFLOPs, 100*rl.MoDOfPeak)
 	fmt.Fprintf(out, "speedup      %.2fx for a FLOP ratio of %.2fx: efficiency %.2f\n", res.Speedup, res.FLOPRatio, res.Efficiency)
 	for _, m := range []struct {
 		name   string
