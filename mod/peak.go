@@ -124,7 +124,7 @@ func (pm *PeakMeter) Measure() {
 	}
 	defer setBLASThreads(1)
 	cores := len(pm.plans[0])
-	const minFLOPs = 4e8
+	const minFLOPs = 5e7
 	var wg sync.WaitGroup
 	for i := range pm.plans {
 		o := &pm.Peaks[i]
