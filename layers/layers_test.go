@@ -20,7 +20,8 @@ const module = "github.com/modcoord/modcoord/"
 // new package must take its place in the graph on purpose.
 var allowed = map[string][]string{
 	// Leaves: the model, storage, and the pieces every layer shares.
-	"mod":        nil,
+	"mod":        {"vecmath"},
+	"vecmath":    nil,
 	"checkpoint": nil,
 	"embedded":   nil,
 	"tokenizer":  nil,

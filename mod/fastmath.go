@@ -1,6 +1,10 @@
 package mod
 
-import "math"
+import (
+	"math"
+
+	"github.com/modcoord/modcoord/vecmath"
+)
 
 // exp and tanh dominate the elementwise work (softmax over T² scores per
 // head, GELU over T·F activations). float64 uses the math package, which
@@ -23,49 +27,6 @@ func tanh[F Float](x F) F {
 	return F(math.Tanh(float64(x)))
 }
 
-// tanh32 is a [13/6] odd rational approximation of tanh on [-7.9, 7.9]
-// (the coefficients are those of Eigen's ptanh_float), ±1 beyond.
-func tanh32(x float32) float32 {
-	const clamp = 7.90531110763549805
-	if x > clamp {
-		return 1
-	}
-	if x < -clamp {
-		return -1
-	}
-	x2 := x * x
-	p := x2*-2.76076847742355e-16 + 2.00018790482477e-13
-	p = p*x2 + -8.60467152213735e-11
-	p = p*x2 + 5.12229709037114e-08
-	p = p*x2 + 1.48572235717979e-05
-	p = p*x2 + 6.37261928875436e-04
-	p = p*x2 + 4.89352455891786e-03
-	p *= x
-	q := x2*1.19825839466702e-06 + 1.18534705686654e-04
-	q = q*x2 + 2.26843463243900e-03
-	q = q*x2 + 4.89352518554385e-03
-	return p / q
-}
-
-// exp32 computes e^x as 2^n · e^r with |r| ≤ ln2/2 and a degree-6 Taylor
-// polynomial for e^r.
-func exp32(x float32) float32 {
-	if x > 88.7 {
-		return float32(math.Inf(1))
-	}
-	if x < -87.3 {
-		return 0
-	}
-	const ln2hi, ln2lo, log2e = 0.693145751953125, 1.428606765330187e-06, 1.4426950408889634
-	// Round to nearest by truncating t+0.5 and fixing up negatives:
-	// math.Floor would cost a float64 round trip and a call.
-	t := x*log2e + 0.5
-	ni := int32(t)
-	if float32(ni) > t {
-		ni--
-	}
-	n := float32(ni)
-	r := (x - n*ln2hi) - n*ln2lo
-	p := 1 + r*(1+r*(0.5+r*(1.0/6+r*(1.0/24+r*(1.0/120+r*(1.0/720))))))
-	return math.Float32frombits(math.Float32bits(p) + uint32(ni)<<23)
-}
+// tanh32 and exp32 live in vecmath, with their vectorised forms.
+func tanh32(x float32) float32 { return vecmath.Tanh32(x) }
+func exp32(x float32) float32  { return vecmath.Exp32(x) }

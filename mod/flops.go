@@ -5,6 +5,14 @@ package mod
 // their k selected tokens per sequence, which is where MoD's savings come
 // from. Elementwise work (norms, softmax, RoPE, GELU) is not counted, as is
 // customary; it is O(T·D) per layer against the products' O(T·D²).
+//
+// Attention is counted in full, 2·s²·hd per product and head, although
+// the causal mask zeroes the upper half: these are model FLOPs, the
+// figure FLOP budgets and the isoFLOP comparison use, and they do not
+// depend on how the kernels run. From s = 256 the kernels skip the masked
+// blocks (see attnBlock) and execute fewer; Model.GEMMShapes lists what
+// the products really execute, and `bench compute` holds that, not this,
+// against the roofline.
 
 // FLOPCount splits a step's FLOPs by where they are spent.
 type FLOPCount struct {

@@ -105,13 +105,18 @@ type layerGradFlow[F Float] struct {
 // buffers they read and write (see matmul); each is named after what it
 // computes, and its formula is repeated where it runs.
 type layerPlans struct {
-	qkv    matmul   // qkv = ln1 · Wqkv
-	attn   matmul   // attn = attnY · Wo
-	fc     matmul   // fc = ln2 · W1
-	mlp    matmul   // mlp = fcGelu · W2
-	predFc matmul   // pred.fc = in · predW1
-	scores []matmul // per (b,h): probs = q · kᵀ, before the softmax
-	heads  []matmul // per (b,h): heads = probs · v
+	qkv    matmul // qkv = ln1 · Wqkv
+	attn   matmul // attn = attnY · Wo
+	fc     matmul // fc = ln2 · W1
+	mlp    matmul // mlp = fcGelu · W2
+	predFc matmul // pred.fc = in · predW1
+	// The per-head products come attnBlocks to a (b,h) pair, one per block
+	// of rows (or columns) of the [s,s] attention matrix; see causalBlocks.
+	attnBlocks int
+	// The per-head products' work, forward and backward, for the breakdown.
+	attnForwardFLOPs, attnBackwardFLOPs float64
+	scores                              []matmul // per (b,h): probs = q · kᵀ, before the softmax
+	heads                               []matmul // per (b,h): heads = probs · v
 
 	dFcGelu matmul   // dFcGelu = dBlock · W2ᵀ
 	dW2     matmul   // dW2 = fcGeluᵀ · dBlock
@@ -126,6 +131,27 @@ type layerPlans struct {
 	dv      []matmul // per (b,h): dv = probsᵀ · dHeads
 	dq      []matmul // per (b,h): dq = dScores · k
 	dk      []matmul // per (b,h): dk = dScoresᵀ · q
+}
+
+// attnBlock is the row block of causal attention's products. Under the
+// causal mask row i of the [s,s] scores needs columns 0..i only, so row
+// block r is computed against the columns of blocks 0..r and the products
+// skip the masked upper triangle, but for the upper half of the diagonal
+// blocks: (nb+1)/(2nb) of the full work for nb blocks (62.5% at s = 512).
+// The skipped terms are exact zeros (probabilities and score gradients
+// above the diagonal), so the result changes only by the BLAS's summation
+// order within a shorter dot product. A block of 128 rows keeps the
+// products large enough for the BLAS to run near its peak.
+const attnBlock = 128
+
+// causalBlocks is how many row blocks of block rows the [s,s] attention
+// products are cut into: one (the whole matrix, as before blocking)
+// unless there are at least two full blocks.
+func causalBlocks(s, block int) int {
+	if block < 1 || s < 2*block {
+		return 1
+	}
+	return (s + block - 1) / block
 }
 
 // scratch holds the backward pass's intermediate gradients, shared by all
@@ -258,22 +284,36 @@ func (ly *layer[F]) plan(m *Model[F]) {
 		pl.dPredW1 = planMatMul(ly.in, true, sc.dPredFc, false, dw.predW1, D, N, P)
 	}
 
-	pl.scores, pl.heads = make([]matmul, B*H), make([]matmul, B*H)
-	pl.dProbs, pl.dv = make([]matmul, B*H), make([]matmul, B*H)
-	pl.dq, pl.dk = make([]matmul, B*H), make([]matmul, B*H)
+	nb := causalBlocks(s, m.attnBlock)
+	pl.attnBlocks = nb
+	pl.scores, pl.heads = make([]matmul, B*H*nb), make([]matmul, B*H*nb)
+	pl.dProbs, pl.dv = make([]matmul, B*H*nb), make([]matmul, B*H*nb)
+	pl.dq, pl.dk = make([]matmul, B*H*nb), make([]matmul, B*H*nb)
 	for bh := 0; bh < B*H; bh++ {
 		ho, po := bh*s*hd, bh*s*s // offsets of this head's [s,hd] and [s,s] blocks
 		q, k, v := act.q[ho:ho+s*hd], act.k[ho:ho+s*hd], act.v[ho:ho+s*hd]
 		probs, heads := act.probs[po:po+s*s], act.heads[ho:ho+s*hd]
 		dHeads, dq, dk, dv := sc.dHeads[ho:ho+s*hd], sc.dq[ho:ho+s*hd], sc.dk[ho:ho+s*hd], sc.dv[ho:ho+s*hd]
 		dProbs := sc.dProbs[po : po+s*s]
-		pl.scores[bh] = planMatMul(q, false, k, true, probs, s, hd, s)
-		pl.heads[bh] = planMatMul(probs, false, v, false, heads, s, s, hd)
-		pl.dProbs[bh] = planMatMul(dHeads, false, v, true, dProbs, s, hd, s)
-		pl.dv[bh] = planMatMul(probs, true, dHeads, false, dv, s, s, hd)
-		pl.dq[bh] = planMatMul(dProbs, false, k, false, dq, s, s, hd)
-		pl.dk[bh] = planMatMul(dProbs, true, q, false, dk, s, s, hd)
+		for r := 0; r < nb; r++ {
+			// Rows lo..hi of the [s,s] matrices, or columns for the
+			// products that read them transposed. Rows need the columns
+			// 0..hi, columns the rows lo..s.
+			lo, hi := r*m.attnBlock, min(s, (r+1)*m.attnBlock)
+			if nb == 1 {
+				lo, hi = 0, s
+			}
+			rows, tail, i := hi-lo, s-lo, bh*nb+r
+			pl.scores[i] = planMatMulStrided(q[lo*hd:], false, hd, k, true, hd, probs[lo*s:], s, rows, hd, hi)
+			pl.heads[i] = planMatMulStrided(probs[lo*s:], false, s, v, false, hd, heads[lo*hd:], hd, rows, hi, hd)
+			pl.dProbs[i] = planMatMulStrided(dHeads[lo*hd:], false, hd, v, true, hd, dProbs[lo*s:], s, rows, hd, hi)
+			pl.dv[i] = planMatMulStrided(probs[lo*s+lo:], true, s, dHeads[lo*hd:], false, hd, dv[lo*hd:], hd, rows, tail, hd)
+			pl.dq[i] = planMatMulStrided(dProbs[lo*s:], false, s, k, false, hd, dq[lo*hd:], hd, rows, hi, hd)
+			pl.dk[i] = planMatMulStrided(dProbs[lo*s+lo:], true, s, q[lo*hd:], false, hd, dk[lo*hd:], hd, rows, tail, hd)
+		}
 	}
+	pl.attnForwardFLOPs = headFLOPs(pl.scores) + headFLOPs(pl.heads)
+	pl.attnBackwardFLOPs = headFLOPs(pl.dProbs) + headFLOPs(pl.dv) + headFLOPs(pl.dq) + headFLOPs(pl.dk)
 }
 
 // forward computes ly.out from ly.in.
@@ -281,15 +321,28 @@ func (ly *layer[F]) forward(m *Model[F]) {
 	act := &ly.act
 	if ly.routed {
 		ly.route(m) // fills blockIn and pos
+		m.clock.lap(OpRouting, 0, 0)
 	}
 	ly.attentionForward(m)
 	residualForward(act.resid, act.blockIn, act.attn)
+	m.clock.lap(OpOther, 0, 0)
 	ly.mlpForward(m)
 	if ly.routed {
 		ly.routedOutputForward(m)
+		m.clock.lap(OpRouting, 0, 0)
 	} else {
 		residualForward(ly.out, act.resid, act.mlp)
+		m.clock.lap(OpOther, 0, 0)
 	}
+}
+
+// headFLOPs is the work of a list of per-head products.
+func headFLOPs(ps []matmul) float64 {
+	var f float64
+	for i := range ps {
+		f += ps[i].flops()
+	}
+	return f
 }
 
 // attentionForward computes attn from blockIn: causal multi-head
@@ -298,26 +351,42 @@ func (ly *layer[F]) attentionForward(m *Model[F]) {
 	cfg, act, pl := m.cfg, &ly.act, &ly.plans
 	B, D, H, hd := m.batch, cfg.DModel, cfg.Heads, cfg.HeadDim()
 	n, s := ly.tokens, ly.seqTokens
+	es := elemBytes[F]()
 	rmsnormForward(act.ln1, act.ln1Rstd, act.blockIn, ly.param.ln1, n, D, cfg.NormEps)
+	m.clock.lap(OpNormGeluRoPE, 0, 2*n*D*es)
 	pl.qkv.run() // qkv = ln1 · Wqkv
+	m.clock.lap(OpMatmul, pl.qkv.flops(), 0)
 	splitHeads(act.q, act.k, act.v, act.qkv, act.pos, B, s, H, hd, m.cos, m.sin)
+	m.clock.lap(OpNormGeluRoPE, 0, 6*n*D*es)
 	scale := F(1 / math.Sqrt(float64(hd)))
+	nb := pl.attnBlocks
 	for bh := 0; bh < B*H; bh++ {
-		pl.scores[bh].run() // probs = q · kᵀ
+		for i := bh * nb; i < (bh+1)*nb; i++ {
+			pl.scores[i].run() // probs = q · kᵀ, up to the diagonal block
+		}
 		causalSoftmax(act.probs[bh*s*s:(bh+1)*s*s], s, scale)
-		pl.heads[bh].run() // heads = probs · v
+		for i := bh * nb; i < (bh+1)*nb; i++ {
+			pl.heads[i].run() // heads = probs · v
+		}
 	}
 	mergeHeads(act.attnY, act.heads, B, s, H, hd)
+	m.clock.lap(OpAttention, pl.attnForwardFLOPs, 0)
 	pl.attn.run() // attn = attnY · Wo
+	m.clock.lap(OpMatmul, pl.attn.flops(), 0)
 }
 
 // mlpForward computes mlp from resid.
 func (ly *layer[F]) mlpForward(m *Model[F]) {
 	cfg, act, pl := m.cfg, &ly.act, &ly.plans
+	es := elemBytes[F]()
 	rmsnormForward(act.ln2, act.ln2Rstd, act.resid, ly.param.ln2, ly.tokens, cfg.DModel, cfg.NormEps)
+	m.clock.lap(OpNormGeluRoPE, 0, 2*ly.tokens*cfg.DModel*es)
 	pl.fc.run() // fc = ln2 · W1
+	m.clock.lap(OpMatmul, pl.fc.flops(), 0)
 	geluForward(act.fcGelu, act.fcTanh, act.fc)
+	m.clock.lap(OpNormGeluRoPE, 0, 3*len(act.fc)*es)
 	pl.mlp.run() // mlp = fcGelu · W2
+	m.clock.lap(OpMatmul, pl.mlp.flops(), 0)
 }
 
 // routedOutputForward writes in_i + r_i·f_i for the selected tokens and
@@ -452,6 +521,7 @@ func (ly *layer[F]) predict(m *Model[F]) {
 func (ly *layer[F]) backward(m *Model[F]) {
 	if ly.routed {
 		ly.routedOutputBackward(m)
+		m.clock.lap(OpRouting, 0, 0)
 	}
 	ly.mlpBackward(m)
 	// resid = blockIn + attn and f = attn + mlp: attn's gradient comes from
@@ -463,6 +533,7 @@ func (ly *layer[F]) backward(m *Model[F]) {
 		dAttn[i] = d.block[i] + dResid[i]
 		d.blockIn[i] = d.skip[i] + dResid[i]
 	}
+	m.clock.lap(OpOther, 0, 0)
 	ly.attentionBackward(m)
 	if !ly.routed {
 		return // d.blockIn is d.in
@@ -473,6 +544,7 @@ func (ly *layer[F]) backward(m *Model[F]) {
 		copy(d.in[t*D:(t+1)*D], d.blockIn[j*D:(j+1)*D])
 	}
 	ly.routerBackward(m)
+	m.clock.lap(OpRouting, 0, 0)
 }
 
 // routedOutputBackward differentiates out_t = in_t + r·f for the selected
@@ -507,14 +579,19 @@ func (ly *layer[F]) routedOutputBackward(m *Model[F]) {
 func (ly *layer[F]) mlpBackward(m *Model[F]) {
 	cfg, sc, act, pl := m.cfg, m.scratch, &ly.act, &ly.plans
 	n, D, nF := ly.tokens, cfg.DModel, ly.tokens*cfg.MLPHidden
+	es := elemBytes[F]()
 	pl.dFcGelu.run() // dFcGelu = dBlock · W2ᵀ
 	pl.dW2.run()     // dW2 = fcGeluᵀ · dBlock
+	m.clock.lap(OpMatmul, pl.dFcGelu.flops()+pl.dW2.flops(), 0)
 	geluBackward(sc.dFc[:nF], sc.dFcGelu[:nF], act.fc, act.fcTanh)
+	m.clock.lap(OpNormGeluRoPE, 0, 4*nF*es)
 	pl.dW1.run()  // dW1 = ln2ᵀ · dFc
 	pl.dLn2.run() // dLn2 = dFc · W1ᵀ
+	m.clock.lap(OpMatmul, pl.dW1.flops()+pl.dLn2.flops(), 0)
 	dResid := sc.dResid[:n*D]
 	clear(dResid) // rmsnormBackward accumulates
 	rmsnormBackward(dResid, ly.grad.ln2, sc.dLn2, act.resid, act.ln2Rstd, ly.param.ln2, n, D)
+	m.clock.lap(OpNormGeluRoPE, 0, 5*n*D*es)
 }
 
 // attentionBackward takes dAttn back to blockIn, adding to d.blockIn.
@@ -522,22 +599,33 @@ func (ly *layer[F]) attentionBackward(m *Model[F]) {
 	cfg, sc, act, pl := m.cfg, m.scratch, &ly.act, &ly.plans
 	B, D, H, hd := m.batch, cfg.DModel, cfg.Heads, cfg.HeadDim()
 	n, s := ly.tokens, ly.seqTokens
+	es := elemBytes[F]()
 	pl.dAttnY.run() // dAttnY = dAttn · Woᵀ
 	pl.dWo.run()    // dWo = attnYᵀ · dAttn
+	m.clock.lap(OpMatmul, pl.dAttnY.flops()+pl.dWo.flops(), 0)
 	splitHeadsPlain(sc.dHeads, sc.dAttnY, B, s, H, hd)
 	scale := F(1 / math.Sqrt(float64(hd)))
+	nb := pl.attnBlocks
 	for bh := 0; bh < B*H; bh++ {
-		pl.dProbs[bh].run() // dProbs = dHeads · vᵀ
-		pl.dv[bh].run()     // dv = probsᵀ · dHeads
+		for i := bh * nb; i < (bh+1)*nb; i++ {
+			pl.dProbs[i].run() // dProbs = dHeads · vᵀ
+			pl.dv[i].run()     // dv = probsᵀ · dHeads
+		}
 		// dProbs becomes dScores, the gradient wrt q·kᵀ, in place.
 		causalSoftmaxBackward(sc.dProbs[bh*s*s:(bh+1)*s*s], act.probs[bh*s*s:(bh+1)*s*s], s, scale)
-		pl.dq[bh].run() // dq = dScores · k
-		pl.dk[bh].run() // dk = dScoresᵀ · q
+		for i := bh * nb; i < (bh+1)*nb; i++ {
+			pl.dq[i].run() // dq = dScores · k
+			pl.dk[i].run() // dk = dScoresᵀ · q
+		}
 	}
+	m.clock.lap(OpAttention, pl.attnBackwardFLOPs, 0)
 	mergeQKVGrad(sc.dqkv, sc.dq, sc.dk, sc.dv, act.pos, B, s, H, hd, m.cos, m.sin)
+	m.clock.lap(OpNormGeluRoPE, 0, 6*n*D*es)
 	pl.dWqkv.run() // dWqkv = ln1ᵀ · dqkv
 	pl.dLn1.run()  // dLn1 = dqkv · Wqkvᵀ
+	m.clock.lap(OpMatmul, pl.dWqkv.flops()+pl.dLn1.flops(), 0)
 	rmsnormBackward(ly.d.blockIn, ly.grad.ln1, sc.dLn1, act.blockIn, act.ln1Rstd, ly.param.ln1, n, D)
+	m.clock.lap(OpNormGeluRoPE, 0, 4*n*D*es)
 }
 
 // routerBackward adds the causal-decision loss's gradient and takes the

@@ -48,27 +48,63 @@ type matmul struct {
 // planMatMul plans C[m,n] = op(A)·op(B), where op(A) is [m,k] and op(B) is
 // [k,n]. A is stored row-major [m,k], or [k,m] when transA; likewise B.
 func planMatMul[F Float](a []F, transA bool, b []F, transB bool, c []F, m, k, n int) matmul {
-	if len(a) < m*k || len(b) < k*n || len(c) < m*n {
-		panic(fmt.Sprintf("mod: planMatMul buffers too small: a %d<%d×%d or b %d<%d×%d or c %d<%d×%d", len(a), m, k, len(b), k, n, len(c), m, n))
-	}
-	BLASEngine()
-	p := matmul{transA: blas.NoTrans, transB: blas.NoTrans, m: m, n: n, k: k, lda: k, ldb: n, ldc: n, impl: tensor.WhichBLAS()}
+	lda, ldb := k, n
 	if transA {
-		p.transA, p.lda = blas.Trans, m
+		lda = m
 	}
 	if transB {
-		p.transB, p.ldb = blas.Trans, k
+		ldb = k
+	}
+	return planMatMulStrided(a, transA, lda, b, transB, ldb, c, n, m, k, n)
+}
+
+// planMatMulStrided is planMatMul over sub-matrices: each operand's rows
+// are its leading dimension (lda, ldb, ldc) apart in its buffer, as when
+// a product reads or writes a block of a larger matrix.
+func planMatMulStrided[F Float](a []F, transA bool, lda int, b []F, transB bool, ldb int, c []F, ldc int, m, k, n int) matmul {
+	// extent is how much of a buffer a rows×cols matrix with leading
+	// dimension ld spans.
+	extent := func(rows, cols, ld int) int {
+		if rows == 0 || cols == 0 {
+			return 0
+		}
+		return (rows-1)*ld + cols
+	}
+	ar, ac, br, bc := m, k, k, n
+	if transA {
+		ar, ac = k, m
+	}
+	if transB {
+		br, bc = n, k
+	}
+	ea, eb, ec := extent(ar, ac, lda), extent(br, bc, ldb), extent(m, n, ldc)
+	if len(a) < ea || len(b) < eb || len(c) < ec || lda < ac || ldb < bc || ldc < n {
+		panic(fmt.Sprintf("mod: planMatMul buffers too small or leading dimensions too short: a %d<%d (ld %d) or b %d<%d (ld %d) or c %d<%d (ld %d) for %d×%d×%d", len(a), ea, lda, len(b), eb, ldb, len(c), ec, ldc, m, k, n))
+	}
+	BLASEngine()
+	p := matmul{transA: blas.NoTrans, transB: blas.NoTrans, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, impl: tensor.WhichBLAS()}
+	if transA {
+		p.transA = blas.Trans
+	}
+	if transB {
+		p.transB = blas.Trans
 	}
 	switch a := any(a).(type) {
 	case []float32:
-		p.a32, p.b32, p.c32 = a[:m*k], any(b).([]float32)[:k*n], any(c).([]float32)[:m*n]
+		p.a32, p.b32, p.c32 = a[:ea], any(b).([]float32)[:eb], any(c).([]float32)[:ec]
 	case []float64:
-		p.a64, p.b64, p.c64 = a[:m*k], any(b).([]float64)[:k*n], any(c).([]float64)[:m*n]
+		p.a64, p.b64, p.c64 = a[:ea], any(b).([]float64)[:eb], any(c).([]float64)[:ec]
 	}
 	// BLAS rejects leading dimensions of 0 even for empty products.
 	p.lda, p.ldb, p.ldc = max(p.lda, 1), max(p.ldb, 1), max(p.ldc, 1)
 	return p
 }
+
+func (p *matmul) isTransA() bool { return p.transA == blas.Trans }
+func (p *matmul) isTransB() bool { return p.transB == blas.Trans }
+
+// flops is the product's work: 2·m·k·n.
+func (p *matmul) flops() float64 { return 2 * float64(p.m) * float64(p.k) * float64(p.n) }
 
 // gemvRows is the largest row count computed as matrix-vector products:
 // a gemm packs all of B on every call, which for the one-token products

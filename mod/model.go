@@ -3,6 +3,8 @@ package mod
 import (
 	"fmt"
 	"math"
+
+	"github.com/modcoord/modcoord/vecmath"
 )
 
 // Model is a decoder-only MoD transformer with its activations and gradient
@@ -29,6 +31,7 @@ type Model[F Float] struct {
 	xf              []F // [N,D] output of the last layer
 	uf, invf        []F // final norm output [N,D] and 1/rms [N]
 	logits          []F // [N,V], overwritten by dlogits in Backward
+	ceRow           []F // [V] scratch for the cross-entropy's exponentials
 	lmHead          matmul
 	dlmHead, duf    matmul
 
@@ -38,6 +41,11 @@ type Model[F Float] struct {
 	gradBufs [2][]F
 	duf2     []F // [N,D] gradient wrt the final norm's output
 	scratch  *scratch[F]
+
+	// clock times the step by class of op for the breakdown; nil when off.
+	clock *opClock
+	// attnBlock is causal attention's row block (attnBlock; tests vary it).
+	attnBlock int
 
 	// causal makes routed layers admit the tokens whose causal decision
 	// says so (logit > 0) instead of the top-k: the routing used for
@@ -101,7 +109,7 @@ func newModel[F Float](cfg Config, batch int, params []F, causal bool) (*Model[F
 	if len(params) != l.Total {
 		return nil, fmt.Errorf("parameter vector has %d values, config needs %d", len(params), l.Total)
 	}
-	m := &Model[F]{cfg: cfg, layout: l, batch: batch, params: params, grads: make([]F, l.Total), causal: causal}
+	m := &Model[F]{cfg: cfg, layout: l, batch: batch, params: params, grads: make([]F, l.Total), causal: causal, attnBlock: attnBlock}
 	m.alloc()
 	return m, nil
 }
@@ -165,6 +173,7 @@ func (m *Model[F]) alloc() {
 	m.x0 = make([]F, N*D)
 	m.uf, m.invf = make([]F, N*D), make([]F, N)
 	m.logits = make([]F, N*V)
+	m.ceRow = make([]F, V)
 	m.gradBufs = [2][]F{make([]F, N*D), make([]F, N*D)}
 	m.duf2 = make([]F, N*D)
 	if cfg.Positions == PositionsRoPE {
@@ -243,6 +252,7 @@ func (m *Model[F]) Forward(tokens, targets []int32) (Loss, error) {
 		copy(m.targets, targets)
 	}
 
+	m.clock.start()
 	// Token (and learned position) embeddings.
 	emb, pos := m.param("tok_emb"), m.param("pos_emb")
 	for i, t := range m.tokens {
@@ -254,8 +264,11 @@ func (m *Model[F]) Forward(tokens, targets []int32) (Loss, error) {
 	for i := range m.layers {
 		m.layers[i].forward(m)
 	}
+	m.clock.lap(OpOther, 0, 0)
 	rmsnormForward(m.uf, m.invf, m.xf, m.param("ln_f"), N, D, cfg.NormEps)
+	m.clock.lap(OpNormGeluRoPE, 0, 2*N*D*elemBytes[F]())
 	m.lmHead.run()
+	m.clock.lap(OpMatmul, m.lmHead.flops(), 0)
 	if targets == nil {
 		return Loss{}, nil
 	}
@@ -263,7 +276,7 @@ func (m *Model[F]) Forward(tokens, targets []int32) (Loss, error) {
 	// Mean cross-entropy over all N tokens; logits become dlogits in Backward.
 	var ce float64
 	for i := 0; i < N; i++ {
-		ce += crossEntropy(m.logits[i*V:(i+1)*V], m.targets[i])
+		ce += crossEntropy(m.logits[i*V:(i+1)*V], m.targets[i], m.ceRow)
 	}
 	loss := Loss{CE: ce / float64(N)}
 	loss.Total = loss.CE
@@ -275,20 +288,39 @@ func (m *Model[F]) Forward(tokens, targets []int32) (Loss, error) {
 		}
 	}
 	m.lastLoss = loss
+	m.clock.lap(OpOther, 0, 0)
 	return loss, nil
 }
 
-// crossEntropy is −log softmax(logits)[target], computed stably.
-func crossEntropy[F Float](logits []F, target int32) float64 {
+// crossEntropy is −log softmax(logits)[target], computed stably, with
+// scratch [len(logits)] for the exponentials.
+func crossEntropy[F Float](logits []F, target int32, scratch []F) float64 {
 	mx := logits[0]
 	for _, v := range logits[1:] {
 		mx = max(mx, v)
 	}
-	var sum float64
-	for _, v := range logits {
-		sum += float64(exp(v - mx))
-	}
+	scratch = scratch[:len(logits)]
+	copy(scratch, logits)
+	sum := expShiftedSum(scratch, mx)
 	return math.Log(sum) + float64(mx) - float64(logits[target])
+}
+
+// expShiftedSum sets x[j] = exp(x[j] − mx) in place and returns Σ x[j],
+// summed in float64 in index order. float32 takes vecmath.ExpScaled, whose
+// bits are exp32's (x·1 is x), so only the speed differs from the loop.
+func expShiftedSum[F Float](x []F, mx F) float64 {
+	if x32, ok := any(x).([]float32); ok {
+		vecmath.ExpScaled(x32, x32, 1, float32(mx))
+	} else {
+		for j, v := range x {
+			x[j] = exp(v - mx)
+		}
+	}
+	var sum float64
+	for _, e := range x {
+		sum += float64(e)
+	}
+	return sum
 }
 
 // Backward writes d(Loss.Total)/d(params) of the last Forward into Grads.
@@ -302,6 +334,7 @@ func (m *Model[F]) Backward() error {
 	cfg := m.cfg
 	B, T, D, V := m.batch, cfg.SeqLen, cfg.DModel, cfg.Vocab
 	N := B * T
+	m.clock.start()
 	zero(m.grads)
 
 	// dlogits = (softmax − onehot)/N, in place.
@@ -312,23 +345,20 @@ func (m *Model[F]) Backward() error {
 		for _, v := range row[1:] {
 			mx = max(mx, v)
 		}
-		var sum float64
-		for j, v := range row {
-			e := exp(v - mx)
-			row[j] = e
-			sum += float64(e)
-		}
-		s := invN / sum
+		s := invN / expShiftedSum(row, mx)
 		for j := range row {
 			row[j] = F(float64(row[j]) * s)
 		}
 		row[m.targets[i]] -= F(invN)
 	}
+	m.clock.lap(OpOther, 0, 0)
 	m.dlmHead.run()
 	m.duf.run()
+	m.clock.lap(OpMatmul, m.dlmHead.flops()+m.duf.flops(), 0)
 	dOut := m.gradBuf(cfg.Layers)
 	clear(dOut)
 	rmsnormBackward(dOut, m.grad("ln_f"), m.duf2, m.xf, m.invf, m.param("ln_f"), N, D)
+	m.clock.lap(OpNormGeluRoPE, 0, 4*N*D*elemBytes[F]())
 	for i := len(m.layers) - 1; i >= 0; i-- {
 		m.layers[i].backward(m)
 	}
@@ -340,5 +370,6 @@ func (m *Model[F]) Backward() error {
 			add(dpos[(i%T)*D:(i%T+1)*D], dEmb[i*D:(i+1)*D])
 		}
 	}
+	m.clock.lap(OpOther, 0, 0)
 	return nil
 }

@@ -1,6 +1,10 @@
 package mod
 
-import "math"
+import (
+	"math"
+
+	"github.com/modcoord/modcoord/vecmath"
+)
 
 // One function per operation, forward and backward, as in llm.c. Shapes are
 // given explicitly; buffers are owned by the caller and never allocated here.
@@ -49,22 +53,12 @@ const geluC = 0.7978845608028654 // sqrt(2/π)
 // which saves recomputing the most expensive part.
 func geluForward[F Float](y, th, x []F) {
 	if x32, ok := any(x).([]float32); ok {
-		geluForward32(any(y).([]float32), any(th).([]float32), x32)
+		vecmath.GELU(any(y).([]float32), any(th).([]float32), x32)
 		return
 	}
 	for i, v := range x {
 		u := F(geluC) * (v + 0.044715*v*v*v)
 		t := tanh(u)
-		th[i] = t
-		y[i] = 0.5 * v * (1 + t)
-	}
-}
-
-// geluForward32 is geluForward with tanh32 called directly: the generic
-// version's per-element type dispatch halves its speed.
-func geluForward32(y, th, x []float32) {
-	for i, v := range x {
-		t := tanh32(geluC * (v + 0.044715*v*v*v))
 		th[i] = t
 		y[i] = 0.5 * v * (1 + t)
 	}
@@ -123,7 +117,10 @@ func causalSoftmax[F Float](p []F, s int, scale F) {
 	}
 }
 
-// causalSoftmax32 is causalSoftmax with exp32 called directly.
+// causalSoftmax32 is causalSoftmax with exp32, eight lanes at a time
+// where the CPU has AVX2 (vecmath.ExpScaled: the same bits as the scalar
+// loop). The sum stays a scalar loop in index order, so the result is
+// bit-identical to the generic version.
 func causalSoftmax32(p []float32, s int, scale float32) {
 	for i := 0; i < s; i++ {
 		row := p[i*s : (i+1)*s]
@@ -131,10 +128,9 @@ func causalSoftmax32(p []float32, s int, scale float32) {
 		for j := 1; j <= i; j++ {
 			mx = max(mx, row[j]*scale)
 		}
+		vecmath.ExpScaled(row[:i+1], row[:i+1], scale, mx)
 		var sum float32
-		for j := 0; j <= i; j++ {
-			e := exp32(row[j]*scale - mx)
-			row[j] = e
+		for _, e := range row[:i+1] {
 			sum += e
 		}
 		r := 1 / sum

@@ -1,6 +1,10 @@
 package mod
 
-import "math"
+import (
+	"math"
+
+	"github.com/modcoord/modcoord/vecmath"
+)
 
 // OptimConfig holds AdamW's hyperparameters and the learning-rate schedule.
 type OptimConfig struct {
@@ -67,23 +71,22 @@ func SumSquares(g []float32) float64 {
 // which is what makes sharded training bit-identical to a single process.
 func (o OptimConfig) AdamWStep(params, grads, m, v []float32, lo, hi int, decay [][2]int, step int, lr, gradScale float64) {
 	b1, b2 := float32(o.Beta1), float32(o.Beta2)
-	c1 := float32(1 - math.Pow(o.Beta1, float64(step)))
-	c2 := float32(1 - math.Pow(o.Beta2, float64(step)))
-	lr32, eps, gs := float32(lr), float32(o.Eps), float32(gradScale)
+	k := vecmath.AdamW{
+		GradScale: float32(gradScale), Beta1: b1, Beta2: b2, OneMinusB1: 1 - b1, OneMinusB2: 1 - b2,
+		BiasCorr1: float32(1 - math.Pow(o.Beta1, float64(step))),
+		BiasCorr2: float32(1 - math.Pow(o.Beta2, float64(step))),
+		LR:        float32(lr), Eps: float32(o.Eps),
+	}
 	wd := float32(1 - lr*o.WeightDecay)
+	// The update is vecmath.AdamWUpdate: eight lanes at a time where the
+	// CPU has AVX2, with the same bits as the scalar loop (AdamWGeneric).
+	// A span without decay multiplies by 1, which changes no bits.
 	update := func(a, b int, decayed bool) {
-		p, g, mm, vv := params[a-lo:b-lo], grads[a-lo:b-lo], m[a-lo:b-lo], v[a-lo:b-lo]
-		for i := range p {
-			gi := g[i] * gs
-			mi := b1*mm[i] + (1-b1)*gi
-			vi := b2*vv[i] + (1-b2)*gi*gi
-			mm[i], vv[i] = mi, vi
-			pi := p[i]
-			if decayed {
-				pi *= wd
-			}
-			p[i] = pi - lr32*(mi/c1)/(float32(math.Sqrt(float64(vi/c2)))+eps)
+		k.Decay = 1
+		if decayed {
+			k.Decay = wd
 		}
+		vecmath.AdamWUpdate(params[a-lo:b-lo], grads[a-lo:b-lo], m[a-lo:b-lo], v[a-lo:b-lo], &k)
 	}
 	pos := lo
 	for _, s := range decay {

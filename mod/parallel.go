@@ -183,6 +183,10 @@ func (p *Parallel[F]) Backward() error {
 // reducePart combines the replicas' gradients over one part of the vector.
 func (p *Parallel[F]) reducePart(part int) error {
 	n := len(p.grads)
+	clock := p.reps[part].clock
+	clock.start()
+	// One read of every replica's part and one write of the result.
+	defer clock.lap(OpCombine, 0, (len(p.reps)+1)*(n/len(p.reps))*elemBytes[F]())
 	{
 		lo, hi := part*n/len(p.reps), (part+1)*n/len(p.reps)
 		dst := p.grads[lo:hi]
@@ -209,7 +213,7 @@ func (p *Parallel[F]) RowCE(targets []int32, dst []float64) {
 	T, V := p.cfg.SeqLen, p.cfg.Vocab
 	for i, m := range p.reps {
 		for r := 0; r < (p.first[i+1]-p.first[i])*T; r++ {
-			dst[p.first[i]*T+r] = crossEntropy(m.logits[r*V:(r+1)*V], targets[p.first[i]*T+r])
+			dst[p.first[i]*T+r] = crossEntropy(m.logits[r*V:(r+1)*V], targets[p.first[i]*T+r], m.ceRow)
 		}
 	}
 }
