@@ -50,10 +50,10 @@ type Result struct {
 	LayerAccuracy  []float64 `json:"layer_accuracy,omitempty"`
 	LayerRouted    []float64 `json:"layer_routed,omitempty"`
 	ValWindows     int       `json:"val_windows"`
-	WallS        float64 `json:"wall_s"`        // training loop only
-	StepS        float64 `json:"step_s"`        // wall_s / steps
-	MedianStepS  float64 `json:"median_step_s"` // robust to other load on the machine
-	EvalS        float64 `json:"eval_s"`
+	WallS          float64   `json:"wall_s"`        // training loop only
+	StepS          float64   `json:"step_s"`        // wall_s / steps
+	MedianStepS    float64   `json:"median_step_s"` // robust to other load on the machine
+	EvalS          float64   `json:"eval_s"`
 }
 
 // newResult fills the fields known before training.

@@ -62,9 +62,9 @@ func pathsIn(dir string) Paths {
 // Report is what a sweep produced: every finished run, the best per variant
 // per budget, and where the files are.
 type Report struct {
-	Budgets []float64    `json:"budgets"`
-	Runs    []Result     `json:"-"`
-	NumRuns int          `json:"runs"`
+	Budgets []float64 `json:"budgets"`
+	Runs    []Result  `json:"-"`
+	NumRuns int       `json:"runs"`
 	// Resumed is how many of the runs were finished by an earlier sweep
 	// into the same directory and read back instead of trained.
 	Resumed int          `json:"resumed"`
