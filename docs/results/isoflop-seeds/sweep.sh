@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The seeded isoFLOP sweep of docs/results.md (issue 19), in three parts,
+# each a resumable `modcoord isoflop` into its own directory. Stop it at
+# any point (Ctrl-C, kill) and run this script again: every finished run
+# is kept in <part>/runs/ and skipped, and the tables come out the same as
+# from a sweep that never stopped.
+#
+#   bash docs/results/isoflop-seeds/sweep.sh            # from the repository root
+#
+# Shapes are those around each variant's optimum in the single-seed sweep
+# (docs/results/isoflop/): at 1e12 the optima were 32x2x2 (dense) and
+# 48x2x3 (MoD), at 3e12 48x2x3 (dense) and 64x2x4 (MoD). The deeper family
+# is narrower and 4 or 8 layers deep, at 3e12.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+export GOFLAGS="${GOFLAGS:--mod=mod}"
+here=docs/results/isoflop-seeds
+bin="${MODCOORD:-/tmp/modcoord-isoflop-seeds}"
+go build -o "$bin" ./cmd/modcoord
+run() { # part, then flags
+	local part=$1
+	shift
+	echo "== $part: $(date -u +%FT%TZ)"
+	"$bin" isoflop --seeds 3 --out "$here/$part" "$@" 2> >(tee -a "$here/$part.log" >&2) > /dev/null
+	echo "== $part done: $(date -u +%FT%TZ)"
+}
+run 1e12 --budgets 1e12 --shapes 32x2x2,48x2x3,64x2x4 --variants dense,mod-c0.125,mod-c0.5,random-c0.125
+run 3e12 --budgets 3e12 --shapes 48x2x3,64x2x4 --variants dense,mod-c0.125,mod-c0.5,random-c0.125
+run 3e12-deep --budgets 3e12 --shapes 32x4x2,32x8x2 --variants dense,mod-c0.125,mod-c0.125-every,random-c0.125
