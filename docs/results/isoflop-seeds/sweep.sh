@@ -21,14 +21,22 @@ run() { # part, then flags
 	local part=$1
 	shift
 	echo "== $part: $(date -u +%FT%TZ)"
-	"$bin" isoflop --seeds 3 --out "$here/$part" "$@" 2> >(tee -a "$here/$part.log" >&2) > /dev/null
+	"$bin" isoflop --out "$here/$part" --seeds 3 "$@" 2> >(tee -a "$here/$part.log" >&2) > /dev/null
 	echo "== $part done: $(date -u +%FT%TZ)"
 }
 # Each part is the two shapes that hold the optima, for every variant and
-# three seeds; on 2 shared cores a 1e12 run took about 3 minutes and a
-# 3e12 run about three times that. A neighbouring shape can be added to a
+# three seeds (docs/results.md gives the cost). A neighbouring shape can be added to a
 # part later by listing it in --shapes: the runs already in the part's
 # runs/ are reused, only the new ones are trained.
+#
+# Within a budget, the runs that answer the questions first come first:
+# each variant at its single-seed optimum with three seeds (without the
+# timing phase), then the whole grid, which reuses those runs.
+quick=(--timing-rounds 0)
+run 1e12 --budgets 1e12 --shapes 32x2x2 --variants dense "${quick[@]}"
+run 1e12 --budgets 1e12 --shapes 48x2x3 --variants mod-c0.125,random-c0.125,mod-c0.5 "${quick[@]}"
 run 1e12 --budgets 1e12 --shapes 32x2x2,48x2x3 --variants dense,mod-c0.125,mod-c0.5,random-c0.125
+run 3e12 --budgets 3e12 --shapes 48x2x3 --variants dense "${quick[@]}"
+run 3e12 --budgets 3e12 --shapes 64x2x4 --variants mod-c0.125,random-c0.125,mod-c0.5 "${quick[@]}"
 run 3e12 --budgets 3e12 --shapes 48x2x3,64x2x4 --variants dense,mod-c0.125,mod-c0.5,random-c0.125
 run 3e12-deep --budgets 3e12 --shapes 32x4x2,32x8x2 --variants dense,mod-c0.125,mod-c0.125-every,random-c0.125
