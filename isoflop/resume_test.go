@@ -71,7 +71,16 @@ func TestSweepResumesToIdenticalTables(t *testing.T) {
 			t.Errorf("%d files in runs/, want one per finished run (%d): %v", len(files), rep.NumRuns, files)
 		}
 	}
+	// Between pieces, --tables-only writes the tables of what is finished
+	// and trains nothing.
 	var log strings.Builder
+	look := pieces
+	look.TablesOnly, look.Progress = true, &log
+	partial, err := Sweep(context.Background(), ds, look)
+	if err != nil || partial.NumRuns == 0 || partial.NumRuns >= total || strings.Contains(log.String(), "val loss") {
+		t.Fatalf("tables only: %d runs, err %v, log %q; want the finished runs and no training", partial.NumRuns, err, log.String())
+	}
+	log.Reset()
 	pieces.Progress = &log
 	rep, err := Sweep(context.Background(), ds, pieces)
 	if err != nil {

@@ -27,6 +27,10 @@ type Options struct {
 	Timing   Timing
 	OutDir   string
 	Progress io.Writer // per-run progress; nil discards it
+	// TablesOnly trains nothing: it writes the tables, plot and summary of
+	// the planned runs already finished in OutDir's runs/, to look at a
+	// sweep run in pieces between pieces.
+	TablesOnly bool
 	// Now is the clock of the wall-clock fields; nil is time.Now. Tests
 	// stop it to compare whole output files byte for byte.
 	Now func() time.Time
@@ -121,7 +125,11 @@ func Sweep(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
 			rep.Resumed++
 		}
 	}
-	if rep.Resumed > 0 {
+	switch {
+	case opt.TablesOnly:
+		fmt.Fprintf(progress, "tables only: %d of %d runs finished in %s; training none\n",
+			rep.Resumed, len(runs), filepath.Join(opt.OutDir, RunsDir))
+	case rep.Resumed > 0:
 		fmt.Fprintf(progress, "resume: %d of %d runs already finished in %s; training the other %d\n",
 			rep.Resumed, len(runs), filepath.Join(opt.OutDir, RunsDir), len(runs)-rep.Resumed)
 	}
@@ -138,7 +146,7 @@ func Sweep(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
 	start := now()
 	var runErr error
 	for i, spec := range runs {
-		if done[i] != nil {
+		if done[i] != nil || opt.TablesOnly {
 			continue
 		}
 		fmt.Fprintf(progress, "[%d/%d] %s  %s  params %d  %d steps × %.3g FLOPs\n",
@@ -163,7 +171,7 @@ func Sweep(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
 	rep.WallS = now().Sub(start).Seconds()
 	rep.NumRuns = len(rep.Runs)
 	rep.Best = Best(rep.Runs)
-	if runErr == nil {
+	if runErr == nil && !opt.TablesOnly {
 		if err := TimeBest(ctx, ds, rep.Best, opt); err != nil {
 			runErr = err
 		}

@@ -18,7 +18,7 @@ type isoflopOptions struct {
 	variants                    string
 	batch, seqLen, timingRounds int
 	timingSteps, seeds          int
-	jsonOut, retime             bool
+	jsonOut, retime, tablesOnly bool
 }
 
 // newIsoflopCmd runs the isoFLOP comparison of dense and MoD models (issue 8).
@@ -44,6 +44,7 @@ func newIsoflopCmd(e env) *cobra.Command {
 	addJSONFlag(cmd, &o.jsonOut)
 	fs.IntVar(&o.timingRounds, "timing-rounds", isoflop.DefaultTiming().Rounds, "after the sweep, time each budget's best runs in turn this many rounds, for step-time ratios under equal load (0: skip)")
 	fs.IntVar(&o.timingSteps, "timing-steps", isoflop.DefaultTiming().Steps, "timed steps per model per timing round")
+	fs.BoolVar(&o.tablesOnly, "tables-only", false, "train nothing: write runs.csv, runs.json, isoflop.png and summary.md from the runs of this plan already finished in --out's runs/ (a sweep run in pieces, between pieces)")
 	fs.BoolVar(&o.retime, "retime", false, "train nothing: read --out's runs.json, time its best runs and rewrite summary.md and isoflop.png")
 	return cmd
 }
@@ -77,7 +78,7 @@ func runIsoflop(ctx context.Context, stdout, stderr io.Writer, o isoflopOptions)
 		Budgets: bs, Shapes: ss, Variants: vs, Seeds: o.seeds,
 		SeqLen: o.seqLen, Batch: o.batch, Schedule: isoflop.DefaultSchedule(),
 		Timing: isoflop.Timing{Rounds: o.timingRounds, Steps: o.timingSteps},
-		OutDir: o.out, Progress: stderr,
+		OutDir: o.out, Progress: stderr, TablesOnly: o.tablesOnly,
 	}
 	if o.retime {
 		if opt.Timing.Rounds < 1 {

@@ -34,9 +34,11 @@ run() { # part, then flags
 # timing phase), then the whole grid, which reuses those runs.
 quick=(--timing-rounds 0)
 run 1e12 --budgets 1e12 --shapes 32x2x2 --variants dense "${quick[@]}"
-run 1e12 --budgets 1e12 --shapes 48x2x3 --variants mod-c0.125,random-c0.125,mod-c0.5 "${quick[@]}"
+run 1e12 --budgets 1e12 --shapes 48x2x3 --variants mod-c0.125,random-c0.125 "${quick[@]}"
+run 1e12 --budgets 1e12 --shapes 48x2x3 --variants mod-c0.5 "${quick[@]}"
 run 1e12 --budgets 1e12 --shapes 32x2x2,48x2x3 --variants dense,mod-c0.125,mod-c0.5,random-c0.125
 run 3e12 --budgets 3e12 --shapes 48x2x3 --variants dense "${quick[@]}"
-run 3e12 --budgets 3e12 --shapes 64x2x4 --variants mod-c0.125,random-c0.125,mod-c0.5 "${quick[@]}"
+run 3e12 --budgets 3e12 --shapes 64x2x4 --variants mod-c0.125,random-c0.125 "${quick[@]}"
+run 3e12 --budgets 3e12 --shapes 64x2x4 --variants mod-c0.5 "${quick[@]}"
 run 3e12 --budgets 3e12 --shapes 48x2x3,64x2x4 --variants dense,mod-c0.125,mod-c0.5,random-c0.125
 run 3e12-deep --budgets 3e12 --shapes 32x4x2,32x8x2 --variants dense,mod-c0.125,mod-c0.125-every,random-c0.125
