@@ -31,7 +31,13 @@ best = rep["best"][0]
 assert set(best["timed_step_s"]) == {"dense", "mod-c0.125", "mod-c0.5"}, best.get("timed_step_s")
 assert open(rep["paths"]["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n", "isoflop.png is not a PNG"
 summary = open(rep["paths"]["summary"]).read()
-assert summary.count("| 3e+11 |") == 3, summary
+best_table = summary.split("\n## ")[0]  # the best-shape table; later sections list layers and every shape
+assert best_table.count("| 3e+11 |") == 3, summary
+for r in runs:
+    if r["variant"] != "dense":
+        assert 0 <= float(r["decision_recall"]) <= 1 and 0 <= float(r["decision_precision"]) <= 1, r
+runs_dir = os.path.join(os.path.dirname(rep["paths"]["csv"]), "runs")
+assert len(os.listdir(runs_dir)) == want, f"{len(os.listdir(runs_dir))} files in {runs_dir}, want one per run"
 print("isoflop pipeline: %d runs, files complete" % len(runs))
 PY
 echo "isoflop pipeline: PASS in ${took}s (limit 600s)"

@@ -72,6 +72,11 @@ func TestEveryLayoutTensorIsNamed(t *testing.T) {
 			seen[tn.Name] = true
 		}
 	}
+	random := tinyModel()
+	random.Routing = mod.RoutingRandom
+	if _, err := export.Tensors(random, make([]float32, mod.NewLayout(random).Total)); err == nil {
+		t.Error("exported a random-routing control, which the PyTorch loader would route by its logits")
+	}
 	if _, err := export.Tensors(tinyModel(), make([]float32, 3)); err == nil {
 		t.Error("Tensors accepted a parameter vector of the wrong length")
 	}

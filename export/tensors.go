@@ -9,6 +9,11 @@ import (
 // Tensors cuts the flat parameter vector of cfg into named tensors, in
 // mod.Layout's order, under their exported names. The tensors alias params.
 func Tensors(cfg mod.Config, params []float32) ([]Tensor, error) {
+	if cfg.RandomRouting() && len(cfg.RoutedLayers) > 0 {
+		// The PyTorch loader routes by the router's logits; a random-routing
+		// control exported as is would load as a different model.
+		return nil, fmt.Errorf("export: model routing %q is a training control (isoflop's random-c variants); only %q routing can be exported", cfg.Routing, mod.RoutingLearned)
+	}
 	layout := mod.NewLayout(cfg)
 	if len(params) != layout.Total {
 		return nil, fmt.Errorf("parameter vector has %d values, the model (%s) needs %d", len(params), cfg, layout.Total)

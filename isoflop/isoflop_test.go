@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -52,7 +53,7 @@ func tinyOptions(t *testing.T, budgets ...float64) Options {
 // whether MoD wins.
 func TestSweepPipeline(t *testing.T) {
 	ds := tinyCorpus(t)
-	largest := ModelConfig(tinyShapes()[2], DefaultVariants()[0], tinySeq).TrainFLOPs(tinyBatch).Total()
+	largest := ModelConfig(tinyShapes()[2], DefaultVariants()[0], tinySeq, 1).TrainFLOPs(tinyBatch).Total()
 	budgets := []float64{6 * largest, 13.5 * largest}
 	opt := tinyOptions(t, budgets...)
 	opt.Timing = Timing{Rounds: 2, Steps: 2}
@@ -103,7 +104,7 @@ func TestSweepPipeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(back) != want || back[0] != rep.Runs[0] {
+	if len(back) != want || !reflect.DeepEqual(back[0], rep.Runs[0]) {
 		t.Errorf("runs.json holds %d runs (first %+v), want %d (first %+v)", len(back), back[0], want, rep.Runs[0])
 	}
 	checkPNG(t, rep.Paths.Plot, len(budgets))
@@ -150,7 +151,7 @@ func checkSummaryUsesTimings(t *testing.T, path string, best []BudgetBest) {
 		t.Fatal(err)
 	}
 	rows := map[string][]string{}
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(bestTable(string(b)), "\n") {
 		cells := strings.Split(line, "|")
 		if len(cells) > 3 {
 			rows[strings.TrimSpace(cells[1])+"/"+strings.TrimSpace(cells[2])] = cells
@@ -222,6 +223,12 @@ func checkPNG(t *testing.T, path string, panels int) {
 	}
 }
 
+// bestTable is summary.md up to its first section: the best-shape table.
+func bestTable(summary string) string {
+	best, _, _ := strings.Cut(summary, "\n## ")
+	return best
+}
+
 func checkSummary(t *testing.T, path string, rows int) {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -229,11 +236,11 @@ func checkSummary(t *testing.T, path string, rows int) {
 		t.Fatal(err)
 	}
 	var tableRows int
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(bestTable(string(b)), "\n") {
 		if strings.HasPrefix(line, "| ") && !strings.HasPrefix(line, "| budget") {
 			tableRows++
-			if cells := strings.Split(line, "|"); len(cells) != 14 {
-				t.Errorf("summary row has %d cells, want 12: %q", len(cells)-2, line)
+			if cells := strings.Split(line, "|"); len(cells) != 16 {
+				t.Errorf("summary row has %d cells, want 14: %q", len(cells)-2, line)
 			}
 		}
 	}
@@ -260,7 +267,7 @@ func (c *cancelAfter) Write(p []byte) (int, error) {
 
 func TestSweepCancelKeepsFinishedRuns(t *testing.T) {
 	ds := tinyCorpus(t)
-	opt := tinyOptions(t, 4*ModelConfig(tinyShapes()[2], DefaultVariants()[0], tinySeq).TrainFLOPs(tinyBatch).Total())
+	opt := tinyOptions(t, 4*ModelConfig(tinyShapes()[2], DefaultVariants()[0], tinySeq, 1).TrainFLOPs(tinyBatch).Total())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	opt.Progress = &cancelAfter{n: 2, cancel: cancel}
@@ -345,14 +352,14 @@ func TestParseShapes(t *testing.T) {
 }
 
 func TestPlanRejectsBudgetBelowOneStep(t *testing.T) {
-	cheapest := ModelConfig(tinyShapes()[0], DefaultVariants()[1], tinySeq).TrainFLOPs(tinyBatch).Total()
-	_, _, err := Plan([]float64{cheapest / 2}, tinyShapes(), DefaultVariants(), tinySeq, tinyBatch)
+	cheapest := ModelConfig(tinyShapes()[0], DefaultVariants()[1], tinySeq, 1).TrainFLOPs(tinyBatch).Total()
+	_, _, err := Plan([]float64{cheapest / 2}, tinyShapes(), DefaultVariants(), 1, tinySeq, tinyBatch)
 	if err == nil || !strings.Contains(err.Error(), "--budgets") || !strings.Contains(err.Error(), "raise the budget") {
 		t.Fatalf("err = %v, want a --budgets error that says to raise it", err)
 	}
 	// A budget that buys the small models but not the largest one trains
 	// what it can and lists the rest as skipped.
-	runs, skipped, err := Plan([]float64{cheapest * 1.5}, tinyShapes(), DefaultVariants(), tinySeq, tinyBatch)
+	runs, skipped, err := Plan([]float64{cheapest * 1.5}, tinyShapes(), DefaultVariants(), 1, tinySeq, tinyBatch)
 	if err != nil || len(runs) == 0 || len(skipped) == 0 {
 		t.Fatalf("Plan = %d runs, %d skipped, %v; want some of each", len(runs), len(skipped), err)
 	}

@@ -33,12 +33,17 @@ var seriesColors = []color.Color{
 	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
 	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
 	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
+	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
 }
 
 // WritePlot draws the isoFLOP figure as PNG: validation loss against
-// parameters (log scale), one panel per budget, one series per variant.
+// parameters (log scale), one panel per budget, one series per variant;
+// each point is the mean over seeds, with a bar of ± one standard
+// deviation where there are several.
 func WritePlot(w io.Writer, results []Result) error {
 	best := Best(results)
+	groups := Groups(results)
 	if len(best) == 0 {
 		return fmt.Errorf("plot: no finished run to draw")
 	}
@@ -61,16 +66,16 @@ func WritePlot(w io.Writer, results []Result) error {
 		p.Add(plotter.NewGrid())
 		p.Legend.Top = true
 		for j, v := range variants {
-			var pts plotter.XYs
-			for _, r := range results {
-				if r.Budget == bb.Budget && r.Variant == v {
-					pts = append(pts, plotter.XY{X: float64(r.Params), Y: r.ValLoss})
+			var pts errorPoints
+			for _, g := range groups {
+				if g.Budget == bb.Budget && g.Variant == v {
+					pts = append(pts, errorPoint{XY: plotter.XY{X: float64(g.Run.Params), Y: g.ValLoss.Mean}, std: g.ValLoss.Std})
 				}
 			}
 			if len(pts) == 0 {
 				continue
 			}
-			slices.SortFunc(pts, func(a, b plotter.XY) int {
+			slices.SortFunc(pts, func(a, b errorPoint) int {
 				switch {
 				case a.X < b.X:
 					return -1
@@ -90,6 +95,16 @@ func WritePlot(w io.Writer, results []Result) error {
 			points.Shape = shapeFor(j)
 			points.Radius = vg.Points(2.5)
 			p.Add(line, points)
+			if pts.spread() {
+				bars, err := plotter.NewYErrorBars(pts)
+				if err != nil {
+					return fmt.Errorf("plot %s at %.3g: %w", v, bb.Budget, err)
+				}
+				bars.Color = c
+				bars.Width = vg.Points(0.8)
+				bars.CapWidth = vg.Points(4)
+				p.Add(bars)
+			}
 			if i == 0 {
 				p.Legend.Add(v, line, points)
 			}
@@ -161,4 +176,27 @@ func siCount(v float64) string {
 		return strconv.FormatFloat(v/1e3, 'g', 3, 64) + "k"
 	}
 	return strconv.FormatFloat(v, 'g', 3, 64)
+}
+
+// errorPoints are a series' (params, mean loss) points with the standard
+// deviation over seeds, for plotter.NewYErrorBars.
+type errorPoint struct {
+	plotter.XY
+	std float64
+}
+
+type errorPoints []errorPoint
+
+func (e errorPoints) Len() int                        { return len(e) }
+func (e errorPoints) XY(i int) (float64, float64)     { return e[i].X, e[i].Y }
+func (e errorPoints) YError(i int) (float64, float64) { return e[i].std, e[i].std }
+
+// spread reports whether any point has a standard deviation to draw.
+func (e errorPoints) spread() bool {
+	for _, p := range e {
+		if p.std > 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -9,6 +9,7 @@ type Result struct {
 	Variant   string  `json:"variant"`
 	Capacity  float64 `json:"capacity"`
 	Shape     string  `json:"shape"`
+	Seed      int     `json:"seed"` // initialisation and data order
 	DModel    int     `json:"d_model"`
 	Layers    int     `json:"layers"`
 	Heads     int     `json:"heads"`
@@ -30,11 +31,29 @@ type Result struct {
 	// CausalRouted is the fraction of tokens the routed layers processed
 	// under causal routing (capacity is the target); 0 for dense.
 	CausalRouted float64 `json:"causal_routed"`
-	ValWindows   int     `json:"val_windows"`
-	WallS        float64 `json:"wall_s"`        // training loop only
-	StepS        float64 `json:"step_s"`        // wall_s / steps
-	MedianStepS  float64 `json:"median_step_s"` // robust to other load on the machine
-	EvalS        float64 `json:"eval_s"`
+	// CausalForwardFLOPs is ForwardFLOPs at the share each routed layer
+	// routed under causal routing: the inference cost the model implies.
+	CausalForwardFLOPs float64 `json:"causal_forward_flops"`
+	// The causal decision against top-k membership, means over routed
+	// layers (mod.DecisionCounts); 0 for dense. AccuracyFloor is 1 − k/T,
+	// the accuracy of a decision that routes nothing.
+	DecisionPrecision float64 `json:"decision_precision"`
+	DecisionRecall    float64 `json:"decision_recall"`
+	DecisionF1        float64 `json:"decision_f1"`
+	DecisionAccuracy  float64 `json:"decision_accuracy"`
+	AccuracyFloor     float64 `json:"accuracy_floor"`
+	// Layers: per routed layer, in layer order (runs.json only).
+	RoutedLayers   []int     `json:"routed_layers,omitempty"`
+	LayerPrecision []float64 `json:"layer_precision,omitempty"`
+	LayerRecall    []float64 `json:"layer_recall,omitempty"`
+	LayerF1        []float64 `json:"layer_f1,omitempty"`
+	LayerAccuracy  []float64 `json:"layer_accuracy,omitempty"`
+	LayerRouted    []float64 `json:"layer_routed,omitempty"`
+	ValWindows     int       `json:"val_windows"`
+	WallS          float64   `json:"wall_s"`        // training loop only
+	StepS          float64   `json:"step_s"`        // wall_s / steps
+	MedianStepS    float64   `json:"median_step_s"` // robust to other load on the machine
+	EvalS          float64   `json:"eval_s"`
 }
 
 // newResult fills the fields known before training.
@@ -43,10 +62,10 @@ func newResult(r RunSpec) Result {
 	embed := r.Model.Vocab * r.Model.DModel
 	return Result{
 		Budget: r.Budget, Variant: r.Variant.Name, Capacity: r.Variant.Capacity,
-		Shape: r.Shape.String(), DModel: r.Shape.DModel, Layers: r.Shape.Layers, Heads: r.Shape.Heads,
+		Shape: r.Shape.String(), Seed: r.Seed, DModel: r.Shape.DModel, Layers: r.Shape.Layers, Heads: r.Shape.Heads,
 		SeqLen: r.Model.SeqLen, Batch: r.Batch,
 		Params: layout.Total, NonEmbed: layout.Total - embed,
 		Steps: r.Steps, StepFLOPs: r.FLOPsPerStep, FLOPs: float64(r.Steps) * r.FLOPsPerStep,
-		ForwardFLOPs: r.Model.TrainFLOPs(1).Forward,
+		ForwardFLOPs: r.Model.TrainFLOPs(1).Forward, CausalForwardFLOPs: r.Model.TrainFLOPs(1).Forward,
 	}
 }

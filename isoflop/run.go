@@ -37,17 +37,20 @@ func (s Schedule) For(steps int) mod.OptimConfig {
 // evalBatch is how many validation windows one forward pass scores.
 const evalBatch = 16
 
-// dataSeed fixes the order of training batches: every run sees the same
-// sequences at the same step.
-const dataSeed = 1
-
 // Train runs spec to its last step and scores the result on the whole
-// validation split. Cancelling ctx stops it between steps.
-func Train(ctx context.Context, ds *mod.Dataset, spec RunSpec, sched Schedule, progress io.Writer) (Result, error) {
+// validation split. The run's seed fixes both the initialisation and the
+// order of training batches, so that every variant and shape of one seed
+// sees the same sequences at the same step. Cancelling ctx stops it between
+// steps. now is the clock for the wall-clock fields (nil: time.Now).
+func Train(ctx context.Context, ds *mod.Dataset, spec RunSpec, sched Schedule, progress io.Writer, now func() time.Time) (Result, error) {
+	if now == nil {
+		now = time.Now
+	}
+	since := func(t time.Time) time.Duration { return now().Sub(t) }
 	res := newResult(spec)
 	tr, err := train.NewTrainer(train.TrainerConfig{
 		Model: spec.Model, Optim: sched.For(spec.Steps), GlobalBatch: spec.Batch,
-		TotalSteps: int64(spec.Steps), Seed: dataSeed, Rank: 0, World: 1,
+		TotalSteps: int64(spec.Steps), Seed: uint64(spec.Seed), Rank: 0, World: 1,
 	}, ds, nil)
 	if err != nil {
 		return res, fmt.Errorf("run %s: %w", spec.ID(), err)
@@ -57,30 +60,30 @@ func Train(ctx context.Context, ds *mod.Dataset, spec RunSpec, sched Schedule, p
 	stepTimes := make([]float64, 0, spec.Steps)
 	tail := max(1, spec.Steps/10)
 	var tailLoss float64
-	lastReport := time.Now()
-	start := time.Now()
+	lastReport := now()
+	start := now()
 	for s := 0; s < spec.Steps; s++ {
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("run %s interrupted at step %d of %d: %w", spec.ID(), s, spec.Steps, err)
 		}
-		t0 := time.Now()
+		t0 := now()
 		r, err := tr.Step(ctx)
 		if err != nil {
 			return res, fmt.Errorf("run %s: %w", spec.ID(), err)
 		}
-		stepTimes = append(stepTimes, time.Since(t0).Seconds())
+		stepTimes = append(stepTimes, since(t0).Seconds())
 		if math.IsNaN(r.Loss) || math.IsInf(r.Loss, 0) {
 			return res, fmt.Errorf("run %s: loss is %v at step %d; the learning rate is too high for this shape", spec.ID(), r.Loss, r.Step)
 		}
 		if s >= spec.Steps-tail {
 			tailLoss += r.Loss / float64(tail)
 		}
-		if time.Since(lastReport) > 10*time.Second {
-			fmt.Fprintf(progress, "  step %d/%d  loss %.4f  %.1fs\n", r.Step, spec.Steps, r.Loss, time.Since(start).Seconds())
-			lastReport = time.Now()
+		if since(lastReport) > 10*time.Second {
+			fmt.Fprintf(progress, "  step %d/%d  loss %.4f  %.1fs\n", r.Step, spec.Steps, r.Loss, since(start).Seconds())
+			lastReport = now()
 		}
 	}
-	res.WallS = time.Since(start).Seconds()
+	res.WallS = since(start).Seconds()
 	res.StepS = res.WallS / float64(spec.Steps)
 	res.MedianStepS = median(stepTimes)
 	res.TrainLoss = tailLoss
@@ -88,7 +91,7 @@ func Train(ctx context.Context, ds *mod.Dataset, spec RunSpec, sched Schedule, p
 	// Score twice: with top-k routing, as trained (the paper's isoFLOP
 	// loss), and with the learned causal decision, as when sampling, since
 	// top-k routing looks at the whole sequence and so at the future.
-	evalStart := time.Now()
+	evalStart := now()
 	rep, err := mod.EvaluateRouting(spec.Model, tr.Model().Params(), ds, 0, evalBatch)
 	if err != nil {
 		return res, fmt.Errorf("run %s: evaluate: %w", spec.ID(), err)
@@ -96,7 +99,15 @@ func Train(ctx context.Context, ds *mod.Dataset, spec RunSpec, sched Schedule, p
 	res.ValWindows = rep.Windows
 	res.ValLoss, res.ValLossCausal = rep.ValLossTopK, rep.ValLossCausal
 	res.CausalRouted = rep.RoutedFraction
-	res.EvalS = time.Since(evalStart).Seconds()
+	res.CausalForwardFLOPs = rep.ForwardFLOPsCausal
+	res.DecisionPrecision, res.DecisionRecall, res.DecisionF1 = rep.DecisionPrecision, rep.DecisionRecall, rep.DecisionF1
+	res.DecisionAccuracy, res.AccuracyFloor = rep.DecisionAccuracy, rep.AccuracyFloor
+	if len(rep.RoutedLayers) > 0 {
+		res.RoutedLayers = rep.RoutedLayers
+		res.LayerPrecision, res.LayerRecall, res.LayerF1 = rep.LayerPrecision, rep.LayerRecall, rep.LayerF1
+		res.LayerAccuracy, res.LayerRouted = rep.LayerAccuracy, rep.LayerRouted
+	}
+	res.EvalS = since(evalStart).Seconds()
 	return res, nil
 }
 

@@ -18,6 +18,7 @@ type Options struct {
 	Budgets  []float64
 	Shapes   []Shape
 	Variants []Variant
+	Seeds    int // seeds 1..Seeds of every run; 0 means 1
 	SeqLen   int
 	Batch    int
 	Schedule Schedule
@@ -26,7 +27,16 @@ type Options struct {
 	Timing   Timing
 	OutDir   string
 	Progress io.Writer // per-run progress; nil discards it
+	// TablesOnly trains nothing: it writes the tables, plot and summary of
+	// the planned runs already finished in OutDir's runs/, to look at a
+	// sweep run in pieces between pieces.
+	TablesOnly bool
+	// Now is the clock of the wall-clock fields; nil is time.Now. Tests
+	// stop it to compare whole output files byte for byte.
+	Now func() time.Time
 }
+
+func (o Options) seeds() int { return max(1, o.Seeds) }
 
 // Output file names inside Options.OutDir.
 const (
@@ -56,27 +66,38 @@ func pathsIn(dir string) Paths {
 // Report is what a sweep produced: every finished run, the best per variant
 // per budget, and where the files are.
 type Report struct {
-	Budgets []float64    `json:"budgets"`
-	Runs    []Result     `json:"-"`
-	NumRuns int          `json:"runs"`
+	Budgets []float64 `json:"budgets"`
+	Runs    []Result  `json:"-"`
+	NumRuns int       `json:"runs"`
+	// Resumed is how many of the runs were finished by an earlier sweep
+	// into the same directory and read back instead of trained.
+	Resumed int          `json:"resumed"`
 	Skipped []string     `json:"skipped,omitempty"`
 	Best    []BudgetBest `json:"best"`
 	Paths   Paths        `json:"paths"`
 	WallS   float64      `json:"wall_s"`
 }
 
-// Sweep trains every planned run in turn. After each run it rewrites
-// runs.csv and runs.json atomically, so that an interrupted or crashed sweep
-// keeps every finished run; at the end, or when ctx is cancelled, it draws
-// the plot and the summary from the runs finished so far. A cancelled sweep
-// returns its partial report together with the context's error.
+// Sweep trains every planned run in turn, skipping those an earlier sweep
+// into the same directory finished (see RunsDir). Each finished run is
+// saved to its own file, and runs.csv and runs.json are rewritten
+// atomically, so that an interrupted or crashed sweep keeps every finished
+// run; at the end, or when ctx is cancelled, it draws the plot and the
+// summary from the runs finished so far. Tables list runs in plan order
+// whichever sweep trained them, so a sweep run in pieces writes the same
+// tables as one run at once. A cancelled sweep returns its partial report
+// together with the context's error.
 func Sweep(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
 	progress := opt.Progress
 	if progress == nil {
 		progress = io.Discard
 	}
+	now := opt.Now
+	if now == nil {
+		now = time.Now
+	}
 	rep := Report{Budgets: opt.Budgets, Paths: pathsIn(opt.OutDir)}
-	runs, skipped, err := Plan(opt.Budgets, opt.Shapes, opt.Variants, opt.SeqLen, opt.Batch)
+	runs, skipped, err := Plan(opt.Budgets, opt.Shapes, opt.Variants, opt.seeds(), opt.SeqLen, opt.Batch)
 	if err != nil {
 		return rep, err
 	}
@@ -87,31 +108,70 @@ func Sweep(ctx context.Context, ds *mod.Dataset, opt Options) (Report, error) {
 		rep.Skipped = append(rep.Skipped, s.ID())
 		fmt.Fprintf(progress, "skip %s: one step costs %.3g FLOPs, more than the budget\n", s.ID(), s.FLOPsPerStep)
 	}
-	if err := os.MkdirAll(opt.OutDir, defaultPerm); err != nil {
+	if err := os.MkdirAll(filepath.Join(opt.OutDir, RunsDir), defaultPerm); err != nil {
 		return rep, fmt.Errorf("--out %s: %w", opt.OutDir, err)
 	}
 
-	start := time.Now()
+	// Read back what an earlier sweep finished before training anything, so
+	// that a file from a sweep with other flags stops this one at once.
+	done := make([]*Result, len(runs))
+	for i, spec := range runs {
+		r, ok, err := loadRun(opt.OutDir, spec)
+		if err != nil {
+			return rep, err
+		}
+		if ok {
+			done[i] = &r
+			rep.Resumed++
+		}
+	}
+	switch {
+	case opt.TablesOnly:
+		fmt.Fprintf(progress, "tables only: %d of %d runs finished in %s; training none\n",
+			rep.Resumed, len(runs), filepath.Join(opt.OutDir, RunsDir))
+	case rep.Resumed > 0:
+		fmt.Fprintf(progress, "resume: %d of %d runs already finished in %s; training the other %d\n",
+			rep.Resumed, len(runs), filepath.Join(opt.OutDir, RunsDir), len(runs)-rep.Resumed)
+	}
+	finished := func() []Result {
+		var out []Result
+		for _, r := range done {
+			if r != nil {
+				out = append(out, *r)
+			}
+		}
+		return out
+	}
+
+	start := now()
 	var runErr error
 	for i, spec := range runs {
+		if done[i] != nil || opt.TablesOnly {
+			continue
+		}
 		fmt.Fprintf(progress, "[%d/%d] %s  %s  params %d  %d steps × %.3g FLOPs\n",
 			i+1, len(runs), spec.ID(), spec.Model, mod.NewLayout(spec.Model).Total, spec.Steps, spec.FLOPsPerStep)
-		res, err := Train(ctx, ds, spec, opt.Schedule, progress)
+		res, err := Train(ctx, ds, spec, opt.Schedule, progress, now)
 		if err != nil {
 			runErr = err
 			break
 		}
 		fmt.Fprintf(progress, "[%d/%d] %s  val loss %.4f  train %.1fs (%.4f s/step)  eval %.1fs  sweep %.0fs\n",
-			i+1, len(runs), spec.ID(), res.ValLoss, res.WallS, res.StepS, res.EvalS, time.Since(start).Seconds())
-		rep.Runs = append(rep.Runs, res)
+			i+1, len(runs), spec.ID(), res.ValLoss, res.WallS, res.StepS, res.EvalS, now().Sub(start).Seconds())
+		if err := saveRun(opt.OutDir, spec, res); err != nil {
+			return rep, err
+		}
+		done[i] = &res
+		rep.Runs = finished()
 		if err := writeRuns(rep.Paths, rep.Runs); err != nil {
 			return rep, err
 		}
 	}
-	rep.WallS = time.Since(start).Seconds()
+	rep.Runs = finished()
+	rep.WallS = now().Sub(start).Seconds()
 	rep.NumRuns = len(rep.Runs)
 	rep.Best = Best(rep.Runs)
-	if runErr == nil {
+	if runErr == nil && !opt.TablesOnly {
 		if err := TimeBest(ctx, ds, rep.Best, opt); err != nil {
 			runErr = err
 		}
@@ -172,7 +232,7 @@ func writeReports(p Paths, runs []Result, best []BudgetBest, skipped int) error 
 // writeSummaryAndPlot writes summary.md and, when there is a run to draw,
 // isoflop.png.
 func writeSummaryAndPlot(p Paths, runs []Result, best []BudgetBest, skipped int) error {
-	if err := atomicfile.Write(p.Summary, 0o644, func(w io.Writer) error { return WriteSummary(w, best, skipped) }); err != nil {
+	if err := atomicfile.Write(p.Summary, 0o644, func(w io.Writer) error { return WriteSummary(w, best, runs, skipped) }); err != nil {
 		return err
 	}
 	if len(runs) == 0 {

@@ -51,14 +51,17 @@ func timeBudget(ctx context.Context, ds *mod.Dataset, bb *BudgetBest, sched Sche
 	trainers := make([]*train.Trainer, len(variants))
 	defer closeAll(trainers)
 	for j, v := range variants {
-		r := bb.Best[v]
+		r := bb.Best[v].Run
 		// Rebuilt from what the run recorded, so that a runs.json from a
 		// sweep with other variants is timed as it was trained.
-		variant := Variant{Name: r.Variant, Capacity: r.Capacity}
-		cfg := ModelConfig(Shape{DModel: r.DModel, Layers: r.Layers, Heads: r.Heads}, variant, r.SeqLen)
+		variant, err := ParseVariant(r.Variant)
+		if err != nil {
+			return fmt.Errorf("time budget %.3g: %w", bb.Budget, err)
+		}
+		cfg := ModelConfig(Shape{DModel: r.DModel, Layers: r.Layers, Heads: r.Heads}, variant, r.SeqLen, max(1, r.Seed))
 		tr, err := train.NewTrainer(train.TrainerConfig{
 			Model: cfg, Optim: sched.For(r.Steps), GlobalBatch: r.Batch,
-			TotalSteps: int64(r.Steps), Seed: dataSeed, Rank: 0, World: 1,
+			TotalSteps: int64(r.Steps), Seed: uint64(max(1, r.Seed)), Rank: 0, World: 1,
 		}, ds, nil)
 		if err != nil {
 			return fmt.Errorf("time budget %.3g, %s: %w", bb.Budget, v, err)

@@ -1,13 +1,27 @@
 package isoflop
 
-import "github.com/modcoord/modcoord/mod"
+import (
+	"fmt"
+	"strconv"
+	"strings"
 
-// Variant is one kind of model compared at each budget.
+	"github.com/modcoord/modcoord/mod"
+)
+
+// Variant is one kind of model compared at each budget. Its name says
+// everything about it, so that a run recorded in runs.json can be rebuilt
+// from its name alone (ParseVariant): "dense", or
+// "<mod|random>-c<capacity>[-every]".
 type Variant struct {
 	Name string `json:"name"`
 	// Capacity is the fraction of each sequence a routed layer processes;
 	// 0 means dense.
 	Capacity float64 `json:"capacity"`
+	// Random routes k tokens drawn at random instead of the top-k router
+	// logits: the paper's control for learned routing.
+	Random bool `json:"random,omitempty"`
+	// Every routes every layer instead of every other layer (1, 3, ...).
+	Every bool `json:"every,omitempty"`
 }
 
 // Dense reports whether the variant has no routed layers.
@@ -23,16 +37,75 @@ func DefaultVariants() []Variant {
 	}
 }
 
+// DefaultVariantsFlag is DefaultVariants as a --variants value.
+const DefaultVariantsFlag = "dense,mod-c0.125,mod-c0.5"
+
+// ParseVariant reads one variant name: "dense", or "mod-c0.125",
+// "random-c0.125", "mod-c0.5-every" (routing, capacity, and "-every" for
+// routing every layer rather than every other one).
+func ParseVariant(name string) (Variant, error) {
+	if name == "dense" {
+		return Variant{Name: name}, nil
+	}
+	bad := fmt.Errorf("variant %q: want dense, or mod-c<C> / random-c<C> with 0 < C ≤ 1 and an optional -every suffix (e.g. mod-c0.125, random-c0.125, mod-c0.125-every)", name)
+	rest, every := strings.CutSuffix(name, "-every")
+	var v Variant
+	switch {
+	case strings.HasPrefix(rest, "mod-c"):
+		rest = strings.TrimPrefix(rest, "mod-c")
+	case strings.HasPrefix(rest, "random-c"):
+		rest, v.Random = strings.TrimPrefix(rest, "random-c"), true
+	default:
+		return v, bad
+	}
+	c, err := strconv.ParseFloat(rest, 64)
+	if err != nil || !(c > 0 && c <= 1) {
+		return v, bad
+	}
+	v.Name, v.Capacity, v.Every = name, c, every
+	return v, nil
+}
+
+// ParseVariants reads a comma-separated --variants list.
+func ParseVariants(s string) ([]Variant, error) {
+	var out []Variant
+	seen := map[string]bool{}
+	for _, f := range listItems(s) {
+		v, err := ParseVariant(f)
+		if err != nil {
+			return nil, fmt.Errorf("--variants: %w", err)
+		}
+		if seen[f] {
+			return nil, fmt.Errorf("--variants: %q is listed twice", f)
+		}
+		seen[f] = true
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--variants: no variant given; write e.g. --variants %s", DefaultVariantsFlag)
+	}
+	return out, nil
+}
+
 // ModelConfig is the mod.Config of shape s in variant v at sequence length
-// seqLen. Every run uses the same initialisation seed.
-func ModelConfig(s Shape, v Variant, seqLen int) mod.Config {
+// seqLen, initialised from seed.
+func ModelConfig(s Shape, v Variant, seqLen int, seed int) mod.Config {
 	c := mod.Config{
 		DModel: s.DModel, Layers: s.Layers, Heads: s.Heads, SeqLen: seqLen,
-		Seed: 1,
+		Seed: uint64(seed),
 	}
 	if v.Dense() {
 		return c.WithDefaults().Dense()
 	}
 	c.Capacity = v.Capacity
+	if v.Random {
+		c.Routing = mod.RoutingRandom
+	}
+	if v.Every {
+		c.RoutedLayers = make([]int, s.Layers)
+		for l := range c.RoutedLayers {
+			c.RoutedLayers[l] = l
+		}
+	}
 	return c.WithDefaults() // nil routed layers: every other layer from 1
 }

@@ -20,6 +20,19 @@ const (
 	DecisionPredictor = "predictor"
 )
 
+// Routing modes: how a routed layer chooses its k tokens in training.
+const (
+	// RoutingLearned takes the top-k router logits (the paper's MoD); the
+	// empty string means the same, so configs written before the field
+	// existed keep their meaning.
+	RoutingLearned = "learned"
+	// RoutingRandom takes k tokens drawn at random (the paper's control):
+	// see randomScores. The router still weights the selected tokens' block
+	// output by σ(z), so only the choice of tokens differs from learned
+	// routing; there is no causal decision to train (no aux loss).
+	RoutingRandom = "random"
+)
+
 // Position encodings.
 const (
 	PositionsRoPE    = "rope"
@@ -41,6 +54,8 @@ type Config struct {
 	// An empty, non-nil slice means a dense model.
 	RoutedLayers []int   `json:"routed_layers"`
 	Capacity     float64 `json:"capacity"`
+	// Routing is RoutingLearned ("" too) or RoutingRandom.
+	Routing string `json:"routing,omitempty"`
 
 	Decision        string  `json:"decision"`
 	AuxLossWeight   float64 `json:"aux_loss_weight"`
@@ -127,6 +142,9 @@ func (c Config) Dense() Config {
 	c.RoutedLayers = []int{}
 	return c
 }
+
+// RandomRouting reports whether routed layers choose their tokens at random.
+func (c Config) RandomRouting() bool { return c.Routing == RoutingRandom }
 
 // IsRouted reports whether layer l uses MoD routing.
 func (c Config) IsRouted(l int) bool {
@@ -215,6 +233,15 @@ func (c Config) Validate() error {
 	default:
 		bad("decision", "%q is unknown; use %q or %q", c.Decision, DecisionAuxLoss, DecisionPredictor)
 	}
+	switch c.Routing {
+	case "", RoutingLearned:
+	case RoutingRandom:
+		if c.Decision == DecisionPredictor {
+			bad("routing", "%q has no causal decision to predict; use decision %q (it is ignored) or routing %q", c.Routing, DecisionAuxLoss, RoutingLearned)
+		}
+	default:
+		bad("routing", "%q is unknown; use %q or %q", c.Routing, RoutingLearned, RoutingRandom)
+	}
 	if !finiteIn(c.AuxLossWeight, 0, MaxAuxLossWeight) {
 		bad("aux_loss_weight", "%v is outside [0, %g]; e.g. 0.1 (omit it for the default)", c.AuxLossWeight, float64(MaxAuxLossWeight))
 	}
@@ -244,6 +271,9 @@ func (c Config) String() string {
 	kind := "dense"
 	if len(c.RoutedLayers) > 0 {
 		kind = fmt.Sprintf("MoD C=%g k=%d routed=[%s] decision=%s", c.Capacity, c.TopK(), strings.Join(routed, ","), c.Decision)
+		if c.RandomRouting() {
+			kind = fmt.Sprintf("MoD C=%g k=%d routed=[%s] routing=random", c.Capacity, c.TopK(), strings.Join(routed, ","))
+		}
 	}
 	return fmt.Sprintf("d=%d L=%d H=%d T=%d F=%d V=%d %s", c.DModel, c.Layers, c.Heads, c.SeqLen, c.MLPHidden, c.Vocab, kind)
 }

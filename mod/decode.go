@@ -44,6 +44,11 @@ func NewDecoder[F Float](cfg Config, batch int, params []F) (*Decoder[F], error)
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("model config: %w", err)
 	}
+	if cfg.RandomRouting() && len(cfg.RoutedLayers) > 0 {
+		// The control is for training comparisons; the cache would need the
+		// per-row hash state of routing_random.go.
+		return nil, fmt.Errorf("model config: routing %q is a training control; sampling supports routing %q only", cfg.Routing, RoutingLearned)
+	}
 	if batch < 1 || batch > 4096 {
 		return nil, fmt.Errorf("decoder batch %d is out of range; use 1..4096", batch)
 	}

@@ -10,6 +10,14 @@ type RoutingReport struct {
 	ValLossCausal float64 `json:"val_loss_causal"`
 	// DecisionAccuracy is the mean over routed layers of LayerAccuracy.
 	DecisionAccuracy float64 `json:"decision_accuracy"`
+	// AccuracyFloor is 1 − k/T: the accuracy of a decision that routes
+	// nothing. Accuracy is only informative well above it.
+	AccuracyFloor float64 `json:"accuracy_floor"`
+	// DecisionPrecision, DecisionRecall and DecisionF1 are the means over
+	// routed layers of LayerPrecision, LayerRecall and LayerF1.
+	DecisionPrecision float64 `json:"decision_precision"`
+	DecisionRecall    float64 `json:"decision_recall"`
+	DecisionF1        float64 `json:"decision_f1"`
 	// RoutedFraction is the mean over routed layers of LayerRouted.
 	RoutedFraction float64 `json:"routed_fraction"`
 	Capacity       float64 `json:"capacity"`
@@ -20,7 +28,21 @@ type RoutingReport struct {
 	// LayerRouted: per routed layer, the fraction of tokens routed through
 	// it under causal routing.
 	LayerRouted []float64 `json:"layer_routed_fraction"`
-	Windows     int       `json:"windows"`
+	// LayerPrecision, LayerRecall, LayerF1: per routed layer, the causal
+	// decision against top-k membership under top-k routing (see
+	// DecisionCounts), from LayerCounts.
+	LayerPrecision []float64        `json:"layer_precision"`
+	LayerRecall    []float64        `json:"layer_recall"`
+	LayerF1        []float64        `json:"layer_f1"`
+	LayerCounts    []DecisionCounts `json:"layer_counts"`
+	// ForwardFLOPs is one forward pass over one sequence with exactly k
+	// tokens per routed layer (top-k); ForwardFLOPsCausal is the same at the
+	// shares causal routing really routed (LayerRouted), the inference cost
+	// the model implies; DenseForwardFLOPs is the same shape unrouted.
+	ForwardFLOPs       float64 `json:"forward_flops"`
+	ForwardFLOPsCausal float64 `json:"forward_flops_causal"`
+	DenseForwardFLOPs  float64 `json:"dense_forward_flops"`
+	Windows            int     `json:"windows"`
 }
 
 // EvaluateRouting runs validation windows [0, windows) (≤ 0: all) through
@@ -29,6 +51,9 @@ func EvaluateRouting(cfg Config, params []float32, d Data, windows, batch int) (
 	cfg = cfg.WithDefaults()
 	r := RoutingReport{Capacity: cfg.Capacity, RoutedLayers: cfg.RoutedLayers}
 	T := cfg.SeqLen
+	if len(cfg.RoutedLayers) > 0 {
+		r.AccuracyFloor = 1 - float64(cfg.TopK())/float64(T)
+	}
 	total := d.ValWindows(T)
 	if windows <= 0 || windows > total {
 		windows = total
@@ -50,7 +75,7 @@ func EvaluateRouting(cfg Config, params []float32, d Data, windows, batch int) (
 	defer causal.Close()
 
 	nl := len(cfg.RoutedLayers)
-	agree, routed := make([]int, nl), make([]int, nl)
+	counts, routed := make([]DecisionCounts, nl), make([]int, nl)
 	var tokensSeen int
 	tokens, targets := make([]int32, batch*T), make([]int32, batch*T)
 	ce := make([]float64, batch*T)
@@ -93,9 +118,7 @@ func EvaluateRouting(cfg Config, params []float32, d Data, windows, batch int) (
 						member[p] = true
 					}
 					for t, v := range dec {
-						if (v > 0) == member[t] {
-							agree[li]++
-						}
+						counts[li].Add(v > 0, member[t])
 					}
 					routed[li] += len(cm.SelectedIn(l, b))
 				}
@@ -105,11 +128,21 @@ func EvaluateRouting(cfg Config, params []float32, d Data, windows, batch int) (
 	}
 	n := float64(tokensSeen)
 	r.ValLossTopK, r.ValLossCausal = sumTopK/n, sumCausal/n
-	for li := range cfg.RoutedLayers {
-		r.LayerAccuracy = append(r.LayerAccuracy, float64(agree[li])/n)
+	for li, c := range counts {
+		r.LayerCounts = append(r.LayerCounts, c)
+		r.LayerAccuracy = append(r.LayerAccuracy, c.Accuracy())
+		r.LayerPrecision = append(r.LayerPrecision, c.Precision())
+		r.LayerRecall = append(r.LayerRecall, c.Recall())
+		r.LayerF1 = append(r.LayerF1, c.F1())
 		r.LayerRouted = append(r.LayerRouted, float64(routed[li])/n)
-		r.DecisionAccuracy += float64(agree[li]) / n / float64(nl)
+		r.DecisionAccuracy += c.Accuracy() / float64(nl)
+		r.DecisionPrecision += c.Precision() / float64(nl)
+		r.DecisionRecall += c.Recall() / float64(nl)
+		r.DecisionF1 += c.F1() / float64(nl)
 		r.RoutedFraction += float64(routed[li]) / n / float64(nl)
 	}
+	r.ForwardFLOPs = cfg.TrainFLOPs(1).Forward
+	r.ForwardFLOPsCausal = cfg.ForwardFLOPsAtShare(r.LayerRouted)
+	r.DenseForwardFLOPs = cfg.Dense().TrainFLOPs(1).Forward
 	return r, nil
 }

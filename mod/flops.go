@@ -26,6 +26,29 @@ func (f FLOPCount) Total() float64 { return f.Forward + f.Backward }
 // TrainFLOPs is the analytic FLOP count of one training step (forward and
 // backward, routers and causal-decision head included) on batch sequences.
 func (c Config) TrainFLOPs(batch int) FLOPCount {
+	return c.flops(batch, func(int) float64 { return float64(c.TopK()) })
+}
+
+// ForwardFLOPsAtShare is the forward cost of one full sequence when routed
+// layer RoutedLayers[i] processes share[i]·T tokens instead of k: the
+// inference cost that causal routing, which admits a varying number of
+// tokens, really implies. A missing share counts as C.
+func (c Config) ForwardFLOPsAtShare(share []float64) float64 {
+	idx := map[int]int{}
+	for i, l := range c.RoutedLayers {
+		idx[l] = i
+	}
+	return c.flops(1, func(l int) float64 {
+		if i := idx[l]; i < len(share) {
+			return share[i] * float64(c.SeqLen)
+		}
+		return float64(c.TopK())
+	}).Forward
+}
+
+// flops counts a step in which routed layer l processes routedTokens(l)
+// tokens per sequence.
+func (c Config) flops(batch int, routedTokens func(l int) float64) FLOPCount {
 	var f FLOPCount
 	D, F, V, H := float64(c.DModel), float64(c.MLPHidden), float64(c.Vocab), float64(c.Heads)
 	hd := D / H
@@ -40,7 +63,7 @@ func (c Config) TrainFLOPs(batch int) FLOPCount {
 	for l := 0; l < c.Layers; l++ {
 		s := float64(c.SeqLen)
 		if c.IsRouted(l) {
-			s = float64(c.TopK())
+			s = routedTokens(l)
 			mm(N, D, 1) // router logits
 			if c.Decision == DecisionPredictor {
 				// Stop-gradient input: no input gradient for the first product.

@@ -49,14 +49,31 @@ func selections[F Float](m *Model[F]) [][]int32 {
 // differences, in float64 with eps = 1e-5: the analytic and numeric values
 // must agree to a relative error of 1e-6 (absolute 1e-9 near zero).
 func TestGradientsMatchFiniteDifferences(t *testing.T) {
-	for _, tc := range []struct{ decision, positions string }{
-		{DecisionAuxLoss, PositionsRoPE},
-		{DecisionPredictor, PositionsLearned},
-		{DecisionAuxLoss, PositionsLearned},
-		{DecisionPredictor, PositionsRoPE},
+	for _, tc := range []struct {
+		decision, positions string
+		routing             string // "" is learned
+		every               bool   // route every layer, the first included
+	}{
+		{DecisionAuxLoss, PositionsRoPE, "", false},
+		{DecisionPredictor, PositionsLearned, "", false},
+		{DecisionAuxLoss, PositionsLearned, "", false},
+		{DecisionPredictor, PositionsRoPE, "", false},
+		{DecisionAuxLoss, PositionsRoPE, RoutingRandom, false},
+		{DecisionAuxLoss, PositionsRoPE, "", true},
 	} {
-		t.Run(tc.decision+"/"+tc.positions, func(t *testing.T) {
+		name := tc.decision + "/" + tc.positions
+		if tc.routing != "" {
+			name += "/" + tc.routing
+		}
+		if tc.every {
+			name += "/every-layer"
+		}
+		t.Run(name, func(t *testing.T) {
 			cfg := tinyConfig(tc.decision, tc.positions)
+			cfg.Routing = tc.routing
+			if tc.every {
+				cfg.RoutedLayers = []int{0, 1, 2}
+			}
 			const B = 2
 			m, err := NewModel[float64](cfg, B)
 			if err != nil {

@@ -26,6 +26,7 @@ import (
 type layer[F Float] struct {
 	index     int
 	routed    bool // MoD: the block runs on the selected tokens only
+	random    bool // routed, choosing its tokens at random (the control)
 	predictor bool // routed, with the causal decision made by a separate MLP
 	seqTokens int  // s: tokens per sequence that the block processes
 	tokens    int  // n = B·s: tokens that the block processes in all
@@ -60,6 +61,7 @@ type routingState[F Float] struct {
 	count    []int   // [B] tokens selected per sequence: k, or under causal routing as decided
 	weight   []F     // [B,s] router weights σ(z) of the selected tokens
 	target   []F     // [N] 1 where selected, else 0: the causal decision's label
+	random   []F     // [N] random routing only: the scores it routes by (routing_random.go)
 	order    []int32 // [T] scratch for the top-k sort
 	bce      float64 // the causal decision's loss in the last forward pass
 }
@@ -210,6 +212,7 @@ func (ly *layer[F]) alloc(m *Model[F], index int, out []F) {
 	N := B * T
 	o := m.layout.layer(index, cfg)
 	ly.index, ly.routed, ly.predictor = index, o.routed, o.predictor
+	ly.random = o.routed && cfg.RandomRouting()
 	ly.out = out
 	ly.seqTokens = T
 	if ly.routed && !m.causal {
@@ -225,6 +228,9 @@ func (ly *layer[F]) alloc(m *Model[F], index int, out []F) {
 			selected: make([]int32, n), weight: make([]F, n),
 			count: make([]int, B),
 			order: make([]int32, T),
+		}
+		if ly.random {
+			ly.routing.random = make([]F, N)
 		}
 		act.blockIn = make([]F, n*D)
 		if ly.predictor {
@@ -426,14 +432,19 @@ func (ly *layer[F]) route(m *Model[F]) {
 		}
 		rt.logits[t] = acc
 	}
-	decision := rt.logits
+	// decision admits a token under causal routing; rank orders the top-k.
+	decision, rank := rt.logits, rt.logits
 	if ly.predictor {
 		ly.predict(m)
 		decision = ly.pred.logits
 	}
+	if ly.random {
+		ly.randomScores(m)
+		decision, rank = rt.random, rt.random
+	}
 	clear(rt.target)
 	for b := 0; b < B; b++ {
-		z := rt.logits[b*T : (b+1)*T]
+		z, score := rt.logits[b*T:(b+1)*T], rank[b*T:(b+1)*T]
 		sel := rt.selected[b*s : (b+1)*s]
 		var count int
 		switch {
@@ -455,9 +466,9 @@ func (ly *layer[F]) route(m *Model[F]) {
 				// choice is deterministic.
 				slices.SortFunc(order, func(i, j int32) int {
 					switch {
-					case z[i] > z[j]:
+					case score[i] > score[j]:
 						return -1
-					case z[i] < z[j]:
+					case score[i] < score[j]:
 						return 1
 					}
 					return int(i - j)
@@ -487,8 +498,8 @@ func (ly *layer[F]) route(m *Model[F]) {
 			clear(act.blockIn[slot*D : (slot+1)*D])
 		}
 	}
-	if m.causal {
-		rt.bce = 0
+	if m.causal || ly.random {
+		rt.bce = 0 // random routing has no decision to train
 		return
 	}
 	// Causal-decision loss: BCE of the decision logits against top-k membership.
@@ -635,11 +646,13 @@ func (ly *layer[F]) routerBackward(m *Model[F]) {
 	N, D := m.batch*cfg.SeqLen, cfg.DModel
 	dz := m.scratch.dLogits
 	lam := F(cfg.AuxLossWeight / float64(N))
-	if !ly.predictor {
+	switch {
+	case ly.random: // no causal-decision loss
+	case !ly.predictor:
 		for t := 0; t < N; t++ {
 			dz[t] += lam * (sigmoid(rt.logits[t]) - rt.target[t])
 		}
-	} else {
+	default:
 		ly.predictorBackward(m, lam)
 	}
 	for t := 0; t < N; t++ {

@@ -162,6 +162,9 @@ func (m *Model[F]) DecisionLogits(l int) []F {
 	if m.layers[l].predictor {
 		return m.layers[l].pred.logits
 	}
+	if m.layers[l].random {
+		return m.layers[l].routing.random // the random draws decide
+	}
 	return m.layers[l].routing.logits
 }
 

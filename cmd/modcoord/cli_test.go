@@ -144,6 +144,8 @@ func TestExitCodes(t *testing.T) {
 		{name: "extra argument", args: []string{"status", "a", "b"}, code: exitUsage, stderr: "accepts at most 1 arg"},
 		{name: "bad environment value", env: map[string]string{"MODCOORD_CONNECT_TIMEOUT": "soon"}, args: []string{"status"}, code: exitUsage, stderr: "MODCOORD_CONNECT_TIMEOUT"},
 		{name: "runtime failure", args: []string{"eval", "--checkpoint", t.TempDir()}, code: exitFailure, stderr: "open checkpoint"},
+		{name: "isoflop unknown variant", args: []string{"isoflop", "--variants", "dense,moe-c0.1"}, code: exitUsage, stderr: `variant "moe-c0.1"`},
+		{name: "isoflop --seeds 0", args: []string{"isoflop", "--seeds", "0"}, code: exitUsage, stderr: "--seeds 0"},
 		{name: "API error", args: []string{"status", "--coordinator", api, "job-404"}, code: exitFailure, stderr: "no such job"},
 		{name: "status --json", args: []string{"status", "--coordinator", api, "--json", done.ID}, code: exitOK, stdout: `"id":"job-000001"`},
 		{name: "old --addr spelling", args: []string{"status", "--addr", api, done.ID}, code: exitOK, stdout: "completed: 10 steps"},

@@ -16,7 +16,7 @@ func newEvalCmd(e env) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "eval",
-		Short: "Validation loss with top-k and causal routing, and decision accuracy",
+		Short: "Validation loss with top-k and causal routing; the causal decision's precision, recall, F1 and accuracy",
 		Args:  positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, out := cmd.Context(), cmd.OutOrStdout()
@@ -46,8 +46,15 @@ func newEvalCmd(e env) *cobra.Command {
 			fmt.Fprintf(out, "checkpoint       %s (step %d)\n", ck.Dir, ck.Manifest.Step)
 			fmt.Fprintf(out, "val loss top-k   %.4f\n", rep.ValLossTopK)
 			fmt.Fprintf(out, "val loss causal  %.4f (%+.2f%%)\n", rep.ValLossCausal, 100*(rep.ValLossCausal/rep.ValLossTopK-1))
+			// Accuracy next to its floor (a decision that routes nothing
+			// scores 1 − C), and precision, recall and F1, which have none.
 			for i, l := range rep.RoutedLayers {
-				fmt.Fprintf(out, "layer %d          decision accuracy %.2f%%, routed %.1f%% under causal routing (capacity %.1f%%)\n", l, 100*rep.LayerAccuracy[i], 100*rep.LayerRouted[i], 100*rep.Capacity)
+				fmt.Fprintf(out, "layer %d          decision vs top-k: precision %.1f%%, recall %.1f%%, F1 %.1f%%, accuracy %.2f%% (floor %.2f%%); routed %.1f%% under causal routing (capacity %.1f%%)\n",
+					l, 100*rep.LayerPrecision[i], 100*rep.LayerRecall[i], 100*rep.LayerF1[i], 100*rep.LayerAccuracy[i], 100*rep.AccuracyFloor, 100*rep.LayerRouted[i], 100*rep.Capacity)
+			}
+			if len(rep.RoutedLayers) > 0 {
+				fmt.Fprintf(out, "fwd FLOPs/seq    %.3g top-k, %.3g at the causally routed share (%.2f× dense %.3g)\n",
+					rep.ForwardFLOPs, rep.ForwardFLOPsCausal, rep.ForwardFLOPsCausal/rep.DenseForwardFLOPs, rep.DenseForwardFLOPs)
 			}
 			return nil
 		},
