@@ -198,6 +198,14 @@ func (s *fsmState) startGeneration(j *Job, c Command) error {
 	if j.Checkpoint != nil {
 		resume = j.Checkpoint.Step
 	}
+	// A committed checkpoint proves that every rank ran its steps, but
+	// rank 0's progress reports may not have caught up with it (they are
+	// coalesced, and lost when rank 0 dies). Those steps were spent: not
+	// counting them made flops_spent fall below flops_used (a negative
+	// redone count) after a kill of rank 0 just past a commit.
+	if resume > j.Ledger.StepsDone {
+		j.Ledger.FLOPsSpent += float64(resume-j.Ledger.StepsDone) * j.Ledger.FLOPsPerStep
+	}
 	j.Generation = g.Generation
 	j.GenerationAt = c.At
 	j.Live = g.Live
