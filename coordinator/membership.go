@@ -39,6 +39,9 @@ type Registration struct {
 
 	mu    sync.Mutex
 	lease clientv3.LeaseID
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Register publishes a worker at /modcoord/<cluster>/workers/<id> under a
@@ -161,19 +164,24 @@ func (r *Registration) revoke(id clientv3.LeaseID) {
 func (r *Registration) Key() string { return r.key }
 
 // Close stops the keep-alive and revokes the lease, so the coordinator
-// sees the worker leave at once instead of after the TTL.
+// sees the worker leave at once instead of after the TTL. It is safe to
+// call more than once, also concurrently (a worker's hang watchdog and its
+// membership loop may both close it); the later calls wait for the first
+// and return its result.
 func (r *Registration) Close() error {
-	r.cancel()
-	<-r.done
-	r.mu.Lock()
-	lease := r.lease
-	r.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if _, err := r.cli.Revoke(ctx, lease); err != nil {
-		return fmt.Errorf("revoke lease of %s: %w", r.key, err)
-	}
-	return nil
+	r.closeOnce.Do(func() {
+		r.cancel()
+		<-r.done
+		r.mu.Lock()
+		lease := r.lease
+		r.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if _, err := r.cli.Revoke(ctx, lease); err != nil {
+			r.closeErr = fmt.Errorf("revoke lease of %s: %w", r.key, err)
+		}
+	})
+	return r.closeErr
 }
 
 // watchWorkers follows the live worker set until ctx is done, calling

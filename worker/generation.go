@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/modcoord/modcoord/allreduce"
@@ -23,6 +24,8 @@ type run struct {
 	cancel     context.CancelFunc
 	done       chan struct{}
 	failed     bool // ended with an error another generation may fix
+	progress   progress
+	hung       atomic.Bool // the watchdog took the worker out of the cluster
 }
 
 // requestStop asks every rank to stop after the next step. A run whose
@@ -37,6 +40,7 @@ func (r *run) requestStop() {
 func startRun(ctx context.Context, o Options, a coordinator.Assignment, rank int) *run {
 	ctx, cancel := context.WithCancel(ctx)
 	r := &run{job: a.Job, generation: a.Generation, cancel: cancel, done: make(chan struct{})}
+	r.progress.beat()
 	log := o.Log.With("job", a.Job, "generation", a.Generation, "rank", rank, "world", len(a.Members))
 	ready := make(chan struct{})
 	go func() {
@@ -116,6 +120,7 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		if err := restore(ctx, o, a, tr, store, log); err != nil {
 			return err
 		}
+		r.progress.beat()
 	} else if spec.InitFrom != nil {
 		if err := initFrom(ctx, o, spec.InitFrom, tr, log); err != nil {
 			return err
@@ -140,6 +145,7 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		if err != nil {
 			return err
 		}
+		r.progress.beat()
 		o.Metrics.observeStep(spec.Model, spec.Batch, len(a.Members), res, time.Since(t0))
 		if o.OnStep != nil {
 			o.OnStep(a.Job, a.Generation, rank, res)
@@ -178,7 +184,8 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		rep.flush(o.RingDeadline)
 		// The job is complete once its final checkpoint is committed, which
 		// happens when the last rank's shard report arrives.
-		if err := waitCommitted(ctx, o.Coordinator, a.Job, tr.StepsDone(), 2*o.RingDeadline+10*time.Second); err != nil {
+		r.progress.beat()
+		if err := waitCommitted(ctx, o.Coordinator, a.Job, tr.StepsDone(), 2*o.RingDeadline+10*time.Second, r.progress.beat); err != nil {
 			return err
 		}
 		if _, err := o.Coordinator.Complete(ctx, a.Job, coordinator.CompleteReport{Generation: a.Generation, Step: tr.StepsDone()}); err != nil {
@@ -189,9 +196,11 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 }
 
 // waitCommitted polls until the job's last committed checkpoint is at step.
-func waitCommitted(ctx context.Context, c *coordinator.Client, job string, step int64, timeout time.Duration) error {
+// Every poll is progress (beat) for the watchdog.
+func waitCommitted(ctx context.Context, c *coordinator.Client, job string, step int64, timeout time.Duration, beat func()) error {
 	deadline := time.Now().Add(timeout)
 	for {
+		beat()
 		view, err := c.Checkpoints(ctx, job)
 		if err == nil && view.Checkpoint != nil && view.Checkpoint.Step >= step {
 			return nil

@@ -22,6 +22,7 @@ type Metrics struct {
 	RouterSelected    *prometheus.GaugeVec
 	CheckpointSeconds *prometheus.HistogramVec
 	CheckpointSkipped prometheus.Counter
+	Hangs             prometheus.Counter
 	Ring              *allreduce.Metrics
 }
 
@@ -59,8 +60,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "modcoord_checkpoint_skipped_total",
 			Help: "Periodic checkpoint rounds this worker skipped because the previous one was still being written or reported.",
 		}),
+		Hangs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modcoord_worker_hangs_total",
+			Help: "Times this worker's run made no progress for the hang timeout and the worker left the cluster (see worker.Options.HangTimeout).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSeconds, m.CheckpointSkipped} {
+	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSeconds, m.CheckpointSkipped, m.Hangs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -112,4 +117,10 @@ func (m *Metrics) observeCheckpoint(stall, total time.Duration) {
 	}
 	m.CheckpointSeconds.WithLabelValues("stall").Observe(stall.Seconds())
 	m.CheckpointSeconds.WithLabelValues("write").Observe(total.Seconds())
+}
+
+func (m *Metrics) hang() {
+	if m != nil {
+		m.Hangs.Inc()
+	}
 }

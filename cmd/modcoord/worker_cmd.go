@@ -30,7 +30,7 @@ type workerOptions struct {
 	tls                                                                   tlsFiles
 	natsURL, natsUser, natsPassFile, natsCreds, natsNKey, ckDir, dataRoot string
 	metricsAddr                                                           string
-	lease, deadline                                                       time.Duration
+	lease, deadline, hang                                                 time.Duration
 	window, chunkBytes                                                    int
 }
 
@@ -58,6 +58,7 @@ func newWorkerCmd(e env) *cobra.Command {
 	fs.StringVar(&o.metricsAddr, "metrics", ":9090", "listen address for /metrics and /healthz (empty: off)")
 	fs.DurationVar(&o.lease, "lease", 10*time.Second, "etcd lease TTL: how soon a dead worker is noticed")
 	fs.DurationVar(&o.deadline, "ring-deadline", 60*time.Second, "how long a collective waits for a silent peer before failing")
+	fs.DurationVar(&o.hang, "hang-timeout", 0, "a generation's run that makes no progress (no step) for this long takes the worker out of the cluster until it ends (0: 2×ring-deadline+10s; negative: never); must exceed the ring deadline plus the slowest step and the longest checkpoint restore")
 	fs.IntVar(&o.window, "ring-window", 0, "all-reduce pipeline depth in chunks (0: the default, sized for one host; raise it on a cluster with more latency per hop, see docs/allreduce.md); every worker of a job must use the same value")
 	fs.IntVar(&o.chunkBytes, "ring-chunk-bytes", 0, "all-reduce message payload in bytes (0: the default); every worker of a job must use the same value")
 	return cmd
@@ -127,7 +128,7 @@ func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) er
 	log.Info("worker starting", "id", o.id, "cluster", o.cluster, "blas", mod.BLASEngine(), "checkpoints", o.ckDir)
 	err = worker.Run(ctx, worker.Options{
 		ID: o.id, Cluster: o.cluster, Etcd: etcdCli, AssignmentTrust: trustOf(creds), Coordinator: client, Transport: tr,
-		CheckpointDir: o.ckDir, DataRoot: o.dataRoot, LeaseTTL: o.lease, RingDeadline: o.deadline, RingWindow: o.window, RingChunkBytes: o.chunkBytes, Metrics: metrics, Log: log,
+		CheckpointDir: o.ckDir, DataRoot: o.dataRoot, LeaseTTL: o.lease, RingDeadline: o.deadline, HangTimeout: o.hang, RingWindow: o.window, RingChunkBytes: o.chunkBytes, Metrics: metrics, Log: log,
 	})
 	if errors.Is(err, context.Canceled) {
 		return nil
