@@ -21,7 +21,7 @@ docker info >/dev/null 2>&1 || { echo "chaos: the Docker engine is not reachable
 
 teardown() {
   # CHAOS_SECRETS only has to be set for compose to read the file.
-  CHAOS_SECRETS="${TMPDIR:-/tmp}" "${compose[@]}" -p modcoord-chaos -f deploy/chaos/compose.yaml \
+  CHAOS_SECRETS="${TMPDIR:-/tmp}" "${compose[@]}" -p "${CHAOS_PROJECT:-modcoord-chaos}" -f deploy/chaos/compose.yaml \
     down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
 }
 trap teardown EXIT

@@ -94,7 +94,15 @@ func TestHangWorkerIsEvicted(t *testing.T) {
 	}
 	defer c.Close()
 	defer close(release) // before Close: the stuck run must end for the worker to stop
-	sub, err := c.Client.Submit(ctx, raw)
+	// Under load (-race on shared cores) the first election may flap:
+	// retry the submission (it is idempotent) until the test's deadline.
+	var sub coordinator.SubmitResult
+	for {
+		if sub, err = c.Client.Submit(ctx, raw); err == nil || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
