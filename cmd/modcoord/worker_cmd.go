@@ -83,6 +83,7 @@ func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) er
 	// leader dies, so that a progress or checkpoint report is not dropped.
 	client, err := coordinator.NewClient(splitList(o.coordinator), apiTLS,
 		coordinator.WithTimeout(5*time.Second),
+		coordinator.WithProgressAttemptTimeout(1500*time.Millisecond),
 		coordinator.WithRetries(20, 100*time.Millisecond))
 	if err != nil {
 		return usageErrorf("--coordinator: %v", err)
