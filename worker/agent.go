@@ -80,7 +80,8 @@ func Run(ctx context.Context, o Options) error {
 		o.HangTimeout = DefaultHangTimeout(ring)
 	}
 	host, _ := os.Hostname()
-	reg, err := coordinator.Register(ctx, o.Etcd, o.Cluster, coordinator.WorkerInfo{ID: o.ID, Host: host, StartedAt: time.Now().UTC()}, o.LeaseTTL)
+	started := time.Now().UTC()
+	reg, err := coordinator.Register(ctx, o.Etcd, o.Cluster, coordinator.WorkerInfo{ID: o.ID, Host: host, StartedAt: started}, o.LeaseTTL)
 	if err != nil {
 		return fmt.Errorf("register worker %s: %w", o.ID, err)
 	}
@@ -169,6 +170,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		cur = startRun(ctx, o, a, rank)
 		go watchRun(ctx, cur, reg, o.HangTimeout, o.Metrics, o.Log)
+		go publishLoad(ctx, o, cur, reg, coordinator.WorkerInfo{ID: o.ID, Host: host, StartedAt: started})
 	}
 }
 

@@ -26,6 +26,7 @@ type run struct {
 	failed     bool // ended with an error another generation may fix
 	progress   progress
 	hung       atomic.Bool // the watchdog took the worker out of the cluster
+	compute    computeAverage
 }
 
 // requestStop asks every rank to stop after the next step. A run whose
@@ -100,10 +101,11 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		return fmt.Errorf("join ring: %w", err)
 	}
 	defer ring.Close()
+	coll := &timedCollective{inner: ring}
 	tr, err := train.NewTrainer(train.TrainerConfig{
 		Model: spec.Model, Optim: spec.Optim, GlobalBatch: spec.Batch, TotalSteps: a.TotalSteps,
 		Seed: spec.Seed, Rank: rank, World: len(a.Members), Tokenizer: spec.Tokenizer,
-	}, ds, ring)
+	}, ds, coll)
 	if err != nil {
 		close(ready)
 		return &fatalError{err}
@@ -140,12 +142,14 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 	}
 	every := spec.CheckpointEvery
 	for tr.StepsDone() < a.TotalSteps {
+		coll.take() // collectives outside steps (evaluation) do not count
 		t0 := time.Now()
 		res, err := tr.Step(ctx)
 		if err != nil {
 			return err
 		}
 		r.progress.beat()
+		r.compute.observe(res.Step, time.Since(t0)-coll.take())
 		o.Metrics.observeStep(spec.Model, spec.Batch, len(a.Members), res, time.Since(t0))
 		if o.OnStep != nil {
 			o.OnStep(a.Job, a.Generation, rank, res)

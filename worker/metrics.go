@@ -23,6 +23,7 @@ type Metrics struct {
 	CheckpointSeconds *prometheus.HistogramVec
 	CheckpointSkipped prometheus.Counter
 	Hangs             prometheus.Counter
+	ComputeSeconds    prometheus.Gauge
 	Ring              *allreduce.Metrics
 }
 
@@ -64,8 +65,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "modcoord_worker_hangs_total",
 			Help: "Times this worker's run made no progress for the hang timeout and the worker left the cluster (see worker.Options.HangTimeout).",
 		}),
+		ComputeSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "modcoord_worker_step_compute_seconds",
+			Help: "Moving average of this worker's seconds per step outside the collectives (forward, backward, optimizer); a straggler's is well above its peers'.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSeconds, m.CheckpointSkipped, m.Hangs} {
+	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSeconds, m.CheckpointSkipped, m.Hangs, m.ComputeSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -122,5 +127,11 @@ func (m *Metrics) observeCheckpoint(stall, total time.Duration) {
 func (m *Metrics) hang() {
 	if m != nil {
 		m.Hangs.Inc()
+	}
+}
+
+func (m *Metrics) observeCompute(s float64) {
+	if m != nil {
+		m.ComputeSeconds.Set(s)
 	}
 }
