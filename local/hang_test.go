@@ -134,3 +134,61 @@ func TestHangWorkerIsEvicted(t *testing.T) {
 		t.Errorf("the hung %s is a member of the final generation %v", victim, j.Members)
 	}
 }
+
+// TestHangSlowWorkerIsReportedNotEvicted: a worker that is merely slow
+// (every step it takes 150 ms more than its peers) keeps making progress,
+// so the watchdog leaves it alone; the leader names it a straggler in the
+// job's status, and the job completes in one generation.
+func TestHangSlowWorkerIsReportedNotEvicted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const (
+		steps = 80
+		slow  = "worker-1"
+		extra = 150 * time.Millisecond
+	)
+	onStep := func(w, _ string, _ uint64, _ int, _ train.StepResult) {
+		if w == slow {
+			time.Sleep(extra)
+		}
+	}
+	logs := &msgLog{}
+	_, raw := testSpec(t, steps, 2, 1000)
+	c, err := Start(ctx, Options{Dir: t.TempDir(), DataRoot: dataRoot(t), Workers: 2, LeaseTTL: time.Second,
+		RingDeadline: 2 * time.Second, HangTimeout: time.Second, OnStep: onStep, Log: slog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var sub coordinator.SubmitResult
+	for {
+		if sub, err = c.Client.Submit(ctx, raw); err == nil || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var named []coordinator.Straggler
+	j := waitJob(t, ctx, c, sub.ID, func(j coordinator.Job) bool {
+		if len(j.Stragglers) > 0 && named == nil {
+			named = j.Stragglers
+		}
+		return ended(j)
+	})
+	if j.Status != coordinator.StatusCompleted || j.Ledger.StepsDone != steps {
+		t.Fatalf("job %s at %d/%d steps: %s", j.Status, j.Ledger.StepsDone, steps, j.Reason)
+	}
+	if len(named) != 1 || named[0].Worker != slow {
+		t.Errorf("stragglers named while it ran: %+v, want %s", named, slow)
+	} else {
+		t.Logf("straggler %s: %.3f s/step, %.1f× its peer's %.3f s", slow, named[0].ComputeS, named[0].Ratio, named[0].PeersS)
+	}
+	if logs.has(slow + ": no progress; leaving the cluster until this generation's run ends") {
+		t.Errorf("the slow %s was evicted as hung", slow)
+	}
+	if j.Ledger.FLOPsSpent != j.Ledger.FLOPsUsed {
+		t.Errorf("steps were redone (ledger %+v): a generation broke", j.Ledger)
+	}
+}

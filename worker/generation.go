@@ -141,15 +141,20 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		defer rep.close()
 	}
 	every := spec.CheckpointEvery
+	coll.take()
+	lastEnd := time.Now()
 	for tr.StepsDone() < a.TotalSteps {
-		coll.take() // collectives outside steps (evaluation) do not count
 		t0 := time.Now()
 		res, err := tr.Step(ctx)
 		if err != nil {
 			return err
 		}
 		r.progress.beat()
-		r.compute.observe(res.Step, time.Since(t0)-coll.take())
+		// Compute is all this rank did since its last step ended, outside
+		// the collectives: whatever makes it slow (a slow core, GC, its
+		// own I/O) makes its peers wait for it in the next collective.
+		r.compute.observe(res.Step, t0.Sub(lastEnd)+time.Since(t0)-coll.take())
+		lastEnd = time.Now()
 		o.Metrics.observeStep(spec.Model, spec.Batch, len(a.Members), res, time.Since(t0))
 		if o.OnStep != nil {
 			o.OnStep(a.Job, a.Generation, rank, res)
