@@ -45,7 +45,7 @@ soak)
   run='^TestChaosSoak$'
   # The soak's job must outlast its schedule: 50 faults about 3 s apart,
   # each costing a few seconds of training.
-  export CHAOS_STEPS="${CHAOS_STEPS:-4000}"
+  export CHAOS_STEPS="${CHAOS_STEPS:-5000}"
   ;;
 scenarios) run='^TestChaos$' ;;
 all) run='^TestChaos' ;;

@@ -141,12 +141,14 @@ type soaker struct {
 	running   int
 }
 
-// acquire claims the containers (all of them: exclusive) once they are free.
-func (s *soaker) acquire(ctx context.Context, exclusive bool, pick func(free func(string) bool) []string) ([]string, error) {
+// acquire claims the containers (all of them: exclusive) once they are
+// free. pick learns who leads now ("" if no one), asked before each try.
+func (s *soaker) acquire(ctx context.Context, exclusive bool, pick func(free func(string) bool, leader string) []string) ([]string, error) {
 	for {
+		leader := s.c.leaderNow("")
 		s.mu.Lock()
 		if !s.exclusive && (!exclusive || s.running == 0) {
-			got := pick(func(svc string) bool { return !s.busy[svc] })
+			got := pick(func(svc string) bool { return !s.busy[svc] }, leader)
 			if got != nil || exclusive {
 				for _, svc := range got {
 					s.busy[svc] = true
@@ -161,7 +163,7 @@ func (s *soaker) acquire(ctx context.Context, exclusive bool, pick func(free fun
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }
@@ -200,17 +202,14 @@ func sleepFor(ctx context.Context, d time.Duration) {
 // inject runs one fault to its end (the fault undone).
 func (s *soaker) inject(ctx context.Context, f *soakFault) {
 	c := s.c
-	leader := c.leaderNow("")
-	var followers []string
-	for _, co := range coordinators {
-		if co != leader {
-			followers = append(followers, co)
-		}
-	}
-	var targets []string
-	var err error
 	exclusive := f.Kind == "restart-all"
-	targets, err = s.acquire(ctx, exclusive, func(free func(string) bool) []string {
+	targets, err := s.acquire(ctx, exclusive, func(free func(string) bool, leader string) []string {
+		var followers []string
+		for _, co := range coordinators {
+			if co != leader {
+				followers = append(followers, co)
+			}
+		}
 		switch f.Kind {
 		case "worker-kill", "partition-worker", "worker-stop", "netem":
 			return choose(workers, free, f.Pick)
@@ -356,13 +355,19 @@ func (c *cluster) restartAll(f *soakFault) error {
 	for _, svc := range allServices {
 		names = append(names, container(svc))
 	}
+	issued := f.Start
 	if _, err := c.docker(2*time.Minute, append([]string{"stop", "-t", "10"}, names...)...); err != nil {
 		return err
 	}
+	// The fault is when the first process exited.
+	var first time.Time
 	for _, svc := range allServices {
-		if at, err := c.finishedAt(svc); err == nil && at.After(f.Start) && at.Before(time.Now()) {
-			f.Start = minTime(f.Start, at)
+		if at, err := c.finishedAt(svc); err == nil && at.After(issued) && (first.IsZero() || at.Before(first)) {
+			first = at
 		}
+	}
+	if !first.IsZero() {
+		f.Start = first
 	}
 	startAll := func(svcs ...string) error {
 		errs := make([]error, len(svcs))
@@ -384,13 +389,6 @@ func (c *cluster) restartAll(f *soakFault) error {
 		return err
 	}
 	return startAll(allServices[2:]...)
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
 }
 
 // repair undoes whatever a failed injection left behind, without touching
