@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -107,7 +108,7 @@ func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) er
 		}
 		natsOpts.Password = strings.TrimSpace(string(b))
 	}
-	tr, err := allreduce.DialNATS(natsOpts)
+	tr, err := dialNATSRetrying(ctx, natsOpts, log)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", o.natsURL, err)
 	}
@@ -158,4 +159,30 @@ func serveMetrics(addr string, reg *prometheus.Registry) (func(), error) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	return func() { srv.Close() }, nil
+}
+
+// natsConnectPatience is how long a starting worker keeps trying to reach
+// NATS: a worker restarted while the NATS server restarts (the chaos soak
+// does both at once) would otherwise exit and stay out of the cluster.
+const natsConnectPatience = 2 * time.Minute
+
+// dialNATSRetrying connects to NATS, retrying with backoff for
+// natsConnectPatience while no server is reachable; any other error (bad
+// credentials, TLS) fails at once.
+func dialNATSRetrying(ctx context.Context, opts allreduce.NATSOptions, log *slog.Logger) (*allreduce.NATSTransport, error) {
+	deadline := time.Now().Add(natsConnectPatience)
+	backoff := 250 * time.Millisecond
+	for {
+		tr, err := allreduce.DialNATS(opts)
+		if err == nil || !errors.Is(err, nats.ErrNoServers) || time.Now().After(deadline) {
+			return tr, err
+		}
+		log.Warn("NATS not reachable yet; retrying", "url", opts.URL, "in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
