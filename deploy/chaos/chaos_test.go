@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -105,6 +106,8 @@ type cluster struct {
 	steps     int64
 	budget    float64
 	fps       float64
+	// netemFallback: the kernel has no netem qdisc (soak_test.go).
+	netemFallback atomic.Bool
 }
 
 func repoRoot(t *testing.T) string {

@@ -292,12 +292,10 @@ func (s *soaker) inject(ctx context.Context, f *soakFault) {
 		sleepFor(ctx, f.Down)
 		fail(docker("kill", "-s", "CONT", container(targets[0])))
 	case "netem":
-		delay := 50 + int(f.Param*100)
-		loss := 2 + f.Param*6
-		fail(c.netem(targets[0], fmt.Sprintf("delay %dms 10ms loss %.1f%%", delay, loss)))
+		fail(c.netem(targets[0], 50+int(f.Param*100), 2+f.Param*6))
 		f.Clear = time.Now() // the job goes on, slower
 		sleepFor(ctx, f.Down)
-		fail(c.netem(targets[0], ""))
+		fail(c.netem(targets[0], 0, 0))
 	case "nats-restart", "etcd-restart":
 		fail(docker("restart", "-t", "2", container(targets[0])))
 	case "fill-checkpoints":
@@ -324,9 +322,12 @@ func errNote(e string) string {
 	return " (error: " + truncate(e, 200) + ")"
 }
 
-// netem sets (spec non-empty) or clears a netem qdisc on the container's
-// eth0, from the host in its network namespace (the image has no tc).
-func (c *cluster) netem(svc, spec string) error {
+// netem degrades (delay, loss) or restores a container's eth0, from the
+// host in its network namespace (the image has no tc; needs root). Where
+// the kernel has no netem qdisc (some VMs), it falls back to a slow link
+// (tbf, 20 Mbit/s, whose queue adds the delay) and random drops with
+// iptables' statistic match.
+func (c *cluster) netem(svc string, delayMS int, lossPct float64) error {
 	out, err := c.docker(30*time.Second, "inspect", "-f", "{{.State.Pid}}", container(svc))
 	if err != nil {
 		return err
@@ -335,17 +336,48 @@ func (c *cluster) netem(svc, spec string) error {
 	if pid == "" || pid == "0" {
 		return fmt.Errorf("netem: %s is not running", svc)
 	}
-	args := []string{"-t", pid, "-n", "tc", "qdisc", "del", "dev", "eth0", "root"}
-	if spec != "" {
-		args = append([]string{"-t", pid, "-n", "tc", "qdisc", "replace", "dev", "eth0", "root", "netem"}, strings.Fields(spec)...)
+	ns := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return run(ctx, nil, "nsenter", append([]string{"-t", pid, "-n"}, args...)...)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, err = run(ctx, nil, "nsenter", args...)
-	if err != nil && spec == "" {
-		return nil // gone with a restarted container's namespace
+	drop := func(op, chain string) []string {
+		return []string{"iptables", op, chain, "-m", "statistic", "--mode", "random", "--probability",
+			strconv.FormatFloat(lossPct/100, 'f', 3, 64), "-j", "DROP"}
 	}
-	return err
+	if delayMS <= 0 { // clear: whatever is there (gone with a restarted container's namespace)
+		_, _ = ns("tc", "qdisc", "del", "dev", "eth0", "root")
+		for _, chain := range []string{"INPUT", "OUTPUT"} {
+			for range 5 {
+				out, err := ns("iptables", "-S", chain)
+				if err != nil || !strings.Contains(out, "statistic") {
+					break
+				}
+				for _, l := range strings.Split(out, "\n") {
+					if strings.Contains(l, "statistic") {
+						_, _ = ns(append([]string{"iptables", "-D"}, strings.Fields(strings.TrimPrefix(l, "-A "))...)...)
+					}
+				}
+			}
+		}
+		return nil
+	}
+	_, err = ns("tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", fmt.Sprintf("%dms", delayMS), "10ms",
+		"loss", fmt.Sprintf("%.1f%%", lossPct))
+	if err == nil || !strings.Contains(err.Error(), "qdisc kind is unknown") {
+		return err
+	}
+	c.netemFallback.Store(true)
+	if _, err := ns("tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "20mbit", "burst", "32kbit",
+		"latency", fmt.Sprintf("%dms", 4*delayMS)); err != nil {
+		return err
+	}
+	for _, chain := range []string{"INPUT", "OUTPUT"} {
+		if _, err := ns(drop("-A", chain)...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // restartAll stops every modcoord container at once and starts them again
@@ -409,7 +441,7 @@ func (c *cluster) repair() {
 		}
 	}
 	for _, w := range workers {
-		_ = c.netem(w, "")
+		_ = c.netem(w, 0, 0)
 	}
 	_, _ = c.docker(time.Minute, "exec", container("ckpt-keeper"), "/usr/local/bin/chaosinfra", "fill", "--remove", "--path=/checkpoints/.chaos-fill")
 }
@@ -729,6 +761,9 @@ func TestChaosSoak(t *testing.T) {
 	fmt.Fprintf(&b, "soak: seed %d, %d faults injected over %s (mean gap %s), job %s of %d steps in %s, suite %s\n\n",
 		seed, injected, scheduleEnd.Sub(soakAt).Round(time.Second), gap, id, c.steps, r.JobWall.Round(time.Second), time.Since(suiteStart).Round(time.Second))
 	b.WriteString(table)
+	if c.netemFallback.Load() {
+		b.WriteString("\n(netem: this kernel has no netem qdisc; the link was slowed with tbf at 20 Mbit/s and packets dropped with iptables' statistic match instead)\n")
+	}
 	fmt.Fprintf(&b, "\nfaults in order (start offset from the first fault, target, down, healed after, detect, resume, steps lost):\n")
 	for _, f := range schedule {
 		if f.Skipped != "" {
