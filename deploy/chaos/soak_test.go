@@ -341,12 +341,20 @@ func (c *cluster) netem(svc string, delayMS int, lossPct float64) error {
 		defer cancel()
 		return run(ctx, nil, "nsenter", append([]string{"-t", pid, "-n"}, args...)...)
 	}
+	// The link's name: eth0 at first, but a container disconnected and
+	// connected again (a partition) may get another.
+	dev := "eth0"
+	if out, err := ns("ip", "-o", "-4", "route", "show", "default"); err == nil {
+		if f := strings.Fields(out); len(f) > 4 && f[3] == "dev" {
+			dev = f[4]
+		}
+	}
 	drop := func(op, chain string) []string {
 		return []string{"iptables", op, chain, "-m", "statistic", "--mode", "random", "--probability",
 			strconv.FormatFloat(lossPct/100, 'f', 3, 64), "-j", "DROP"}
 	}
 	if delayMS <= 0 { // clear: whatever is there (gone with a restarted container's namespace)
-		_, _ = ns("tc", "qdisc", "del", "dev", "eth0", "root")
+		_, _ = ns("tc", "qdisc", "del", "dev", dev, "root")
 		for _, chain := range []string{"INPUT", "OUTPUT"} {
 			for range 5 {
 				out, err := ns("iptables", "-S", chain)
@@ -362,13 +370,13 @@ func (c *cluster) netem(svc string, delayMS int, lossPct float64) error {
 		}
 		return nil
 	}
-	_, err = ns("tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", fmt.Sprintf("%dms", delayMS), "10ms",
+	_, err = ns("tc", "qdisc", "replace", "dev", dev, "root", "netem", "delay", fmt.Sprintf("%dms", delayMS), "10ms",
 		"loss", fmt.Sprintf("%.1f%%", lossPct))
 	if err == nil || !strings.Contains(err.Error(), "qdisc kind is unknown") {
 		return err
 	}
 	c.netemFallback.Store(true)
-	if _, err := ns("tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "20mbit", "burst", "32kbit",
+	if _, err := ns("tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", "20mbit", "burst", "32kbit",
 		"latency", fmt.Sprintf("%dms", 4*delayMS)); err != nil {
 		return err
 	}
