@@ -3,7 +3,13 @@
 # it changed, runs the suite against a Docker compose cluster, and always
 # tears the cluster down (also on failure or interrupt). Safe to run again.
 #
-#   CHAOS_STEPS, CHAOS_FAULTS, CHAOS_ARTIFACTS, CHAOS_KEEP: see deploy/chaos/README.md
+#   CHAOS_MODE   soak (default): the undisturbed run and the soak, one job
+#                under a seeded random schedule of CHAOS_SOAK_FAULTS (50)
+#                overlapping faults (deploy/chaos/soak_test.go), which covers
+#                every one-of-each scenario's fault; scenarios: the
+#                one-of-each runs (TestChaos); all: both
+#   CHAOS_STEPS, CHAOS_FAULTS, CHAOS_SOAK_*, CHAOS_ARTIFACTS, CHAOS_KEEP:
+#                see deploy/chaos/README.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOFLAGS="${GOFLAGS:--mod=mod}"
@@ -21,7 +27,7 @@ docker info >/dev/null 2>&1 || { echo "chaos: the Docker engine is not reachable
 
 teardown() {
   # CHAOS_SECRETS only has to be set for compose to read the file.
-  CHAOS_SECRETS="${TMPDIR:-/tmp}" "${compose[@]}" -p modcoord-chaos -f deploy/chaos/compose.yaml \
+  CHAOS_SECRETS="${TMPDIR:-/tmp}" "${compose[@]}" -p "${CHAOS_PROJECT:-modcoord-chaos}" -f deploy/chaos/compose.yaml \
     down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
 }
 trap teardown EXIT
@@ -31,7 +37,22 @@ teardown
 echo "== chaos: image"
 bash deploy/chaos/images.sh
 
-echo "== chaos: suite ($(( $(date +%s) - start ))s)"
+CHAOS_MODE="${CHAOS_MODE:-soak}"
+echo "== chaos: suite, mode $CHAOS_MODE ($(( $(date +%s) - start ))s)"
 export CHAOS_ARTIFACTS="${CHAOS_ARTIFACTS:-${TMPDIR:-/tmp}/modcoord-chaos-$(date +%Y%m%d-%H%M%S)}"
-CHAOS_SKIP_BUILD=1 nice -n 10 go test -tags chaos -count=1 -v -timeout 40m ./deploy/chaos/
+case "$CHAOS_MODE" in
+soak)
+  run='^TestChaosSoak$'
+  # The soak's job must outlast its schedule: 50 faults about 3 s apart,
+  # each costing a few seconds of training.
+  export CHAOS_STEPS="${CHAOS_STEPS:-5000}"
+  ;;
+scenarios) run='^TestChaos$' ;;
+all) run='^TestChaos' ;;
+*)
+  echo "chaos: CHAOS_MODE=$CHAOS_MODE: want soak, scenarios or all" >&2
+  exit 2
+  ;;
+esac
+CHAOS_SKIP_BUILD=1 nice -n 10 go test -tags chaos -count=1 -v -timeout 60m -run "$run" ./deploy/chaos/
 echo "== chaos: done in $(( $(date +%s) - start ))s; logs and report in $CHAOS_ARTIFACTS"

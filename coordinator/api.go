@@ -114,6 +114,7 @@ const (
 type apiServer struct {
 	node     *Node
 	fsm      *FSM
+	board    *loadBoard // the leader's live workers (stragglers); may be nil
 	log      *slog.Logger
 	dataRoot string
 	// specLimits bound what a spec may ask for; see Config.SpecLimits.
@@ -358,6 +359,7 @@ func (s *apiServer) listJobs(w http.ResponseWriter, r *http.Request) {
 
 func (s *apiServer) getJob(w http.ResponseWriter, r *http.Request) {
 	if j, ok := s.job(w, r); ok {
+		j.Stragglers = s.board.stragglers(j, time.Now())
 		writeJSON(w, http.StatusOK, j)
 	}
 }

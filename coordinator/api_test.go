@@ -330,3 +330,57 @@ func TestWriteErrorBoundsEchoes(t *testing.T) {
 		})
 	}
 }
+
+// TestClientProgressAttemptTimeout: a progress report whose first attempt
+// reaches a coordinator that never answers (a leader just partitioned
+// away) moves on after the per-attempt bound, not the request timeout;
+// other requests keep the request timeout.
+func TestClientProgressAttemptTimeout(t *testing.T) {
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"cancel":false,"jobs":[]}`)
+	}))
+	defer ok.Close()
+
+	const timeout, attempt = 2 * time.Second, 200 * time.Millisecond
+	cases := []struct {
+		name    string
+		call    func(*Client) error
+		atLeast time.Duration
+		below   time.Duration
+	}{
+		{"progress: the attempt bound", func(c *Client) error {
+			_, err := c.Progress(context.Background(), "job-000001", ProgressReport{Step: 1})
+			return err
+		}, attempt, timeout / 2},
+		{"other requests: the request timeout", func(c *Client) error {
+			_, err := c.Jobs(context.Background())
+			return err
+		}, timeout, 2 * timeout},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := NewClient([]string{hang.URL, ok.URL}, nil, WithHTTPClient(&http.Client{Timeout: timeout}),
+				WithRetries(4, 10*time.Millisecond), WithProgressAttemptTimeout(attempt))
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			if err := tc.call(c); err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(start); d < tc.atLeast || d >= tc.below {
+				t.Errorf("took %v, want [%v, %v)", d, tc.atLeast, tc.below)
+			}
+		})
+	}
+}

@@ -45,8 +45,11 @@ type Client struct {
 	// while the others still answer "no leader" during the election, and
 	// every visit costs a whole request timeout.
 	avoidFor time.Duration
-	mu       sync.Mutex
-	avoid    []time.Time // per address: passed over until then
+	// progressAttempt bounds each attempt of a progress report (0: only
+	// the request timeout); see WithProgressAttemptTimeout.
+	progressAttempt time.Duration
+	mu              sync.Mutex
+	avoid           []time.Time // per address: passed over until then
 }
 
 // ClientOption adjusts a Client.
@@ -59,6 +62,16 @@ func WithHTTPClient(hc *http.Client) ClientOption { return func(c *Client) { c.h
 
 // WithTimeout bounds each request (default 30 s).
 func WithTimeout(d time.Duration) ClientOption { return func(c *Client) { c.timeout = d } }
+
+// WithProgressAttemptTimeout bounds each attempt of a progress report
+// below the request timeout. A report is small, coalesced and safe to
+// repeat, and a healthy leader applies it in milliseconds; right after the
+// leader is partitioned away an attempt that waits the whole request
+// timeout for it holds up every report behind it (the job's progress
+// seemed to pause for ~10 s).
+func WithProgressAttemptTimeout(d time.Duration) ClientOption {
+	return func(c *Client) { c.progressAttempt = d }
+}
 
 // WithDialTimeout bounds each new connection's dial (default 30 s).
 func WithDialTimeout(d time.Duration) ClientOption {
@@ -190,7 +203,11 @@ func (c *Client) Cancel(ctx context.Context, id, reason string) (Job, error) {
 // worker should stop.
 func (c *Client) Progress(ctx context.Context, id string, p ProgressReport) (cancel bool, err error) {
 	var res ProgressResponse
-	err = c.doJSON(ctx, http.MethodPost, jobPath(id, "/progress"), p, &res)
+	body, err := json.Marshal(p)
+	if err != nil {
+		return false, fmt.Errorf("encode progress report: %w", err)
+	}
+	err = c.send(ctx, c.progressAttempt, http.MethodPost, jobPath(id, "/progress"), body, http.Header{"Content-Type": {"application/json"}}, &res)
 	return res.Cancel, err
 }
 
@@ -243,11 +260,22 @@ func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) e
 // connection failure, a backoff after a 5xx or after every coordinator
 // failed to connect.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, hdr http.Header, out any) error {
+	return c.send(ctx, 0, method, path, body, hdr, out)
+}
+
+// send is do with each attempt bounded by perAttempt (0: the request
+// timeout only).
+func (c *Client) send(ctx context.Context, perAttempt time.Duration, method, path string, body []byte, hdr http.Header, out any) error {
 	backoff := c.backoff
 	var lastErr error
 	for attempt := 0; attempt < c.attempts; attempt++ {
 		i := c.pick()
-		retry, err := c.once(ctx, c.addrs[i]+path, method, body, hdr, out)
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if perAttempt > 0 {
+			actx, cancel = context.WithTimeout(ctx, perAttempt)
+		}
+		retry, err := c.once(actx, c.addrs[i]+path, method, body, hdr, out)
+		cancel()
 		var apiErr *APIError
 		answered := err == nil || errors.As(err, &apiErr)
 		switch {

@@ -36,11 +36,14 @@ type controller struct {
 	memoryWait time.Duration
 	memWaits   map[string]memoryWait
 	wake       *time.Timer
+	// board gets every live set, load reports included (stragglers.go).
+	board *loadBoard
 }
 
 // run schedules until ctx is canceled (leadership lost or shutdown).
 func (c *controller) run(ctx context.Context) {
 	defer c.live.Store(-1)
+	defer c.board.set(nil)
 	// A new leader's FSM may lag the log; act only on all committed state.
 	for ctx.Err() == nil {
 		if err := c.node.CatchUp(ctx); err == nil {
@@ -76,8 +79,13 @@ func (c *controller) run(ctx context.Context) {
 			return
 		case m := <-liveCh:
 			first := live == nil
+			sameIDs := !first && maps.EqualFunc(live, m, func(WorkerInfo, WorkerInfo) bool { return true })
 			live = m
 			c.live.Store(int64(len(m)))
+			c.board.set(m)
+			if sameIDs {
+				continue // a worker's load report: membership is unchanged
+			}
 			if first {
 				c.reconcile(ctx, live, published)
 				continue

@@ -162,8 +162,9 @@ func Start(cfg Config) (*Coordinator, error) {
 	}
 	c := &Coordinator{fsm: fsm, node: node, ln: ln, opsLn: opsLn, log: log}
 	c.live.Store(-1)
-	c.metrics = newMetricsRegistry(fsm, node, &c.live)
-	api := &apiServer{node: node, fsm: fsm, log: log, dataRoot: cfg.DataRoot, specLimits: cfg.SpecLimits, metrics: c.metrics,
+	board := &loadBoard{}
+	c.metrics = newMetricsRegistry(fsm, node, &c.live, board)
+	api := &apiServer{node: node, fsm: fsm, board: board, log: log, dataRoot: cfg.DataRoot, specLimits: cfg.SpecLimits, metrics: c.metrics,
 		proxy: newForwardTransport(forwardDialTimeout, forwardResponseTimeout, forwardTLS)}
 	c.http = &http.Server{Handler: api.handler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: serverTLS,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
@@ -189,7 +190,7 @@ func Start(cfg Config) (*Coordinator, error) {
 	}
 	if cfg.Etcd != nil {
 		ctrl := &controller{node: node, fsm: fsm, etcd: cfg.Etcd, cluster: cfg.Cluster, signer: cfg.AssignmentSigner,
-			debounce: cfg.Debounce, resync: cfg.Resync, memoryWait: cfg.MemoryWait, log: log.With("role", "leader"), live: &c.live}
+			debounce: cfg.Debounce, resync: cfg.Resync, memoryWait: cfg.MemoryWait, log: log.With("role", "leader"), live: &c.live, board: board}
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()

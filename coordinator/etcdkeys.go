@@ -36,6 +36,9 @@ func AssignmentsPrefix(cluster string) string { return "/modcoord/" + cluster + 
 // AssignmentKey is the etcd key of one job's assignment.
 func AssignmentKey(cluster, job string) string { return AssignmentsPrefix(cluster) + job }
 
+// mirrorListTimeout bounds one listing of a prefix; it is retried.
+const mirrorListTimeout = 10 * time.Second
+
 // mirrorPrefix follows an etcd prefix until ctx is done: list gets the
 // whole prefix (first, and again whenever the watch broke, e.g. after a
 // compaction), event gets every change after that listing.
@@ -43,7 +46,12 @@ func mirrorPrefix(ctx context.Context, cli *clientv3.Client, prefix string, log 
 	list func([]*mvccpb.KeyValue), event func(*clientv3.Event)) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
+		// Bounded: after an etcd restart a list on a half-open connection
+		// hung for minutes (the chaos soak), and a new leader's controller
+		// with it, never scheduling.
+		lctx, cancel := context.WithTimeout(ctx, mirrorListTimeout)
+		resp, err := cli.Get(lctx, prefix, clientv3.WithPrefix())
+		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("etcd list failed; retrying", "prefix", prefix, "err", err)

@@ -213,6 +213,14 @@ func (s *fsmState) startGeneration(j *Job, c Command) error {
 		resume = g.Memory.Step
 	}
 	j.Memory = nil
+	// A committed checkpoint (or a memory decision) proves that every rank
+	// ran its steps, but rank 0's progress reports may not have caught up
+	// with it (they are coalesced, and lost when rank 0 dies). Those steps were spent: not
+	// counting them made flops_spent fall below flops_used (a negative
+	// redone count) after a kill of rank 0 just past a commit.
+	if resume > j.Ledger.StepsDone {
+		j.Ledger.FLOPsSpent += j.Ledger.FLOPsAt(resume) - j.Ledger.FLOPsAt(j.Ledger.StepsDone)
+	}
 	j.Generation = g.Generation
 	j.GenerationAt = c.At
 	j.Live = g.Live

@@ -348,3 +348,43 @@ func TestFSMSnapshotRestore(t *testing.T) {
 		t.Error("garbage snapshot restored")
 	}
 }
+
+// TestFSMLedgerRedoneNeverNegative: a new generation resumes from the last
+// committed checkpoint, which may be ahead of rank 0's last applied
+// progress report (reports are coalesced, and die with rank 0). The steps
+// up to the checkpoint were run, so they count as spent; the redone count
+// (flops_spent − flops_used) / flops_per_step is what was run past the
+// checkpoint, never negative. It read −6 in the chaos suite once.
+func TestFSMLedgerRedoneNeverNegative(t *testing.T) {
+	cases := []struct {
+		name         string
+		lastProgress int64 // rank 0's last applied report in generation 1
+		checkpoint   int64 // committed in generation 1
+		wantRedone   int64
+	}{
+		{"progress past the checkpoint", 25, 20, 5},
+		{"progress at the checkpoint", 20, 20, 0},
+		{"progress behind the checkpoint", 14, 20, 0},
+		{"no progress applied at all", 0, 10, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, id := runningJob(t)
+			for s := int64(1); s <= tc.lastProgress; s++ {
+				mustApply(t, f, progressCmd(id, 1, s, "a"))
+			}
+			checkpointAt(t, f, id, 1, tc.checkpoint)
+			mustApply(t, f, genCmd(id, 2, 1, "a"))
+			for s := tc.checkpoint + 1; s <= 100; s++ {
+				mustApply(t, f, progressCmd(id, 2, s, "a"))
+			}
+			finalCheckpoint(t, f, id, 2)
+			mustApply(t, f, Command{Type: CmdComplete, Job: id, Complete: &CompleteReport{Generation: 2, Step: 100}})
+			j, _ := f.Job(id)
+			l := j.Ledger
+			if got := (l.FLOPsSpent - l.FLOPsUsed) / l.FLOPsPerStep; got != float64(tc.wantRedone) {
+				t.Errorf("redone steps %v, want %d (ledger %+v)", got, tc.wantRedone, l)
+			}
+		})
+	}
+}

@@ -126,6 +126,11 @@ type Job struct {
 
 	// RequestID is the client's idempotency key for the submission.
 	RequestID string `json:"request_id,omitempty"`
+
+	// Stragglers are members computing much slower than their peers, as
+	// the leader sees them when serving GET /v1/jobs/<id>: not raft state
+	// (always empty in the FSM), reported and never acted on.
+	Stragglers []Straggler `json:"stragglers,omitempty"`
 }
 
 // ValPoint is a validation loss and the step it was measured after.

@@ -25,6 +25,9 @@ type WorkerInfo struct {
 	ID        string    `json:"id"`
 	Host      string    `json:"host"`
 	StartedAt time.Time `json:"started_at"`
+	// Load is the worker's recent step timing while it trains
+	// (Registration.Update); the leader reports stragglers from it.
+	Load *WorkerLoad `json:"load,omitempty"`
 }
 
 // Registration keeps a worker registered until Close.
@@ -39,6 +42,9 @@ type Registration struct {
 
 	mu    sync.Mutex
 	lease clientv3.LeaseID
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Register publishes a worker at /modcoord/<cluster>/workers/<id> under a
@@ -86,9 +92,12 @@ func (r *Registration) register(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("grant lease: %w", err)
 		}
+		r.mu.Lock()
+		value := r.value
+		r.mu.Unlock()
 		resp, err := r.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0)).
-			Then(clientv3.OpPut(r.key, r.value, clientv3.WithLease(g.ID))).
+			Then(clientv3.OpPut(r.key, value, clientv3.WithLease(g.ID))).
 			Commit()
 		if err != nil {
 			r.revoke(g.ID)
@@ -157,23 +166,55 @@ func (r *Registration) revoke(id clientv3.LeaseID) {
 	_, _ = r.cli.Revoke(ctx, id)
 }
 
+// Update replaces the published WorkerInfo (under the same lease); a new
+// registration after a lost lease publishes the latest one. The id must
+// not change.
+func (r *Registration) Update(ctx context.Context, info WorkerInfo) error {
+	val, err := json.Marshal(info)
+	if err != nil {
+		return fmt.Errorf("encode worker info: %w", err)
+	}
+	r.mu.Lock()
+	r.value = string(val)
+	lease := r.lease
+	r.mu.Unlock()
+	// Only while our key exists under our lease: never resurrect a key
+	// after Close or a lost lease.
+	resp, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", lease)).
+		Then(clientv3.OpPut(r.key, string(val), clientv3.WithLease(lease))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("update %s: %w", r.key, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("update %s: not registered under lease %x", r.key, lease)
+	}
+	return nil
+}
+
 // Key is the etcd key this worker is registered at.
 func (r *Registration) Key() string { return r.key }
 
 // Close stops the keep-alive and revokes the lease, so the coordinator
-// sees the worker leave at once instead of after the TTL.
+// sees the worker leave at once instead of after the TTL. It is safe to
+// call more than once, also concurrently (a worker's hang watchdog and its
+// membership loop may both close it); the later calls wait for the first
+// and return its result.
 func (r *Registration) Close() error {
-	r.cancel()
-	<-r.done
-	r.mu.Lock()
-	lease := r.lease
-	r.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if _, err := r.cli.Revoke(ctx, lease); err != nil {
-		return fmt.Errorf("revoke lease of %s: %w", r.key, err)
-	}
-	return nil
+	r.closeOnce.Do(func() {
+		r.cancel()
+		<-r.done
+		r.mu.Lock()
+		lease := r.lease
+		r.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if _, err := r.cli.Revoke(ctx, lease); err != nil {
+			r.closeErr = fmt.Errorf("revoke lease of %s: %w", r.key, err)
+		}
+	})
+	return r.closeErr
 }
 
 // watchWorkers follows the live worker set until ctx is done, calling

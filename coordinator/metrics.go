@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -13,16 +14,21 @@ type stateCollector struct {
 	fsm  *FSM
 	node *Node
 	live *atomic.Int64
+	// board is the leader's view of the workers' load reports.
+	board *loadBoard
 
 	budgetRemaining, flopsUsed, flopsSpent, stepsDone, stepsTotal                *prometheus.Desc
 	checkpointStep, checkpointEvery                                              *prometheus.Desc
 	loss, valLoss, valStep, generation, members, status, workers, leader, commit *prometheus.Desc
+	computeS, stragglers                                                         *prometheus.Desc
 }
 
-func newMetricsRegistry(fsm *FSM, node *Node, live *atomic.Int64) *prometheus.Registry {
+func newMetricsRegistry(fsm *FSM, node *Node, live *atomic.Int64, board *loadBoard) *prometheus.Registry {
 	job := []string{"job"}
 	c := &stateCollector{
-		fsm: fsm, node: node, live: live,
+		fsm: fsm, node: node, live: live, board: board,
+		computeS:        prometheus.NewDesc("modcoord_worker_compute_seconds", "Seconds per step a live worker spends outside the collectives, as it last published (exported by the leader only).", []string{"worker"}, nil),
+		stragglers:      prometheus.NewDesc("modcoord_job_stragglers", "Members of the job's running generation whose compute per step is at least 1.5× their peers' median: reported, not evicted (exported by the leader only).", job, nil),
 		budgetRemaining: prometheus.NewDesc("modcoord_job_budget_remaining_flops", "FLOP budget not yet used by the job's progress.", job, nil),
 		flopsUsed:       prometheus.NewDesc("modcoord_job_used_flops", "FLOPs used by the job's progress: steps_done × flops_per_step (drops back when a generation resumes from an older checkpoint).", job, nil),
 		flopsSpent:      prometheus.NewDesc("modcoord_job_spent_flops_total", "FLOPs the cluster spent on the job, redone steps included.", job, nil),
@@ -49,7 +55,8 @@ func newMetricsRegistry(fsm *FSM, node *Node, live *atomic.Int64) *prometheus.Re
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.budgetRemaining, c.flopsUsed, c.flopsSpent, c.stepsDone, c.stepsTotal,
-		c.checkpointStep, c.checkpointEvery, c.loss, c.valLoss, c.valStep, c.generation, c.members, c.status, c.workers, c.leader, c.commit} {
+		c.checkpointStep, c.checkpointEvery, c.loss, c.valLoss, c.valStep, c.generation, c.members, c.status, c.workers, c.leader, c.commit,
+		c.computeS, c.stragglers} {
 		ch <- d
 	}
 }
@@ -83,9 +90,15 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(c.valLoss, v.Loss, j.ID)
 			gauge(c.valStep, float64(v.Step), j.ID)
 		}
+		if n := c.live.Load(); n >= 0 && j.Status == StatusRunning {
+			gauge(c.stragglers, float64(len(c.board.stragglers(j, time.Now()))), j.ID)
+		}
 	}
 	if n := c.live.Load(); n >= 0 {
 		gauge(c.workers, float64(n))
+		for w, s := range c.board.computeS() {
+			gauge(c.computeS, s, w)
+		}
 	}
 	leader := 0.0
 	if c.node.IsLeader() {

@@ -34,7 +34,8 @@ type Options struct {
 	Workers      int    // default 2
 	LeaseTTL     time.Duration
 	RingDeadline time.Duration
-	Log          *slog.Logger // default: discard
+	HangTimeout  time.Duration // worker.Options.HangTimeout
+	Log          *slog.Logger  // default: discard
 	// DataRoot is the workers' data root (worker.Options.DataRoot); empty:
 	// the working directory, where the coordinators also check a job's data.
 	DataRoot string
@@ -298,7 +299,7 @@ func (c *Cluster) StartWorker(id string) error {
 		p.done <- worker.Run(ctx, worker.Options{
 			ID: id, Cluster: localCluster, Etcd: c.workerEtcd, AssignmentTrust: wc.CAs, Coordinator: client, Transport: tr,
 			CheckpointDir: c.CheckpointDir(), DataRoot: c.opts.DataRoot, LeaseTTL: c.opts.LeaseTTL, RingDeadline: c.opts.RingDeadline,
-			Metrics: metrics, Log: c.log, OnStep: c.onStep(id), OnTrainer: c.onTrainer(id),
+			HangTimeout: c.opts.HangTimeout, Metrics: metrics, Log: c.log, OnStep: c.onStep(id), OnTrainer: c.onTrainer(id),
 		})
 	}()
 	c.mu.Lock()

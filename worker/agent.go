@@ -39,6 +39,12 @@ type Options struct {
 	SpecLimits   jobspec.Limits
 	LeaseTTL     time.Duration // etcd lease; a dead worker is noticed after this
 	RingDeadline time.Duration // a silent peer fails a collective after this
+	// HangTimeout: a run that makes no progress (no step, no restore, no
+	// poll of the final commit) for this long takes the worker out of the
+	// cluster until it ends (watchdog.go). 0: DefaultHangTimeout of the
+	// ring deadline; negative: never. It must exceed the ring deadline
+	// plus the slowest step and the longest restore.
+	HangTimeout time.Duration
 	// RingWindow and RingChunkBytes tune the all-reduce pipeline (0: the
 	// allreduce defaults, sized for loopback; a cluster with more latency
 	// per hop wants a deeper window). Every worker of a job must use the
@@ -70,8 +76,16 @@ func Run(ctx context.Context, o Options) error {
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = 10 * time.Second
 	}
+	if o.HangTimeout == 0 {
+		ring := o.RingDeadline
+		if ring <= 0 {
+			ring = allreduce.DefaultDeadline
+		}
+		o.HangTimeout = DefaultHangTimeout(ring)
+	}
 	host, _ := os.Hostname()
-	reg, err := coordinator.Register(ctx, o.Etcd, o.Cluster, coordinator.WorkerInfo{ID: o.ID, Host: host, StartedAt: time.Now().UTC()}, o.LeaseTTL)
+	started := time.Now().UTC()
+	reg, err := coordinator.Register(ctx, o.Etcd, o.Cluster, coordinator.WorkerInfo{ID: o.ID, Host: host, StartedAt: started}, o.LeaseTTL)
 	if err != nil {
 		return fmt.Errorf("register worker %s: %w", o.ID, err)
 	}
@@ -86,12 +100,16 @@ func Run(ctx context.Context, o Options) error {
 	defer o.held.close()
 
 	var cur *run
-	stop := func() {
+	// stop ends the current run and reports whether the watchdog found it
+	// hung (then the registration is closed and must be made again).
+	stop := func() (hung bool) {
 		if cur != nil {
 			cur.cancel()
 			<-cur.done
+			hung = cur.hung.Load()
 			cur = nil
 		}
+		return hung
 	}
 	defer stop()
 	assignments := coordinator.WatchAssignmentsWith(ctx, o.Etcd, o.Cluster, coordinator.WatchOptions{Trust: o.AssignmentTrust, Log: o.Log})
@@ -108,9 +126,9 @@ func Run(ctx context.Context, o Options) error {
 		case <-finished:
 			// A failed run that reported its memory needs no re-join: the
 			// report itself makes the leader form a new generation.
-			failed := cur.failed && !cur.reported
+			failed, hung := cur.failed && !cur.reported, cur.hung.Load()
 			cur = nil
-			if failed {
+			if failed || hung {
 				// The generation cannot go on (a peer vanished from the ring, a
 				// report was refused) but membership may look unchanged to the
 				// coordinator. Leaving and re-joining makes it form a new
@@ -141,7 +159,12 @@ func Run(ctx context.Context, o Options) error {
 				case <-time.After(30 * time.Second):
 				}
 			}
-			stop()
+			if stop() {
+				if reg, err = rejoin(ctx, o, reg, host); err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		if rank < 0 || a.Canceled || a.Status != coordinator.StatusRunning || cur != nil {
 			continue
@@ -157,6 +180,8 @@ func Run(ctx context.Context, o Options) error {
 			continue
 		}
 		cur = startRun(ctx, o, a, rank)
+		go watchRun(ctx, cur, reg, o.HangTimeout, o.Metrics, o.Log)
+		go publishLoad(ctx, o, cur, reg, coordinator.WorkerInfo{ID: o.ID, Host: host, StartedAt: started})
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/modcoord/modcoord/allreduce"
@@ -29,6 +30,9 @@ type run struct {
 	freeze   func()
 	mem      *memory
 	reported bool
+	progress progress
+	hung     atomic.Bool // the watchdog took the worker out of the cluster
+	compute  computeAverage
 }
 
 // requestStop asks every rank to stop after the next step. A run whose
@@ -43,6 +47,7 @@ func (r *run) requestStop() {
 func startRun(parent context.Context, o Options, a coordinator.Assignment, rank int) *run {
 	ctx, cancel := context.WithCancelCause(parent)
 	r := &run{job: a.Job, generation: a.Generation, cancel: func() { cancel(nil) }, freeze: func() { cancel(errFrozen) }, done: make(chan struct{})}
+	r.progress.beat()
 	log := o.Log.With("job", a.Job, "generation", a.Generation, "rank", rank, "world", len(a.Members))
 	ready := make(chan struct{})
 	go func() {
@@ -112,10 +117,11 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		return fmt.Errorf("join ring: %w", err)
 	}
 	defer ring.Close()
+	coll := &timedCollective{inner: ring}
 	tr, err := train.NewTrainer(train.TrainerConfig{
 		Model: spec.Model, Optim: spec.Optim, GlobalBatch: spec.Batch, TotalSteps: a.TotalSteps,
 		Seed: spec.Seed, Rank: rank, World: len(a.Members), Tokenizer: spec.Tokenizer, Sync: spec.Sync,
-	}, ds, ring)
+	}, ds, coll)
 	if err != nil {
 		close(ready)
 		return &fatalError{err}
@@ -154,6 +160,7 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 	if err != nil {
 		return err
 	}
+	r.progress.beat()
 	if mem != nil {
 		opt := tr.Optimizer()
 		if err := mem.store.Init(tr.StepsDone(), tr.Model().Params(), opt.M, opt.V, nb.m, nb.v); err != nil {
@@ -188,6 +195,8 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 			return err
 		}
 	}
+	coll.take()
+	lastEnd := time.Now()
 	for tr.StepsDone() < a.TotalSteps {
 		// A one-rank trainer has no collective to notice a canceled or
 		// frozen run: check between steps.
@@ -207,6 +216,12 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 			// this worker served is no longer needed.
 			o.held.release(a.Job, a.Generation)
 		}
+		r.progress.beat()
+		// Compute is all this rank did since its last step ended, outside
+		// the collectives: whatever makes it slow (a slow core, GC, its
+		// own I/O) makes its peers wait for it in the next collective.
+		r.compute.observe(res.Step, t0.Sub(lastEnd)+time.Since(t0)-coll.take())
+		lastEnd = time.Now()
 		o.Metrics.observeStep(spec.Model, spec.Batch, len(a.Members), res, time.Since(t0))
 		tokens += float64(res.Tokens)
 		st := tr.OuterStats()
@@ -250,7 +265,8 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 		rep.flush(o.RingDeadline)
 		// The job is complete once its final checkpoint is committed, which
 		// happens when the last rank's shard report arrives.
-		if err := waitCommitted(ctx, o.Coordinator, a.Job, tr.StepsDone(), 2*o.RingDeadline+10*time.Second); err != nil {
+		r.progress.beat()
+		if err := waitCommitted(ctx, o.Coordinator, a.Job, tr.StepsDone(), 2*o.RingDeadline+10*time.Second, r.progress.beat); err != nil {
 			return err
 		}
 		if _, err := o.Coordinator.Complete(ctx, a.Job, coordinator.CompleteReport{Generation: a.Generation, Step: tr.StepsDone()}); err != nil {
@@ -261,9 +277,11 @@ func (r *run) train(ctx context.Context, o Options, a coordinator.Assignment, ra
 }
 
 // waitCommitted polls until the job's last committed checkpoint is at step.
-func waitCommitted(ctx context.Context, c *coordinator.Client, job string, step int64, timeout time.Duration) error {
+// Every poll is progress (beat) for the watchdog.
+func waitCommitted(ctx context.Context, c *coordinator.Client, job string, step int64, timeout time.Duration, beat func()) error {
 	deadline := time.Now().Add(timeout)
 	for {
+		beat()
 		view, err := c.Checkpoints(ctx, job)
 		if err == nil && view.Checkpoint != nil && view.Checkpoint.Step >= step {
 			return nil

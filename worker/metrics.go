@@ -33,6 +33,8 @@ type Metrics struct {
 	// peers' memory; CheckpointReads the checkpoint shard files read.
 	Resumes         *prometheus.CounterVec
 	CheckpointReads prometheus.Counter
+	Hangs           prometheus.Counter
+	ComputeSeconds  prometheus.Gauge
 	Ring            *allreduce.Metrics
 }
 
@@ -89,8 +91,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "modcoord_checkpoint_shard_reads_total",
 			Help: "Checkpoint shard files this worker opened for reading (restores, init_from, verification).",
 		}),
+		Hangs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modcoord_worker_hangs_total",
+			Help: "Times this worker's run made no progress for the hang timeout and the worker left the cluster (see worker.Options.HangTimeout).",
+		}),
+		ComputeSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "modcoord_worker_step_compute_seconds",
+			Help: "Moving average of this worker's seconds per step outside the collectives (forward, backward, optimizer); a straggler's is well above its peers'.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSeconds, m.CheckpointSkipped, m.Resumes, m.CheckpointReads, m.BusBytesPerToken, m.OuterSteps, m.OuterSeconds} {
+	for _, c := range []prometheus.Collector{m.StepSeconds, m.Tokens, m.FLOPs, m.Loss, m.Step, m.Workers, m.RouterSelected, m.CheckpointSeconds, m.CheckpointSkipped, m.Resumes, m.CheckpointReads, m.BusBytesPerToken, m.OuterSteps, m.OuterSeconds, m.Hangs, m.ComputeSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -164,5 +174,17 @@ func (m *Metrics) resumed(from string) {
 func (m *Metrics) checkpointReads(n int64) {
 	if m != nil && n > 0 {
 		m.CheckpointReads.Add(float64(n))
+	}
+}
+
+func (m *Metrics) hang() {
+	if m != nil {
+		m.Hangs.Inc()
+	}
+}
+
+func (m *Metrics) observeCompute(s float64) {
+	if m != nil {
+		m.ComputeSeconds.Set(s)
 	}
 }

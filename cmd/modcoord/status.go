@@ -97,6 +97,9 @@ func printJob(w io.Writer, j coordinator.Job) {
 	row("budget", "%.4g of %.4g FLOPs used (%s), %.4g spent incl. redone steps, %.4g FLOPs/step",
 		l.FLOPsUsed, l.BudgetFLOPs, budgetUsed(l), l.FLOPsSpent, l.FLOPsPerStep)
 	row("members", "%s", strings.Join(j.Members, " "))
+	for _, s := range j.Stragglers {
+		row("straggler", "%s computes %.3f s/step, %.1f× its peers' median %.3f s (reported, not evicted)", s.Worker, s.ComputeS, s.Ratio, s.PeersS)
+	}
 	if loss, ok := j.LastLoss(); ok {
 		row("train loss", "%.4f (step %d, rank 0's last batch)", loss, j.Recent[len(j.Recent)-1].Step)
 	}

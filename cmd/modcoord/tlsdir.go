@@ -36,7 +36,12 @@ func loadTLSDir(dir string, role pki.Role) (*pki.Credentials, error) {
 // newEtcdClient connects to etcd, over mutual TLS with creds' certificate
 // (etcd's user is its role, see embedded.SetupEtcdAuth) when creds is set.
 func newEtcdClient(endpoints string, creds *pki.Credentials) (*clientv3.Client, error) {
-	cfg := clientv3.Config{Endpoints: splitList(endpoints), DialTimeout: 5 * time.Second, Logger: zap.NewNop()}
+	// Keep-alive pings: a connection left half-open by a network partition
+	// or an etcd restart (no reset reaches us) is noticed and redialed;
+	// without them every call on it hung (the chaos soak's leader never
+	// listed the workers again).
+	cfg := clientv3.Config{Endpoints: splitList(endpoints), DialTimeout: 5 * time.Second,
+		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: 5 * time.Second, Logger: zap.NewNop()}
 	if creds != nil {
 		for _, ep := range cfg.Endpoints {
 			if !strings.HasPrefix(ep, "https://") {

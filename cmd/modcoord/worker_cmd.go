@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -30,7 +31,7 @@ type workerOptions struct {
 	tls                                                                   tlsFiles
 	natsURL, natsUser, natsPassFile, natsCreds, natsNKey, ckDir, dataRoot string
 	metricsAddr                                                           string
-	lease, deadline                                                       time.Duration
+	lease, deadline, hang                                                 time.Duration
 	window, chunkBytes                                                    int
 }
 
@@ -58,6 +59,7 @@ func newWorkerCmd(e env) *cobra.Command {
 	fs.StringVar(&o.metricsAddr, "metrics", ":9090", "listen address for /metrics and /healthz (empty: off)")
 	fs.DurationVar(&o.lease, "lease", 10*time.Second, "etcd lease TTL: how soon a dead worker is noticed")
 	fs.DurationVar(&o.deadline, "ring-deadline", 60*time.Second, "how long a collective waits for a silent peer before failing")
+	fs.DurationVar(&o.hang, "hang-timeout", 0, "a generation's run that makes no progress (no step) for this long takes the worker out of the cluster until it ends (0: 2×ring-deadline+10s; negative: never); must exceed the ring deadline plus the slowest step and the longest checkpoint restore")
 	fs.IntVar(&o.window, "ring-window", 0, "all-reduce pipeline depth in chunks (0: the default, sized for one host; raise it on a cluster with more latency per hop, see docs/allreduce.md); every worker of a job must use the same value")
 	fs.IntVar(&o.chunkBytes, "ring-chunk-bytes", 0, "all-reduce message payload in bytes (0: the default); every worker of a job must use the same value")
 	return cmd
@@ -82,6 +84,7 @@ func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) er
 	// leader dies, so that a progress or checkpoint report is not dropped.
 	client, err := coordinator.NewClient(splitList(o.coordinator), apiTLS,
 		coordinator.WithTimeout(5*time.Second),
+		coordinator.WithProgressAttemptTimeout(1500*time.Millisecond),
 		coordinator.WithRetries(20, 100*time.Millisecond))
 	if err != nil {
 		return usageErrorf("--coordinator: %v", err)
@@ -105,7 +108,7 @@ func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) er
 		}
 		natsOpts.Password = strings.TrimSpace(string(b))
 	}
-	tr, err := allreduce.DialNATS(natsOpts)
+	tr, err := dialNATSRetrying(ctx, natsOpts, log)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", o.natsURL, err)
 	}
@@ -127,7 +130,7 @@ func runWorker(ctx context.Context, stderr io.Writer, o workerOptions, e env) er
 	log.Info("worker starting", "id", o.id, "cluster", o.cluster, "blas", mod.BLASEngine(), "checkpoints", o.ckDir)
 	err = worker.Run(ctx, worker.Options{
 		ID: o.id, Cluster: o.cluster, Etcd: etcdCli, AssignmentTrust: trustOf(creds), Coordinator: client, Transport: tr,
-		CheckpointDir: o.ckDir, DataRoot: o.dataRoot, LeaseTTL: o.lease, RingDeadline: o.deadline, RingWindow: o.window, RingChunkBytes: o.chunkBytes, Metrics: metrics, Log: log,
+		CheckpointDir: o.ckDir, DataRoot: o.dataRoot, LeaseTTL: o.lease, RingDeadline: o.deadline, HangTimeout: o.hang, RingWindow: o.window, RingChunkBytes: o.chunkBytes, Metrics: metrics, Log: log,
 	})
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -156,4 +159,30 @@ func serveMetrics(addr string, reg *prometheus.Registry) (func(), error) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	return func() { srv.Close() }, nil
+}
+
+// natsConnectPatience is how long a starting worker keeps trying to reach
+// NATS: a worker restarted while the NATS server restarts (the chaos soak
+// does both at once) would otherwise exit and stay out of the cluster.
+const natsConnectPatience = 2 * time.Minute
+
+// dialNATSRetrying connects to NATS, retrying with backoff for
+// natsConnectPatience while no server is reachable; any other error (bad
+// credentials, TLS) fails at once.
+func dialNATSRetrying(ctx context.Context, opts allreduce.NATSOptions, log *slog.Logger) (*allreduce.NATSTransport, error) {
+	deadline := time.Now().Add(natsConnectPatience)
+	backoff := 250 * time.Millisecond
+	for {
+		tr, err := allreduce.DialNATS(opts)
+		if err == nil || !errors.Is(err, nats.ErrNoServers) || time.Now().After(deadline) {
+			return tr, err
+		}
+		log.Warn("NATS not reachable yet; retrying", "url", opts.URL, "in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }

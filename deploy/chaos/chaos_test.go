@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -41,11 +42,18 @@ import (
 //	                 leader-partition, restart-all, worker-bounce (default all)
 //	CHAOS_STRICT=1   findings (misbehaviour that left the guarantees intact)
 //	                 fail the suite too
+//	CHAOS_PROJECT    compose project and name prefix (default modcoord-chaos)
+//	CHAOS_SOAK_*     the soak (soak_test.go)
+
+// project prefixes the containers, the network and the checkpoint volume
+// (CHAOS_PROJECT, as in compose.yaml): two suites may share one engine.
+var (
+	project = envOr("CHAOS_PROJECT", "modcoord-chaos")
+	network = project + "-net"
+	ckptVol = project + "-ckpt"
+)
 
 const (
-	project   = "modcoord-chaos"
-	network   = "modcoord-chaos-net"
-	ckptVol   = "modcoord-chaos-ckpt"
 	dataPath  = "tinyshakespeare.txt" // under the workers' --data-root=/opt/modcoord/data
 	world     = 3
 	ckptEvery = 20
@@ -98,6 +106,8 @@ type cluster struct {
 	steps     int64
 	budget    float64
 	fps       float64
+	// netemFallback: the kernel has no netem qdisc (soak_test.go).
+	netemFallback atomic.Bool
 }
 
 func repoRoot(t *testing.T) string {
@@ -245,7 +255,7 @@ func startCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	c.hc = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true}}
-	c.env = []string{"CHAOS_IMAGE=" + c.image, "CHAOS_SECRETS=" + c.secrets}
+	c.env = []string{"CHAOS_IMAGE=" + c.image, "CHAOS_SECRETS=" + c.secrets, "CHAOS_PROJECT=" + project}
 	for _, co := range coordinators {
 		c.ports[co], c.mports[co] = freePort(t), freePort(t)
 		c.env = append(c.env, fmt.Sprintf("CHAOS_%s_PORT=%d", strings.ToUpper(co), c.ports[co]),
@@ -261,7 +271,7 @@ func startCluster(t *testing.T) *cluster {
 	// Bring it up in order: etcd and NATS, then the coordinators, then the
 	// workers (a worker that finds no NATS exits).
 	t0 := time.Now()
-	if _, err := c.dc(3*time.Minute, "up", "-d", "etcd", "nats"); err != nil {
+	if _, err := c.dc(3*time.Minute, "up", "-d", "etcd", "nats", "ckpt-keeper"); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.waitInfra(60 * time.Second); err != nil {

@@ -24,6 +24,9 @@
 //	                  checks committed checkpoints (the coordinator's JSON
 //	                  records) against the shard files on the volume; prints
 //	                  one JSON result per manifest
+//	chaosinfra fill   --path F [--remove]                      grow F until its file system is full
+//	                  (the soak's full checkpoint volume), or delete it
+//	chaosinfra hold                                            sleep until stopped (holds a volume mounted)
 //
 // It is built with CGO_ENABLED=0, so it runs in a FROM scratch image.
 package main
@@ -58,7 +61,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: chaosinfra nats|etcd|http|verify [flags]")
+		fmt.Fprintln(os.Stderr, "usage: chaosinfra nats|etcd|http|verify|fill|hold [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -73,6 +76,10 @@ func main() {
 		err = runHTTP(ctx, os.Args[2:])
 	case "verify":
 		err = runVerify(ctx, os.Args[2:])
+	case "fill":
+		err = runFill(ctx, os.Args[2:])
+	case "hold":
+		err = runHold(ctx, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
