@@ -183,11 +183,11 @@ complete() {
 # fingerprint: the final checkpoint's shards (rank, range, sha256 of the
 # parameters and optimizer state) from the last complete's status.
 fingerprint() { jq -r '[.checkpoint.shards[] | "\(.rank) [\(.lo),\(.hi)) \(.data_sha256)"] | join("; ")' "$work/final.json"; }
-# resumed JOB OLD_GEN T_FAULT STEP_AT_FAULT: prints how long the job took
+# resumed_report JOB T_FAULT STEP_AT_FAULT: prints how long the job took
 # to run again in a new generation, and the steps it redid.
 resumed_report() {
   local s; s=$(job "$1" .start_step)
-  echo "resumed $(( $(date +%s) - $3 ))s after the pod deletion, from step $s; steps lost (done before the fault, redone after): $(( $4 > s ? $4 - s : 0 ))"
+  echo "resumed $(( $(date +%s) - $2 ))s after the pod deletion, from step $s; steps lost (done before the fault, redone after): $(( $3 > s ? $3 - s : 0 ))"
 }
 still_running() { # JOB: the fault must land mid-job
   [ "$(job "$1" .status)" = running ] || die "job $1 is $(job "$1" .status) before the fault: raise KUBE_E2E_STEPS"
@@ -216,7 +216,7 @@ s=$(job "$id" .start_step) rf=$(job "$id" '.resume_from.step // 0')
 echo "generation $(job "$id" .generation) resumed from step $s (checkpoint $rf) with $(job "$id" '.members | join(",")')"
 [ "$s" -ge "$ck" ] || die "resumed from step $s, older than the last commit ($ck) before the fault"
 [ "$s" = "$rf" ] || die "start step $s is not the checkpoint it resumed from ($rf)"
-resumed_report "$id" "$gen" "$t_kill" "$sd_fault"
+resumed_report "$id" "$t_kill" "$sd_fault"
 complete "$id"
 got=$(fingerprint)
 [ "$got" = "$baseline" ] || die "job worker-kill's final parameters differ from the undisturbed run's at the same N:
