@@ -212,10 +212,12 @@ kubectl -n "$ns" delete pod "$victim" --wait=false
 t_kill=$(date +%s)
 new_gen() { [ "$(job "$1" .generation)" -gt "$2" ] && [ "$(job "$1" .status)" = running ]; }
 wait_for "a new generation of job worker-kill" 120 new_gen "$id" "$gen"
-s=$(job "$id" .start_step) rf=$(job "$id" '.resume_from.step // 0')
-echo "generation $(job "$id" .generation) resumed from step $s (checkpoint $rf) with $(job "$id" '.members | join(",")')"
+# A generation resumes from the workers' memory (resume_memory) when the
+# survivors hold every range, else from the last committed checkpoint.
+s=$(job "$id" .start_step) rf=$(job "$id" '.resume_from.step // 0') rm=$(job "$id" '.resume_memory.step // 0')
+echo "generation $(job "$id" .generation) resumed from step $s (checkpoint $rf, memory $rm) with $(job "$id" '.members | join(",")')"
 [ "$s" -ge "$ck" ] || die "resumed from step $s, older than the last commit ($ck) before the fault"
-[ "$s" = "$rf" ] || die "start step $s is not the checkpoint it resumed from ($rf)"
+[ "$s" = "$rf" ] || [ "$s" = "$rm" ] || die "start step $s is neither the checkpoint ($rf) nor the memory step ($rm) it resumed from"
 resumed_report "$id" "$t_kill" "$sd_fault"
 complete "$id"
 got=$(fingerprint)
