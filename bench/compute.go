@@ -89,6 +89,11 @@ type OpRow struct {
 // step, which the step times include).
 func Compute(ctx context.Context, cfg mod.Config, batch, reps int, breakdown bool, logf func(string)) (ComputeResult, error) {
 	res := ComputeResult{BLAS: mod.BLASEngine(), Batch: batch, Cores: runtime.GOMAXPROCS(0), LoadAvg: loadAvg()}
+	if reps < 1 {
+		// Round 0 only warms up: with no timed round the medians below
+		// would index an empty list.
+		return res, fmt.Errorf("bench compute: reps %d: need at least 1 timed round", reps)
+	}
 	type runner struct {
 		model *mod.Parallel[float32]
 		step  func() error

@@ -52,3 +52,11 @@ func TestComputeReportsRooflineAndBreakdown(t *testing.T) {
 		}
 	}
 }
+
+// Compute with no timed round is an error, not a panic in Median.
+func TestComputeRejectsNoRounds(t *testing.T) {
+	cfg := mod.Config{DModel: 32, Layers: 2, Heads: 2, SeqLen: 32, Capacity: 0.25, Seed: 1}.WithDefaults()
+	if _, err := Compute(context.Background(), cfg, 2, 0, false, func(string) {}); err == nil {
+		t.Fatal("reps 0: want an error")
+	}
+}
