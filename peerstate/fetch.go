@@ -121,23 +121,28 @@ func (f *Fetcher) handle(msg []byte) {
 		return
 	}
 	id, status, n := le.Uint64(msg[4:]), msg[12], int(le.Uint32(msg[13:]))
+	// The copy into dst happens under the lock: once a waiter that gave
+	// up (timeout, cancel) has removed its entry, nothing writes into its
+	// dst any more, which the caller may by then be using or retrying into.
 	f.mu.Lock()
 	w := f.waiting[id]
 	delete(f.waiting, id)
-	f.mu.Unlock()
 	if w == nil {
+		f.mu.Unlock()
 		return
 	}
 	body := msg[replyHeader:]
+	var err error
 	switch {
 	case status == statusOK && n == len(w.dst) && len(body) == 4*n:
 		getFloats(w.dst, body)
-		w.done <- nil
 	case status == statusError && len(body) == n:
-		w.done <- fmt.Errorf("the holder refused: %s", truncate(string(body), 300))
+		err = fmt.Errorf("the holder refused: %s", truncate(string(body), 300))
 	default:
-		w.done <- fmt.Errorf("malformed reply: status %d, %d elements in %d bytes for a request of %d", status, n, len(body), len(w.dst))
+		err = fmt.Errorf("malformed reply: status %d, %d elements in %d bytes for a request of %d", status, n, len(body), len(w.dst))
 	}
+	f.mu.Unlock()
+	w.done <- err // buffered: never blocks
 }
 
 // Source is where a range is fetched from: the serving store's
