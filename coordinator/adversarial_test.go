@@ -70,8 +70,8 @@ func adversarialJob(t *testing.T, cluster string) (*testCluster, Job) {
 }
 
 // TestAdversarialUserCannotActAsWorker: a user's certificate can submit and
-// read, but progress, shard reports, complete and fail are the workers'
-// and answer 403, leaving the job as it was.
+// read, but progress, shard reports, complete, fail and memory reports are
+// the workers' and answer 403, leaving the job as it was.
 func TestAdversarialUserCannotActAsWorker(t *testing.T) {
 	tc, j := adversarialJob(t, "advuser")
 	ctx := context.Background()
@@ -91,13 +91,15 @@ func TestAdversarialUserCannotActAsWorker(t *testing.T) {
 	forbidden("complete", err)
 	_, err = u.Fail(ctx, j.ID, FailReport{Generation: j.Generation, Reason: "because I can"})
 	forbidden("fail", err)
+	err = u.ReportMemory(ctx, j.ID, MemoryReport{Generation: j.Generation, Worker: j.Members[0], World: len(j.Members), Ranges: []HeldRange{{Rank: 0, Steps: []int64{1}}}})
+	forbidden("memory report", err)
 
 	after, err := u.Job(ctx, j.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after.Status != StatusRunning || after.Ledger.StepsDone != 0 || after.Pending != nil {
-		t.Errorf("a user's refused requests changed the job: %s, %d steps, pending %+v", after.Status, after.Ledger.StepsDone, after.Pending)
+	if after.Status != StatusRunning || after.Ledger.StepsDone != 0 || after.Pending != nil || len(after.Memory) != 0 {
+		t.Errorf("a user's refused requests changed the job: %s, %d steps, pending %+v, memory %+v", after.Status, after.Ledger.StepsDone, after.Pending, after.Memory)
 	}
 }
 

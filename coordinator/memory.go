@@ -175,7 +175,6 @@ func (j *Job) checkMemoryResume(m *MemoryResume, members int) error {
 	if j.Checkpoint != nil {
 		committed = j.Checkpoint.Step
 	}
-	w := len(m.Members)
 	switch {
 	case members == 0:
 		return fmt.Errorf("%w: a waiting generation resumes nothing from memory", ErrInvalid)
@@ -183,15 +182,16 @@ func (j *Job) checkMemoryResume(m *MemoryResume, members int) error {
 		return fmt.Errorf("%w: memory of generation %d, the job is %s in generation %d", ErrStale, m.From, j.Status, j.Generation)
 	case !slices.Equal(m.Members, j.Members):
 		return fmt.Errorf("%w: memory decision names members %v, generation %d has %v", ErrInvalid, m.Members, j.Generation, j.Members)
-	case w < 1 || w > MaxMemoryWorld || len(m.Holders) != w:
-		return fmt.Errorf("%w: %d holders for %d ranges", ErrInvalid, len(m.Holders), w)
-	case m.Step < 1 || m.Step < committed || m.Step < j.StartStep || m.Step > j.Ledger.TotalSteps:
+	}
+	// The checks a worker makes of the decision (world bound, one holder
+	// per range, owner or right neighbour), then the leader's own.
+	if err := m.Validate(j.Ledger.TotalSteps); err != nil {
+		return fmt.Errorf("%w: memory decision: %w", ErrInvalid, err)
+	}
+	if m.Step < committed || m.Step < j.StartStep {
 		return fmt.Errorf("%w: memory step %d is outside %d..%d (after the last checkpoint and the generation's start)", ErrInvalid, m.Step, max(1, committed, j.StartStep), j.Ledger.TotalSteps)
 	}
 	for q, h := range m.Holders {
-		if h != q && h != (q+1)%w {
-			return fmt.Errorf("%w: range %d held by rank %d; only its owner or its right neighbour holds it", ErrInvalid, q, h)
-		}
 		worker := m.Members[h]
 		i := slices.IndexFunc(j.Memory, func(r MemoryReport) bool { return r.Worker == worker })
 		if i < 0 || !j.Memory[i].holds(q, m.Step) {

@@ -109,6 +109,17 @@ func TestInMemoryDecision(t *testing.T) {
 		t.Fatalf("a step before the checkpoint: error %v, want invalid", err)
 	}
 
+	farHolder := m.Clone()
+	farHolder.Holders[0] = 2 // neither range 0's owner nor its right neighbour
+	fewHolders := m.Clone()
+	fewHolders.Holders = fewHolders.Holders[:3]
+	for name, d := range map[string]*MemoryResume{"a holder two ranks away": farHolder, "three holders for four ranges": fewHolders} {
+		c.StartGeneration.Memory = d
+		if _, err := apply(f, c); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("%s: error %v, want invalid", name, err)
+		}
+	}
+
 	c.StartGeneration.Memory = m
 	mustApply(t, f, c)
 	j, _ = f.Job("job-000001")
@@ -153,6 +164,17 @@ func TestInMemoryResumeMayCheckpointItsStartStep(t *testing.T) {
 		t.Fatalf("decision %+v, want step 20", m)
 	}
 	c := genCmd("job-000001", 2, 3, "a", "b")
+	farHolder := m.Clone()
+	farHolder.Holders[0] = 2 // neither range 0's owner nor its right neighbour
+	fewHolders := m.Clone()
+	fewHolders.Holders = fewHolders.Holders[:3]
+	for name, d := range map[string]*MemoryResume{"a holder two ranks away": farHolder, "three holders for four ranges": fewHolders} {
+		c.StartGeneration.Memory = d
+		if _, err := apply(f, c); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("%s: error %v, want invalid", name, err)
+		}
+	}
+
 	c.StartGeneration.Memory = m
 	mustApply(t, f, c)
 	mustApply(t, f, shardCmd("job-000001", 2, 20, 0, 0, 50))

@@ -28,25 +28,30 @@ func Serve(tr allreduce.Transport, s *Store, log *slog.Logger) (stop func() erro
 			log.Warn("peer state: dropping a malformed fetch request", "bytes", len(msg))
 			return
 		}
-		reply := func(status byte, body []byte) {
-			b := make([]byte, replyHeader+len(body))
+		// message is a reply of count elements in bodyLen bytes, the body
+		// left for the caller to fill.
+		message := func(status byte, count, bodyLen int) []byte {
+			b := make([]byte, replyHeader+bodyLen)
 			le := binary.LittleEndian
 			le.PutUint32(b[0:], magicReply)
 			le.PutUint64(b[4:], req.id)
 			b[12] = status
-			n := len(body)
-			if status == statusOK {
-				n /= 4
-			}
-			le.PutUint32(b[13:], uint32(n))
-			copy(b[replyHeader:], body)
+			le.PutUint32(b[13:], uint32(count))
+			return b
+		}
+		send := func(b []byte) {
 			if err := tr.Send(req.reply, b); err != nil {
 				log.Warn("peer state: reply to a fetch", "err", err)
 			}
 		}
+		refuse := func(text string) {
+			b := message(statusError, len(text), len(text))
+			copy(b[replyHeader:], text)
+			send(b)
+		}
 		span := req.hi - req.lo
 		if req.hi < req.lo || span > uint64(maxFloats) || req.hi > uint64(cfg.Layout.Total) || req.rank >= uint32(cfg.Layout.World) {
-			reply(statusError, []byte(fmt.Sprintf("span [%d,%d) of range %d: at most %d elements of a vector of %d", req.lo, req.hi, req.rank, maxFloats, cfg.Layout.Total)))
+			refuse(fmt.Sprintf("span [%d,%d) of range %d: at most %d elements of a vector of %d", req.lo, req.hi, req.rank, maxFloats, cfg.Layout.Total))
 			return
 		}
 		if cap(buf) < int(span) {
@@ -54,12 +59,14 @@ func Serve(tr allreduce.Transport, s *Store, log *slog.Logger) (stop func() erro
 		}
 		dst := buf[:span]
 		if err := s.Read(int(req.rank), int64(req.step), req.part, int(req.lo), int(req.hi), dst); err != nil {
-			reply(statusError, []byte(err.Error()))
+			refuse(err.Error())
 			return
 		}
-		body := make([]byte, 4*len(dst))
-		putFloats(body, dst)
-		reply(statusOK, body)
+		// The floats go straight into the message: no second copy of up
+		// to a whole bus message per request.
+		b := message(statusOK, len(dst), 4*len(dst))
+		putFloats(b[replyHeader:], dst)
+		send(b)
 	}
 	stop, err = tr.Listen(ServeSubject(cfg.Job, cfg.Generation, cfg.Rank), handle)
 	if err != nil {
@@ -114,23 +121,28 @@ func (f *Fetcher) handle(msg []byte) {
 		return
 	}
 	id, status, n := le.Uint64(msg[4:]), msg[12], int(le.Uint32(msg[13:]))
+	// The copy into dst happens under the lock: once a waiter that gave
+	// up (timeout, cancel) has removed its entry, nothing writes into its
+	// dst any more, which the caller may by then be using or retrying into.
 	f.mu.Lock()
 	w := f.waiting[id]
 	delete(f.waiting, id)
-	f.mu.Unlock()
 	if w == nil {
+		f.mu.Unlock()
 		return
 	}
 	body := msg[replyHeader:]
+	var err error
 	switch {
 	case status == statusOK && n == len(w.dst) && len(body) == 4*n:
 		getFloats(w.dst, body)
-		w.done <- nil
 	case status == statusError && len(body) == n:
-		w.done <- fmt.Errorf("the holder refused: %s", truncate(string(body), 300))
+		err = fmt.Errorf("the holder refused: %s", truncate(string(body), 300))
 	default:
-		w.done <- fmt.Errorf("malformed reply: status %d, %d elements in %d bytes for a request of %d", status, n, len(body), len(w.dst))
+		err = fmt.Errorf("malformed reply: status %d, %d elements in %d bytes for a request of %d", status, n, len(body), len(w.dst))
 	}
+	f.mu.Unlock()
+	w.done <- err // buffered: never blocks
 }
 
 // Source is where a range is fetched from: the serving store's

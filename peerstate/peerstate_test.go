@@ -2,6 +2,7 @@ package peerstate
 
 import (
 	"context"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"math"
@@ -225,6 +226,47 @@ func TestInMemoryFetch(t *testing.T) {
 	for i := range own {
 		if math.Float32bits(own[i]) != math.Float32bits(rg.params[lo1+i]) {
 			t.Fatalf("fetched params[%d] = %v, want %v", lo1+i, own[i], rg.params[lo1+i])
+		}
+	}
+}
+
+// A malformed chunk (here one that starts past offset 0) is dropped
+// without claiming a buffer: one for step 4 must not hold the buffer step
+// 2 shares with it, or step 2 could never complete.
+func TestReplicaMalformedChunkDoesNotClaimTheStep(t *testing.T) {
+	tr := allreduce.NewMemTransport(chunkHeader + 4*64)
+	rep, err := NewReplicator(tr, "job-1", 3, 1, 2, 100, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.Close()
+	bad := make([]byte, chunkHeader+4)
+	binary.LittleEndian.PutUint32(bad[0:], magicChunk)
+	binary.LittleEndian.PutUint64(bad[4:], 4)  // step 4
+	binary.LittleEndian.PutUint32(bad[12:], 7) // offset 7: not the first chunk
+	binary.LittleEndian.PutUint32(bad[16:], 1)
+	if err := tr.Send(ReplicaSubject("job-1", 3, 1), bad); err != nil {
+		t.Fatal(err)
+	}
+	sender, err := NewReplicator(tr, "job-1", 3, 0, 2, 100, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	grad := make([]float32, 100)
+	for i := range grad {
+		grad[i] = float32(i)
+	}
+	if err := sender.Send(2, grad); err != nil {
+		t.Fatal(err)
+	}
+	got, err := rep.Receive(context.Background(), 2, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if got[i] != grad[i] {
+			t.Fatalf("element %d = %v, want %v", i, got[i], grad[i])
 		}
 	}
 }

@@ -99,13 +99,17 @@ func (r *Replicator) handle(msg []byte) {
 		r.dropped++
 		return
 	}
+	got := b.got
 	if b.step == -1 {
-		b.step, b.got = step, 0
+		got = 0
 	}
-	if off != b.got || n > len(b.data)-off || len(msg) != chunkHeader+4*n {
+	// Checked before a free buffer is claimed: a malformed chunk must not
+	// hold the buffer for a step that then never completes.
+	if off != got || n > len(b.data)-off || len(msg) != chunkHeader+4*n {
 		r.dropped++
 		return
 	}
+	b.step, b.got = step, got
 	getFloats(b.data[off:off+n], msg[chunkHeader:])
 	b.got += n
 	select {
