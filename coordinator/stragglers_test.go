@@ -28,6 +28,10 @@ func TestFindStragglers(t *testing.T) {
 		{"one report only", map[string]WorkerInfo{"b": load(0.30, 3, 0), "c": {}}, nil},
 		{"not a member", map[string]WorkerInfo{"a": load(0.10, 3, 0), "c": load(0.10, 3, 0), "d": load(0.5, 3, 0)}, nil},
 		{"two members", map[string]WorkerInfo{"a": load(0.10, 3, 0), "c": load(0.30, 3, 0)}, []string{"c"}},
+		// etcd is writable by every worker: absurd values are ignored.
+		{"an absurd compute time", map[string]WorkerInfo{"a": load(0, 3, 0), "b": load(1e300, 3, 0), "c": load(0, 3, 0)}, nil},
+		{"a negative compute time", map[string]WorkerInfo{"a": load(0.10, 3, 0), "b": load(-5, 3, 0), "c": load(0.30, 3, 0)}, []string{"c"}},
+		{"a report from the future", map[string]WorkerInfo{"a": load(0.10, 3, 0), "b": load(0.30, 3, -time.Hour), "c": load(0.10, 3, 0)}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -36,6 +40,9 @@ func TestFindStragglers(t *testing.T) {
 				got = append(got, s.Worker)
 				if s.Ratio < stragglerRatio || s.ComputeS <= s.PeersS {
 					t.Errorf("straggler %+v: ratio below the threshold", s)
+				}
+				if _, err := json.Marshal(s); err != nil {
+					t.Errorf("straggler %+v does not encode: %v", s, err)
 				}
 			}
 			if !reflect.DeepEqual(got, tc.want) {
