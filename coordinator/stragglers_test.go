@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -73,6 +74,13 @@ func TestRegistrationUpdate(t *testing.T) {
 	var got WorkerInfo
 	if err := json.Unmarshal(resp.Kvs[0].Value, &got); err != nil || got.Load == nil || got.Load.ComputeS != 0.25 || resp.Kvs[0].Lease == 0 {
 		t.Fatalf("published %s (lease %x), want the load report under the lease", resp.Kvs[0].Value, resp.Kvs[0].Lease)
+	}
+	// Values the coordinator would ignore are refused.
+	if err := reg.Update(ctx, WorkerInfo{ID: "w2"}); err == nil {
+		t.Error("Update with another id succeeded")
+	}
+	if err := reg.Update(ctx, WorkerInfo{ID: "w1", Host: strings.Repeat("h", MaxWorkerInfoBytes)}); err == nil {
+		t.Error("Update over MaxWorkerInfoBytes succeeded")
 	}
 	if err := reg.Close(); err != nil {
 		t.Fatal(err)
