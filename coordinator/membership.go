@@ -174,6 +174,15 @@ func (r *Registration) Update(ctx context.Context, info WorkerInfo) error {
 	if err != nil {
 		return fmt.Errorf("encode worker info: %w", err)
 	}
+	// The coordinator ignores a value that names another id or is over
+	// MaxWorkerInfoBytes; refuse it here, before it replaces the value a
+	// re-registration would publish.
+	if !strings.HasSuffix(r.key, "/"+info.ID) {
+		return fmt.Errorf("update %s: worker id %q is not the registered one", r.key, info.ID)
+	}
+	if len(val) > MaxWorkerInfoBytes {
+		return fmt.Errorf("update %s: worker info is %d bytes, over the limit of %d", r.key, len(val), MaxWorkerInfoBytes)
+	}
 	r.mu.Lock()
 	r.value = string(val)
 	lease := r.lease

@@ -43,7 +43,23 @@ const (
 	// loadFresh is how old a load report may be and still count (workers
 	// publish every few seconds).
 	loadFresh = 30 * time.Second
+	// maxComputeS bounds a published compute time: etcd is writable by
+	// every worker, and an absurd value (1e300 s against a peer's 0) made
+	// the ratio +Inf, which encoding/json refuses, failing every GET of
+	// the job.
+	maxComputeS = 24 * 3600
 )
+
+// usable says whether a load report read from etcd may be used now: a
+// compute time within [0, maxComputeS] and a time stamp no further than
+// loadFresh from now either way (a future one would stay fresh forever).
+func (l *WorkerLoad) usable(now time.Time) bool {
+	if l == nil || !(l.ComputeS >= 0 && l.ComputeS <= maxComputeS) {
+		return false
+	}
+	age := now.Sub(l.At)
+	return age <= loadFresh && age >= -loadFresh
+}
 
 // findStragglers compares the members' fresh load reports for the job's
 // generation. Fewer than two members with a report: none.
@@ -51,7 +67,7 @@ func findStragglers(job string, gen uint64, members []string, live map[string]Wo
 	compute := map[string]float64{}
 	for _, m := range members {
 		w, ok := live[m]
-		if !ok || w.Load == nil || w.Load.Job != job || w.Load.Generation != gen || now.Sub(w.Load.At) > loadFresh || !(w.Load.ComputeS >= 0) {
+		if !ok || !w.Load.usable(now) || w.Load.Job != job || w.Load.Generation != gen {
 			continue
 		}
 		compute[m] = w.Load.ComputeS
@@ -104,16 +120,18 @@ func (b *loadBoard) stragglers(j Job, now time.Time) []Straggler {
 	return findStragglers(j.ID, j.Generation, j.Members, live, now)
 }
 
-// computeS is every live worker's published compute seconds per step.
+// computeS is every live worker's usable published compute seconds per
+// step.
 func (b *loadBoard) computeS() map[string]float64 {
 	if b == nil {
 		return nil
 	}
+	now := time.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := map[string]float64{}
 	for id, w := range b.live {
-		if w.Load != nil {
+		if w.Load.usable(now) {
 			out[id] = w.Load.ComputeS
 		}
 	}

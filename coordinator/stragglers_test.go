@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -28,6 +29,10 @@ func TestFindStragglers(t *testing.T) {
 		{"one report only", map[string]WorkerInfo{"b": load(0.30, 3, 0), "c": {}}, nil},
 		{"not a member", map[string]WorkerInfo{"a": load(0.10, 3, 0), "c": load(0.10, 3, 0), "d": load(0.5, 3, 0)}, nil},
 		{"two members", map[string]WorkerInfo{"a": load(0.10, 3, 0), "c": load(0.30, 3, 0)}, []string{"c"}},
+		// etcd is writable by every worker: absurd values are ignored.
+		{"an absurd compute time", map[string]WorkerInfo{"a": load(0, 3, 0), "b": load(1e300, 3, 0), "c": load(0, 3, 0)}, nil},
+		{"a negative compute time", map[string]WorkerInfo{"a": load(0.10, 3, 0), "b": load(-5, 3, 0), "c": load(0.30, 3, 0)}, []string{"c"}},
+		{"a report from the future", map[string]WorkerInfo{"a": load(0.10, 3, 0), "b": load(0.30, 3, -time.Hour), "c": load(0.10, 3, 0)}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -36,6 +41,9 @@ func TestFindStragglers(t *testing.T) {
 				got = append(got, s.Worker)
 				if s.Ratio < stragglerRatio || s.ComputeS <= s.PeersS {
 					t.Errorf("straggler %+v: ratio below the threshold", s)
+				}
+				if _, err := json.Marshal(s); err != nil {
+					t.Errorf("straggler %+v does not encode: %v", s, err)
 				}
 			}
 			if !reflect.DeepEqual(got, tc.want) {
@@ -66,6 +74,13 @@ func TestRegistrationUpdate(t *testing.T) {
 	var got WorkerInfo
 	if err := json.Unmarshal(resp.Kvs[0].Value, &got); err != nil || got.Load == nil || got.Load.ComputeS != 0.25 || resp.Kvs[0].Lease == 0 {
 		t.Fatalf("published %s (lease %x), want the load report under the lease", resp.Kvs[0].Value, resp.Kvs[0].Lease)
+	}
+	// Values the coordinator would ignore are refused.
+	if err := reg.Update(ctx, WorkerInfo{ID: "w2"}); err == nil {
+		t.Error("Update with another id succeeded")
+	}
+	if err := reg.Update(ctx, WorkerInfo{ID: "w1", Host: strings.Repeat("h", MaxWorkerInfoBytes)}); err == nil {
+		t.Error("Update over MaxWorkerInfoBytes succeeded")
 	}
 	if err := reg.Close(); err != nil {
 		t.Fatal(err)

@@ -84,8 +84,10 @@ func Run(ctx context.Context, o Options) error {
 		o.HangTimeout = DefaultHangTimeout(ring)
 	}
 	host, _ := os.Hostname()
-	started := time.Now().UTC()
-	reg, err := coordinator.Register(ctx, o.Etcd, o.Cluster, coordinator.WorkerInfo{ID: o.ID, Host: host, StartedAt: started}, o.LeaseTTL)
+	// One WorkerInfo for the first registration, every re-join and every
+	// load report, so that they publish the same start time.
+	self := coordinator.WorkerInfo{ID: o.ID, Host: host, StartedAt: time.Now().UTC()}
+	reg, err := coordinator.Register(ctx, o.Etcd, o.Cluster, self, o.LeaseTTL)
 	if err != nil {
 		return fmt.Errorf("register worker %s: %w", o.ID, err)
 	}
@@ -133,7 +135,7 @@ func Run(ctx context.Context, o Options) error {
 				// report was refused) but membership may look unchanged to the
 				// coordinator. Leaving and re-joining makes it form a new
 				// generation, which resumes from the last committed checkpoint.
-				if reg, err = rejoin(ctx, o, reg, host); err != nil {
+				if reg, err = rejoin(ctx, o, reg, self); err != nil {
 					return err
 				}
 			}
@@ -160,7 +162,7 @@ func Run(ctx context.Context, o Options) error {
 				}
 			}
 			if stop() {
-				if reg, err = rejoin(ctx, o, reg, host); err != nil {
+				if reg, err = rejoin(ctx, o, reg, self); err != nil {
 					return err
 				}
 				continue
@@ -174,14 +176,14 @@ func Run(ctx context.Context, o Options) error {
 			// this generation has committed past its start, so replaying it would
 			// redo work. Leaving and re-joining forms a fresh generation.
 			o.Log.Warn("assignment is older than the job's last commit; re-joining", "job", a.Job, "generation", a.Generation)
-			if reg, err = rejoin(ctx, o, reg, host); err != nil {
+			if reg, err = rejoin(ctx, o, reg, self); err != nil {
 				return err
 			}
 			continue
 		}
 		cur = startRun(ctx, o, a, rank)
 		go watchRun(ctx, cur, reg, o.HangTimeout, o.Metrics, o.Log)
-		go publishLoad(ctx, o, cur, reg, coordinator.WorkerInfo{ID: o.ID, Host: host, StartedAt: started})
+		go publishLoad(ctx, o, cur, reg, self)
 	}
 }
 
@@ -194,7 +196,7 @@ func staleAssignment(ctx context.Context, o Options, a coordinator.Assignment) b
 
 // rejoin drops the worker's registration, waits long enough for the
 // coordinator to notice (a lease TTL covers its debounce), and registers again.
-func rejoin(ctx context.Context, o Options, reg *coordinator.Registration, host string) (*coordinator.Registration, error) {
+func rejoin(ctx context.Context, o Options, reg *coordinator.Registration, self coordinator.WorkerInfo) (*coordinator.Registration, error) {
 	o.Log.Info("leaving and re-joining so that a new generation forms", "after", o.LeaseTTL)
 	if err := reg.Close(); err != nil {
 		o.Log.Warn("leave", "err", err)
@@ -204,7 +206,7 @@ func rejoin(ctx context.Context, o Options, reg *coordinator.Registration, host 
 		return nil, ctx.Err()
 	case <-time.After(o.LeaseTTL):
 	}
-	reg, err := coordinator.Register(ctx, o.Etcd, o.Cluster, coordinator.WorkerInfo{ID: o.ID, Host: host, StartedAt: time.Now().UTC()}, o.LeaseTTL)
+	reg, err := coordinator.Register(ctx, o.Etcd, o.Cluster, self, o.LeaseTTL)
 	if err != nil {
 		return nil, fmt.Errorf("re-register worker %s: %w", o.ID, err)
 	}

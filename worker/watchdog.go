@@ -47,7 +47,9 @@ func watchRun(ctx context.Context, r *run, reg *coordinator.Registration, timeou
 	if timeout <= 0 {
 		return
 	}
-	tick := time.NewTicker(timeout / 8)
+	// At least a millisecond: a tiny -hang-timeout (under 8 ns) would
+	// make the period zero, on which NewTicker panics.
+	tick := time.NewTicker(max(timeout/8, time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {

@@ -531,6 +531,44 @@ const leaderStallLimit = 10 * time.Second
 
 // finishedAt is when a container's process last exited, by Docker's
 // record: the precise moment a kill took effect.
+// firstExit is when the first container's process exited after issued
+// (zero: none did), for a fault that stops several containers.
+func (c *cluster) firstExit(issued time.Time) time.Time {
+	var first time.Time
+	for _, svc := range allServices {
+		if at, err := c.finishedAt(svc); err == nil && at.After(issued) && (first.IsZero() || at.Before(first)) {
+			first = at
+		}
+	}
+	return first
+}
+
+// startAll starts etcd and NATS, waits for them, then every modcoord
+// container. `docker start` of several containers starts them one after
+// the other; each is started on its own instead, all at once.
+func (c *cluster) startAll() error {
+	start := func(svcs ...string) error {
+		errs := make([]error, len(svcs))
+		var wg sync.WaitGroup
+		for i, svc := range svcs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = c.docker(2*time.Minute, "start", container(svc))
+			}()
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+	if err := start("etcd", "nats"); err != nil {
+		return err
+	}
+	if err := c.waitInfra(60 * time.Second); err != nil {
+		return err
+	}
+	return start(allServices[2:]...)
+}
+
 func (c *cluster) finishedAt(svc string) (time.Time, error) {
 	out, err := c.docker(30*time.Second, "inspect", "-f", "{{.State.FinishedAt}}", container(svc))
 	if err != nil {
@@ -1222,33 +1260,10 @@ func injectRestartAll(f *faultCtx) error {
 	// The fault is when the first process exited: the cluster started to
 	// go down then (the stop signals reach the containers one by one).
 	issued := f.at
-	for _, svc := range allServices {
-		if at, err := c.finishedAt(svc); err == nil && at.After(issued) && (f.at == issued || at.Before(f.at)) {
-			f.at = at
-		}
+	if first := c.firstExit(issued); !first.IsZero() {
+		f.at = first
 	}
-	// `docker start` of several containers starts them one after the
-	// other; start each on its own instead, all at once.
-	startAll := func(svcs ...string) error {
-		errs := make([]error, len(svcs))
-		var wg sync.WaitGroup
-		for i, svc := range svcs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, errs[i] = c.docker(2*time.Minute, "start", container(svc))
-			}()
-		}
-		wg.Wait()
-		return errors.Join(errs...)
-	}
-	if err := startAll("etcd", "nats"); err != nil {
-		return err
-	}
-	if err := c.waitInfra(60 * time.Second); err != nil {
-		return err
-	}
-	if err := startAll(allServices[2:]...); err != nil {
+	if err := c.startAll(); err != nil {
 		return err
 	}
 	started := time.Now()

@@ -5,7 +5,6 @@ package chaos
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -400,35 +399,10 @@ func (c *cluster) restartAll(f *soakFault) error {
 		return err
 	}
 	// The fault is when the first process exited.
-	var first time.Time
-	for _, svc := range allServices {
-		if at, err := c.finishedAt(svc); err == nil && at.After(issued) && (first.IsZero() || at.Before(first)) {
-			first = at
-		}
-	}
-	if !first.IsZero() {
+	if first := c.firstExit(issued); !first.IsZero() {
 		f.Start = first
 	}
-	startAll := func(svcs ...string) error {
-		errs := make([]error, len(svcs))
-		var wg sync.WaitGroup
-		for i, svc := range svcs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, errs[i] = c.docker(2*time.Minute, "start", container(svc))
-			}()
-		}
-		wg.Wait()
-		return errors.Join(errs...)
-	}
-	if err := startAll("etcd", "nats"); err != nil {
-		return err
-	}
-	if err := c.waitInfra(60 * time.Second); err != nil {
-		return err
-	}
-	return startAll(allServices[2:]...)
+	return c.startAll()
 }
 
 // repair undoes whatever a failed injection left behind, without touching
