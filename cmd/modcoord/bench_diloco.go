@@ -308,4 +308,8 @@ func delayCopy(dst net.Conn, src net.Conn, delay time.Duration) {
 	}
 	dst.Close()
 	src.Close()
+	// After a failed write the reader may be blocked on a full q; closing
+	// src ends its Read, and draining lets it reach close(q) and exit.
+	for range q {
+	}
 }
