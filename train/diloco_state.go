@@ -150,15 +150,15 @@ func (t *Trainer) loadInnerState(path string, step int64) (err error) {
 	case int(rank) != t.cfg.Rank || int(world) != t.cfg.World || gotStep != step || gotN != uint64(n):
 		return fmt.Errorf("DiLoCo inner state %s: written by rank %d of %d at step %d for %d parameters, want rank %d of %d, step %d, %d", path, rank, world, gotStep, gotN, t.cfg.Rank, t.cfg.World, step, n)
 	}
-	if err := readFloats(r, t.opt.M); err != nil {
-		return fmt.Errorf("DiLoCo inner state %s: %w", path, err)
-	}
-	if err := readFloats(r, t.opt.V); err != nil {
-		return fmt.Errorf("DiLoCo inner state %s: %w", path, err)
-	}
+	// Hash the payload as it is read, not in a second pass over it.
 	h := sha256.New()
-	writeFloats(h, t.opt.M)
-	writeFloats(h, t.opt.V)
+	payload := io.TeeReader(r, h)
+	if err := readFloats(payload, t.opt.M); err != nil {
+		return fmt.Errorf("DiLoCo inner state %s: %w", path, err)
+	}
+	if err := readFloats(payload, t.opt.V); err != nil {
+		return fmt.Errorf("DiLoCo inner state %s: %w", path, err)
+	}
 	if !bytes.Equal(h.Sum(nil), hdr[32:]) {
 		return errors.New("DiLoCo inner state " + path + ": checksum mismatch, the file is damaged")
 	}
