@@ -105,6 +105,11 @@ func (t *Trainer) restoreDiLoCo(ctx context.Context, store *checkpoint.DirStore,
 	clear(t.opt.V)
 	d.innerRestored = false
 	t.step = m.Step
+	// A checkpoint holds global parameters, so the next round starts from
+	// them even when m.Step is not a boundary of this run's rounds (a
+	// final short round, another total): stepDiLoCo copies them only at
+	// boundaries, and an outer step against a stale global would be wrong.
+	copy(d.global, t.model.Params())
 	if m.World != t.cfg.World {
 		return nil
 	}

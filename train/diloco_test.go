@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -283,4 +284,39 @@ func TestDiLoCoInnerStateRejectsDamage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDiLoCoRestoreOffBoundaryStartsRoundThere: a checkpoint whose step
+// is not a boundary of the resumed run's rounds (inner_steps 2 then 3)
+// starts the round from the restored global parameters, so the outer step
+// at step 3 moves from them toward the worker's local parameters.
+func TestDiLoCoRestoreOffBoundaryStartsRoundThere(t *testing.T) {
+	ds := dilocoData(t)
+	two := jobspec.Sync{Mode: jobspec.SyncDiLoCo, InnerSteps: 2, OuterLR: 0.5, Compress: jobspec.CompressNone}
+	store, err := checkpoint.NewDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := dilocoRings(t, 1, 1, &two, ds)
+	stepAll(t, first, 2)
+	m := checkpointAll(t, first, store, 1)
+	global := slices.Clone(first[0].Model().Params())
+	stepAll(t, first, 1) // step 3 is an inner step of rounds of 2
+	local := first[0].Model().Params()
+
+	three := two
+	three.InnerSteps = 3
+	second := dilocoRings(t, 1, 2, &three, ds)
+	if err := second[0].Restore(context.Background(), store, m, false); err != nil {
+		t.Fatal(err)
+	}
+	if res := stepAll(t, second, 1); !res[0].Outer {
+		t.Fatalf("step 3 of rounds of 3: %+v, want an outer step", res[0])
+	}
+	want := make([]float32, len(global))
+	for i, g := range global {
+		d := float64(g) - float64(local[i])
+		want[i] = float32(float64(g) - 0.5*d)
+	}
+	sameParams(t, "outer step after an off-boundary restore", second[0].Model().Params(), want)
 }
