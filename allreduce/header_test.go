@@ -12,9 +12,10 @@ func TestHeaderRoundTrip(t *testing.T) {
 		{phase: phaseScalarBroadcast, from: 65535, gen: 1<<64 - 1, count: 3},
 		{phase: phaseHeartbeat, chunk: flagDone | flagHello},
 		{phase: phaseAbort, chunk: noSuspect, count: 7},
+		{phase: phaseReduceScatterInt8, from: 1, hop: 1, chunk: 2, count: 9},
 	}
 	for _, want := range tests {
-		msg := make([]byte, headerSize+int(want.count)*want.phase.elemSize())
+		msg := make([]byte, headerSize+int(want.phase.payloadBytes(want.count)))
 		want.put(msg)
 		got, err := parseHeader(msg)
 		if err != nil {
@@ -45,6 +46,12 @@ func TestParseHeaderRejects(t *testing.T) {
 		{"bad version", func() []byte { m := valid(); m[2] = 2; return m }},
 		{"phase 0", func() []byte { m := valid(); m[3] = 0; return m }},
 		{"phase past the last", func() []byte { m := valid(); m[3] = byte(phaseEnd); return m }},
+		{"int8 chunk without its scale", func() []byte {
+			h := header{phase: phaseReduceScatterInt8, count: 4}
+			msg := make([]byte, headerSize+4)
+			h.put(msg)
+			return msg
+		}},
 		{"count overflows", func() []byte { m := valid(); m[44], m[45], m[46], m[47] = 0xff, 0xff, 0xff, 0xff; return m }},
 	}
 	for _, tt := range tests {
@@ -61,6 +68,10 @@ func FuzzParseHeader(f *testing.F) {
 	seed := make([]byte, headerSize+8)
 	h.put(seed)
 	f.Add(seed)
+	i8 := header{phase: phaseReduceScatterInt8, count: 3}
+	seedInt8 := make([]byte, headerSize+int(i8.phase.payloadBytes(i8.count)))
+	i8.put(seedInt8)
+	f.Add(seedInt8)
 	f.Add([]byte{})
 	f.Add(make([]byte, headerSize))
 	f.Fuzz(func(t *testing.T, msg []byte) {
@@ -68,7 +79,7 @@ func FuzzParseHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if headerSize+int(h.count)*h.phase.elemSize() != len(msg) {
+		if uint64(headerSize)+h.phase.payloadBytes(h.count) != uint64(len(msg)) {
 			t.Fatalf("accepted %+v for %d bytes", h, len(msg))
 		}
 	})

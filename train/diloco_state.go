@@ -105,6 +105,11 @@ func (t *Trainer) restoreDiLoCo(ctx context.Context, store *checkpoint.DirStore,
 	clear(t.opt.V)
 	d.innerRestored = false
 	t.step = m.Step
+	// A checkpoint holds global parameters, so the next round starts from
+	// them even when m.Step is not a boundary of this run's rounds (a
+	// final short round, another total): stepDiLoCo copies them only at
+	// boundaries, and an outer step against a stale global would be wrong.
+	copy(d.global, t.model.Params())
 	if m.World != t.cfg.World {
 		return nil
 	}
@@ -150,15 +155,15 @@ func (t *Trainer) loadInnerState(path string, step int64) (err error) {
 	case int(rank) != t.cfg.Rank || int(world) != t.cfg.World || gotStep != step || gotN != uint64(n):
 		return fmt.Errorf("DiLoCo inner state %s: written by rank %d of %d at step %d for %d parameters, want rank %d of %d, step %d, %d", path, rank, world, gotStep, gotN, t.cfg.Rank, t.cfg.World, step, n)
 	}
-	if err := readFloats(r, t.opt.M); err != nil {
-		return fmt.Errorf("DiLoCo inner state %s: %w", path, err)
-	}
-	if err := readFloats(r, t.opt.V); err != nil {
-		return fmt.Errorf("DiLoCo inner state %s: %w", path, err)
-	}
+	// Hash the payload as it is read, not in a second pass over it.
 	h := sha256.New()
-	writeFloats(h, t.opt.M)
-	writeFloats(h, t.opt.V)
+	payload := io.TeeReader(r, h)
+	if err := readFloats(payload, t.opt.M); err != nil {
+		return fmt.Errorf("DiLoCo inner state %s: %w", path, err)
+	}
+	if err := readFloats(payload, t.opt.V); err != nil {
+		return fmt.Errorf("DiLoCo inner state %s: %w", path, err)
+	}
 	if !bytes.Equal(h.Sum(nil), hdr[32:]) {
 		return errors.New("DiLoCo inner state " + path + ": checksum mismatch, the file is damaged")
 	}

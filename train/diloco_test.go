@@ -3,6 +3,10 @@ package train
 import (
 	"context"
 	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,4 +238,85 @@ func TestDiLoCoRestoreRejectsOtherMode(t *testing.T) {
 	if err := dl[0].Restore(context.Background(), store, m, false); err == nil {
 		t.Fatal("an every-step checkpoint restored into a DiLoCo trainer")
 	}
+}
+
+// TestDiLoCoInnerStateRejectsDamage: a damaged inner-state file (cut
+// short, a payload byte flipped, another rank's header) fails the restore
+// with an error naming the problem, and leaves the moments at zero.
+func TestDiLoCoInnerStateRejectsDamage(t *testing.T) {
+	ds := dilocoData(t)
+	s := jobspec.DefaultDiLoCo(2)
+	for _, tt := range []struct {
+		name   string
+		damage func(b []byte) []byte
+		want   string
+	}{
+		{"cut short", func(b []byte) []byte { return b[:len(b)-1] }, "bytes, a model of"},
+		{"payload flipped", func(b []byte) []byte { b[len(b)-1] ^= 1; return b }, "checksum mismatch"},
+		{"other rank", func(b []byte) []byte { b[8] = 7; return b }, "written by rank 7"},
+		{"bad magic", func(b []byte) []byte { b[0] = 'X'; return b }, "not an inner-state file"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			store, err := checkpoint.NewDirStore(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := dilocoRings(t, 1, 1, &s, ds)
+			stepAll(t, first, 2)
+			m := checkpointAll(t, first, store, 1)
+			path := filepath.Join(store.StepDir(m.Job, m.Step, m.Generation), InnerStateFile(0, 1))
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, tt.damage(b), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			second := dilocoRings(t, 1, 2, &s, ds)
+			err = second[0].Restore(context.Background(), store, m, false)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("restore from a damaged inner state: %v, want %q", err, tt.want)
+			}
+			for i, v := range second[0].opt.M {
+				if v != 0 || second[0].opt.V[i] != 0 {
+					t.Fatalf("moment %d = %v, %v after a failed restore, want 0", i, v, second[0].opt.V[i])
+				}
+			}
+		})
+	}
+}
+
+// TestDiLoCoRestoreOffBoundaryStartsRoundThere: a checkpoint whose step
+// is not a boundary of the resumed run's rounds (inner_steps 2 then 3)
+// starts the round from the restored global parameters, so the outer step
+// at step 3 moves from them toward the worker's local parameters.
+func TestDiLoCoRestoreOffBoundaryStartsRoundThere(t *testing.T) {
+	ds := dilocoData(t)
+	two := jobspec.Sync{Mode: jobspec.SyncDiLoCo, InnerSteps: 2, OuterLR: 0.5, Compress: jobspec.CompressNone}
+	store, err := checkpoint.NewDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := dilocoRings(t, 1, 1, &two, ds)
+	stepAll(t, first, 2)
+	m := checkpointAll(t, first, store, 1)
+	global := slices.Clone(first[0].Model().Params())
+	stepAll(t, first, 1) // step 3 is an inner step of rounds of 2
+	local := first[0].Model().Params()
+
+	three := two
+	three.InnerSteps = 3
+	second := dilocoRings(t, 1, 2, &three, ds)
+	if err := second[0].Restore(context.Background(), store, m, false); err != nil {
+		t.Fatal(err)
+	}
+	if res := stepAll(t, second, 1); !res[0].Outer {
+		t.Fatalf("step 3 of rounds of 3: %+v, want an outer step", res[0])
+	}
+	want := make([]float32, len(global))
+	for i, g := range global {
+		d := float64(g) - float64(local[i])
+		want[i] = float32(float64(g) - 0.5*d)
+	}
+	sameParams(t, "outer step after an off-boundary restore", second[0].Model().Params(), want)
 }

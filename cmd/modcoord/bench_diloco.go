@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"time"
@@ -24,7 +25,30 @@ import (
 // server, and one rank that trains a fixed small model and prints one JSON
 // line per evaluation. They use a password on an isolated test network,
 // not the cluster's mutual TLS: they are a measurement harness, not a
-// deployment.
+// deployment, so both refuse any address but a loopback or private one
+// (benchAddrOK) and a short password.
+
+// benchMinPassword is the shortest password the benchmark commands take
+// (tools/diloco_bench.sh passes 32 random hex digits).
+const benchMinPassword = 16
+
+// benchAddrOK refuses an address the plain-text, password-only benchmark
+// NATS should never be reachable on or send its password to: anything
+// but a loopback, private (RFC 1918 / ULA) or link-local IP literal.
+func benchAddrOK(flag, host string) error {
+	ip := net.ParseIP(host)
+	if ip == nil || !(ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast()) {
+		return usageErrorf("%s %q: the DiLoCo benchmark uses a password without TLS, so it runs only on a loopback or private IP address; a cluster's NATS uses mutual TLS (modcoord coordinator, worker)", flag, host)
+	}
+	return nil
+}
+
+func benchPasswordOK(pw string) error {
+	if len(pw) < benchMinPassword {
+		return usageErrorf("--password: %d characters, the benchmark needs at least %d (tools/diloco_bench.sh generates one)", len(pw), benchMinPassword)
+	}
+	return nil
+}
 
 func newBenchDiLoCoNATSCmd() *cobra.Command {
 	var host, password string
@@ -35,6 +59,12 @@ func newBenchDiLoCoNATSCmd() *cobra.Command {
 		Hidden: true,
 		Args:   noSubcommandArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := benchAddrOK("--host", host); err != nil {
+				return err
+			}
+			if err := benchPasswordOK(password); err != nil {
+				return err
+			}
 			srv, err := embedded.StartNATS(embedded.NATSConfig{Host: host, Port: port,
 				Users: []*server.User{{Username: "bench", Password: password, Permissions: embedded.RingPermissions()}}})
 			if err != nil {
@@ -54,7 +84,7 @@ func newBenchDiLoCoNATSCmd() *cobra.Command {
 	fs := cmd.Flags()
 	fs.StringVar(&host, "host", "127.0.0.1", "address to listen on")
 	fs.IntVar(&port, "port", 4222, "port")
-	fs.StringVar(&password, "password", "", "password of user bench (required)")
+	fs.StringVar(&password, "password", "", "password of user bench (required, at least 16 characters)")
 	cmd.MarkFlagRequired("password")
 	return cmd
 }
@@ -93,11 +123,27 @@ func newBenchDiLoCoRankCmd() *cobra.Command {
 			optim := mod.DefaultOptim()
 			optim.LR = 3e-3
 			const batch = 16
+			if o.steps < 1 || o.evalEvery < 1 || o.evalWindows < 1 {
+				return usageErrorf("--steps %d, --eval-every %d, --eval-windows %d: each needs at least 1", o.steps, o.evalEvery, o.evalWindows)
+			}
+			if err := benchPasswordOK(o.password); err != nil {
+				return err
+			}
+			u, err := url.Parse(o.nats)
+			if err != nil {
+				return usageErrorf("--nats %q: %v", o.nats, err)
+			}
+			if err := benchAddrOK("--nats", u.Hostname()); err != nil {
+				return err
+			}
 			var sync *jobspec.Sync
 			if o.mode == jobspec.SyncDiLoCo {
 				s := jobspec.DefaultDiLoCo(o.inner)
 				s.OuterLR, s.OuterMomentum, s.Compress = o.outerLR, o.outerMomentum, o.compress
 				sync = &s
+				if o.inner < 1 {
+					return usageErrorf("--inner-steps %d: need at least 1", o.inner)
+				}
 				if o.evalEvery%o.inner != 0 {
 					return usageErrorf("--eval-every %d: DiLoCo evaluates global parameters only, so use a multiple of --inner-steps %d", o.evalEvery, o.inner)
 				}
@@ -262,4 +308,8 @@ func delayCopy(dst net.Conn, src net.Conn, delay time.Duration) {
 	}
 	dst.Close()
 	src.Close()
+	// After a failed write the reader may be blocked on a full q; closing
+	// src ends its Read, and draining lets it reach close(q) and exit.
+	for range q {
+	}
 }
