@@ -136,16 +136,12 @@ func (c *controller) schedule(ctx context.Context, job Job, liveSet map[string]W
 	case job.Status == StatusWaiting && members == nil && job.Live == len(live):
 		return
 	}
-	alive := make(map[string]bool, len(live))
-	for _, id := range live {
-		alive[id] = true
-	}
 	var mem *MemoryResume
 	if len(members) > 0 {
-		if c.awaitReports(job, alive) {
+		if c.awaitReports(job, liveSet) {
 			return
 		}
-		mem = decideMemory(job, alive)
+		mem = decideMemory(job, holdersAlive(job, liveSet))
 	}
 	cmd := Command{Type: CmdStartGeneration, Job: job.ID, At: time.Now().UTC(),
 		StartGeneration: &StartGenerationCommand{Generation: job.Generation + 1, Members: members, Live: len(live), Memory: mem}}

@@ -212,7 +212,21 @@ func (s *fsmState) startGeneration(j *Job, c Command) error {
 	if g.Memory != nil {
 		resume = g.Memory.Step
 	}
-	j.Memory = nil
+	// A running generation's workers keep their state while the job waits
+	// for workers (fewer alive than min_workers): the generation that
+	// ends the wait may resume from it. Any generation with members
+	// consumes the source, from memory or not.
+	switch {
+	case n == 0 && j.Status == StatusRunning && !j.Spec.Sync.IsDiLoCo():
+		j.MemorySource = &MemorySource{Generation: j.Generation, Members: slices.Clone(j.Members), StartStep: j.StartStep, FormedAt: j.GenerationAt}
+	case n == 0 && j.Status == StatusWaiting:
+		// waiting again: the source, and its reports, stay
+	default:
+		j.MemorySource = nil
+	}
+	if j.MemorySource == nil {
+		j.Memory = nil
+	}
 	// A committed checkpoint (or a memory decision) proves that every rank
 	// ran its steps, but rank 0's progress reports may not have caught up
 	// with it (they are coalesced, and lost when rank 0 dies). Those steps were spent: not
@@ -226,8 +240,13 @@ func (s *fsmState) startGeneration(j *Job, c Command) error {
 	j.Live = g.Live
 	j.StartStep = resume
 	j.ResumeFrom = j.Checkpoint.Clone()
-	j.Ledger.StepsDone = resume
-	j.Ledger.FLOPsUsed = j.Ledger.FLOPsAt(resume)
+	// While a memory source waits, the progress it reached stands: the
+	// generation that ends the wait settles it (from memory, or back to
+	// the checkpoint, when the steps since count as redone).
+	if j.MemorySource == nil || resume > j.Ledger.StepsDone {
+		j.Ledger.StepsDone = resume
+		j.Ledger.FLOPsUsed = j.Ledger.FLOPsAt(resume)
+	}
 	j.Pending = nil
 	if n == 0 {
 		j.Status = StatusWaiting

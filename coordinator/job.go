@@ -104,10 +104,16 @@ type Job struct {
 	// ResumeMemory is set when the current generation resumed from its
 	// workers' memory (at StartStep) rather than from ResumeFrom.
 	ResumeMemory *MemoryResume `json:"resume_memory,omitempty"`
-	// Memory holds the current generation's memory reports, one per
-	// worker, sorted by worker: its runs stopped, holding these ranges.
+	// Memory holds the memory reports of the generation the next one may
+	// resume from (the current one while the job runs; MemorySource while
+	// it waits), one per worker, sorted by worker: its runs stopped,
+	// holding these ranges.
 	Memory []MemoryReport `json:"memory,omitempty"`
-	Ledger Ledger         `json:"ledger"`
+	// MemorySource is set while the job waits for workers after a running
+	// generation: that generation's workers keep their state through the
+	// wait, so the generation that ends it may still resume from memory.
+	MemorySource *MemorySource `json:"memory_source,omitempty"`
+	Ledger       Ledger        `json:"ledger"`
 	// Recent holds the last RecentProgress progress reports, oldest first.
 	Recent []ProgressPoint `json:"recent,omitempty"`
 	// Val is the last validation loss rank 0 reported (nil: none yet).
@@ -154,6 +160,11 @@ func (j *Job) clone() Job {
 	c.Pending = j.Pending.Clone()
 	c.ResumeFrom = j.ResumeFrom.Clone()
 	c.ResumeMemory = j.ResumeMemory.Clone()
+	if j.MemorySource != nil {
+		src := *j.MemorySource
+		src.Members = slices.Clone(j.MemorySource.Members)
+		c.MemorySource = &src
+	}
 	if j.Memory != nil {
 		c.Memory = make([]MemoryReport, len(j.Memory))
 		for i, r := range j.Memory {

@@ -20,6 +20,30 @@ import (
 // checkpoint, the next generation resumes from their memory at the newest
 // such step (MemoryResume) instead of from disk.
 
+// MemorySource is a stopped running generation whose workers may still
+// hold the job's state in memory.
+type MemorySource struct {
+	Generation uint64   `json:"generation"`
+	Members    []string `json:"members"`
+	StartStep  int64    `json:"start_step"`
+	// FormedAt is when the generation formed: a member whose process
+	// started later cannot hold its state.
+	FormedAt time.Time `json:"formed_at,omitzero"`
+}
+
+// memorySource is the generation whose workers' memory the job's next
+// generation may resume from: the current one while the job runs, the
+// last running one while it waits for workers; ok is false otherwise.
+func (j *Job) memorySource() (src MemorySource, ok bool) {
+	switch {
+	case j.Status == StatusRunning:
+		return MemorySource{Generation: j.Generation, Members: j.Members, StartStep: j.StartStep, FormedAt: j.GenerationAt}, true
+	case j.Status == StatusWaiting && j.MemorySource != nil:
+		return *j.MemorySource, true
+	}
+	return MemorySource{}, false
+}
+
 // MaxMemoryWorld bounds the world size a memory report or decision may
 // name, before anything is allocated for it.
 const MaxMemoryWorld = 4096
@@ -30,6 +54,10 @@ const MaxMemoryWorld = 4096
 type MemoryReport struct {
 	Generation uint64 `json:"generation"`
 	Worker     string `json:"worker"`
+	// WorkerStartedAt is the reporting process's registered start time:
+	// a worker restarted under the same id holds nothing, and the leader
+	// ignores the reports of its earlier process (zero: not known).
+	WorkerStartedAt time.Time `json:"worker_started_at,omitzero"`
 	// World is the generation's size, whose layout the ranks refer to.
 	World  int         `json:"world"`
 	Ranges []HeldRange `json:"ranges"`
@@ -114,22 +142,27 @@ func (r MemoryReport) holds(q int, step int64) bool {
 	return false
 }
 
-// memoryReport records one worker's holdings for the current generation.
+// memoryReport records one worker's holdings for the memory source: the
+// current generation, or while the job waits, the last running one.
 // Only what the protocol can produce is accepted: the worker is a member,
 // the ranges are its own rank and its left neighbour's, each at one or two
 // steps this generation can have reached.
 func (j *Job) memoryReport(c Command) error {
 	r := c.Memory
-	if err := j.checkCurrent(r.Generation); err != nil {
-		return err
+	src, ok := j.memorySource()
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: job is %s, with no generation whose memory it could resume from", ErrConflict, j.Status)
+	case r.Generation != src.Generation:
+		return fmt.Errorf("%w: generation %d is not %d, the one the next generation may resume from", ErrStale, r.Generation, src.Generation)
 	}
-	own := slices.Index(j.Members, r.Worker)
-	w := len(j.Members)
+	own := slices.Index(src.Members, r.Worker)
+	w := len(src.Members)
 	switch {
 	case own < 0:
-		return fmt.Errorf("%w: worker %q is not a member of generation %d", ErrStale, r.Worker, j.Generation)
+		return fmt.Errorf("%w: worker %q is not a member of generation %d", ErrStale, r.Worker, src.Generation)
 	case r.World != w:
-		return fmt.Errorf("%w: world %d, generation %d has %d members", ErrInvalid, r.World, j.Generation, w)
+		return fmt.Errorf("%w: world %d, generation %d has %d members", ErrInvalid, r.World, src.Generation, w)
 	case len(r.Ranges) < 1 || len(r.Ranges) > 2:
 		return fmt.Errorf("%w: %d ranges; a worker holds its own and at most its neighbour's", ErrInvalid, len(r.Ranges))
 	}
@@ -146,8 +179,8 @@ func (j *Job) memoryReport(c Command) error {
 			return fmt.Errorf("%w: range %d: step %d reported twice", ErrInvalid, h.Rank, h.Steps[0])
 		}
 		for _, s := range h.Steps {
-			if s < j.StartStep || s > j.Ledger.TotalSteps {
-				return fmt.Errorf("%w: range %d at step %d, outside generation %d's steps %d..%d", ErrInvalid, h.Rank, s, j.Generation, j.StartStep, j.Ledger.TotalSteps)
+			if s < src.StartStep || s > j.Ledger.TotalSteps {
+				return fmt.Errorf("%w: range %d at step %d, outside generation %d's steps %d..%d", ErrInvalid, h.Rank, s, src.Generation, src.StartStep, j.Ledger.TotalSteps)
 			}
 		}
 	}
@@ -169,27 +202,28 @@ func (j *Job) memoryReport(c Command) error {
 }
 
 // checkMemoryResume checks a start-generation command's memory decision
-// against the reports recorded for the job's current generation.
+// against the reports recorded for the job's memory source.
 func (j *Job) checkMemoryResume(m *MemoryResume, members int) error {
 	var committed int64
 	if j.Checkpoint != nil {
 		committed = j.Checkpoint.Step
 	}
+	src, ok := j.memorySource()
 	switch {
 	case members == 0:
 		return fmt.Errorf("%w: a waiting generation resumes nothing from memory", ErrInvalid)
-	case j.Status != StatusRunning || m.From != j.Generation:
+	case !ok || m.From != src.Generation:
 		return fmt.Errorf("%w: memory of generation %d, the job is %s in generation %d", ErrStale, m.From, j.Status, j.Generation)
-	case !slices.Equal(m.Members, j.Members):
-		return fmt.Errorf("%w: memory decision names members %v, generation %d has %v", ErrInvalid, m.Members, j.Generation, j.Members)
+	case !slices.Equal(m.Members, src.Members):
+		return fmt.Errorf("%w: memory decision names members %v, generation %d has %v", ErrInvalid, m.Members, src.Generation, src.Members)
 	}
 	// The checks a worker makes of the decision (world bound, one holder
 	// per range, owner or right neighbour), then the leader's own.
 	if err := m.Validate(j.Ledger.TotalSteps); err != nil {
 		return fmt.Errorf("%w: memory decision: %w", ErrInvalid, err)
 	}
-	if m.Step < committed || m.Step < j.StartStep {
-		return fmt.Errorf("%w: memory step %d is outside %d..%d (after the last checkpoint and the generation's start)", ErrInvalid, m.Step, max(1, committed, j.StartStep), j.Ledger.TotalSteps)
+	if m.Step < committed || m.Step < src.StartStep {
+		return fmt.Errorf("%w: memory step %d is outside %d..%d (after the last checkpoint and the generation's start)", ErrInvalid, m.Step, max(1, committed, src.StartStep), j.Ledger.TotalSteps)
 	}
 	for q, h := range m.Holders {
 		worker := m.Members[h]
@@ -202,13 +236,14 @@ func (j *Job) checkMemoryResume(m *MemoryResume, members int) error {
 }
 
 // decideMemory picks the newest step at which every range of the job's
-// current generation is held by a live worker that reported it, not older
+// memory source is held by a live worker that reported it, not older
 // than the last committed checkpoint; nil when there is none (the state is
 // gone: the next generation resumes from the checkpoint). The owner of a
 // range is preferred to its replica.
 func decideMemory(j Job, live map[string]bool) *MemoryResume {
-	w := len(j.Members)
-	if j.Status != StatusRunning || w == 0 || len(j.Memory) == 0 {
+	src, ok := j.memorySource()
+	w := len(src.Members)
+	if !ok || w == 0 || len(j.Memory) == 0 {
 		return nil
 	}
 	reports := map[string]MemoryReport{}
@@ -227,23 +262,23 @@ func decideMemory(j Job, live map[string]bool) *MemoryResume {
 	if j.Checkpoint != nil {
 		floor = max(floor, j.Checkpoint.Step)
 	}
-	floor = max(floor, j.StartStep)
+	floor = max(floor, src.StartStep)
 	for i := len(steps) - 1; i >= 0 && steps[i] >= floor; i-- {
 		s := steps[i]
 		holders := make([]int, w)
 		ok := true
 		for q := 0; q < w && ok; q++ {
 			switch {
-			case reports[j.Members[q]].holds(q, s):
+			case reports[src.Members[q]].holds(q, s):
 				holders[q] = q
-			case reports[j.Members[(q+1)%w]].holds(q, s):
+			case reports[src.Members[(q+1)%w]].holds(q, s):
 				holders[q] = (q + 1) % w
 			default:
 				ok = false
 			}
 		}
 		if ok {
-			return &MemoryResume{From: j.Generation, Step: s, Members: slices.Clone(j.Members), Holders: holders}
+			return &MemoryResume{From: src.Generation, Step: s, Members: slices.Clone(src.Members), Holders: holders}
 		}
 	}
 	return nil
@@ -260,16 +295,22 @@ type memoryWait struct {
 // generation of job: some live member of the current generation has not
 // reported its memory yet, and the wait has not run out. It arms wake for
 // the end of the wait.
-func (c *controller) awaitReports(job Job, live map[string]bool) bool {
+func (c *controller) awaitReports(job Job, live map[string]WorkerInfo) bool {
 	// DiLoCo's inner steps are local, so no rank can replay a peer's
 	// range: its workers keep no memory to report (they resume from the
 	// last outer-boundary checkpoint), and waiting for reports is waste.
-	if job.Status != StatusRunning || c.memoryWait <= 0 || job.Spec.Sync.IsDiLoCo() {
+	src, ok := job.memorySource()
+	if !ok || c.memoryWait <= 0 || job.Spec.Sync.IsDiLoCo() {
 		return false
 	}
 	missing := 0
-	for _, m := range job.Members {
-		if live[m] && !slices.ContainsFunc(job.Memory, func(r MemoryReport) bool { return r.Worker == m }) {
+	for _, m := range src.Members {
+		info, ok := live[m]
+		// A member restarted since the generation formed holds nothing
+		// and will not report (its clock against the leader's: a skew
+		// only makes the leader wait, or decide without the report).
+		restarted := !src.FormedAt.IsZero() && info.StartedAt.After(src.FormedAt)
+		if ok && !restarted && !slices.ContainsFunc(job.Memory, func(r MemoryReport) bool { return r.Worker == m }) {
 			missing++
 		}
 	}
@@ -288,6 +329,22 @@ func (c *controller) awaitReports(job Job, live map[string]bool) bool {
 	}
 	c.wake.Reset(left)
 	return true
+}
+
+// holdersAlive are the live workers whose memory reports, if any, come
+// from the process alive now: a report made before its worker restarted
+// under the same id names state that is gone.
+func holdersAlive(job Job, live map[string]WorkerInfo) map[string]bool {
+	alive := make(map[string]bool, len(live))
+	for id := range live {
+		alive[id] = true
+	}
+	for _, r := range job.Memory {
+		if info, ok := live[r.Worker]; ok && !r.WorkerStartedAt.IsZero() && !r.WorkerStartedAt.Equal(info.StartedAt) {
+			alive[r.Worker] = false
+		}
+	}
+	return alive
 }
 
 // PickMembers is the leader's choice of a generation's members among the

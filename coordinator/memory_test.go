@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func memoryCmd(job string, gen uint64, worker string, world int, ranges ...HeldRange) Command {
@@ -181,5 +182,108 @@ func TestInMemoryResumeMayCheckpointItsStartStep(t *testing.T) {
 	mustApply(t, f, genCmd("job-000001", 3, 3, "a", "b")) // from the checkpoint of step 10
 	if _, err := apply(f, shardCmd("job-000001", 3, 10, 0, 0, 50)); !errors.Is(err, ErrStale) {
 		t.Fatalf("rewriting the checkpoint a generation resumed from: %v, want stale", err)
+	}
+}
+
+// TestInMemorySurvivesWaiting: when a kill leaves fewer live workers than
+// min_workers, the job waits with no members; the stopped generation's
+// reports (including one that arrives during the wait) carry through it,
+// and the generation that ends the wait resumes from their memory. The
+// ledger's progress stands through the wait and nothing counts as redone.
+func TestInMemorySurvivesWaiting(t *testing.T) {
+	const job = "job-000001"
+	f := memoryJob(t)
+	for s := int64(11); s <= 13; s++ {
+		mustApply(t, f, progressCmd(job, 1, s, "a"))
+	}
+	mustApply(t, f, memoryCmd(job, 1, "a", 4, held(0, 12, 13), held(3, 12, 13)))
+	mustApply(t, f, memoryCmd(job, 1, "b", 4, held(1, 12, 13), held(0, 12, 13)))
+	mustApply(t, f, genCmd(job, 2, 3)) // d died: the job waits
+	j, _ := f.Job(job)
+	if j.Status != StatusWaiting || j.MemorySource == nil || j.MemorySource.Generation != 1 || len(j.Memory) != 2 {
+		t.Fatalf("waiting: status %s, source %+v, %d reports; want generation 1's two reports kept", j.Status, j.MemorySource, len(j.Memory))
+	}
+	if j.Ledger.StepsDone != 13 {
+		t.Fatalf("steps done %d while waiting, want 13 (the progress stands until the next generation settles it)", j.Ledger.StepsDone)
+	}
+	// c's report arrives during the wait; reports naming the waiting
+	// generation, or another worker's ranges, are still refused.
+	mustApply(t, f, memoryCmd(job, 1, "c", 4, held(2, 12, 13), held(1, 12, 13)))
+	if _, err := apply(f, memoryCmd(job, 2, "c", 4, held(2, 13))); !errors.Is(err, ErrStale) {
+		t.Fatalf("a report for the waiting generation: %v, want stale", err)
+	}
+	if _, err := apply(f, memoryCmd(job, 1, "c", 4, held(3, 13))); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a report of a range c cannot hold: %v, want invalid", err)
+	}
+	mustApply(t, f, genCmd(job, 3, 3)) // still waiting: nothing is lost
+	j, _ = f.Job(job)
+	m := decideMemory(j, map[string]bool{"a": true, "b": true, "c": true})
+	if m == nil || m.From != 1 || m.Step != 13 || !equalInts(m.Holders, []int{0, 1, 2, 0}) {
+		t.Fatalf("decision while waiting: %+v, want step 13 of generation 1 with a serving d's range", m)
+	}
+	c := genCmd(job, 4, 3, "a", "b") // c still serves its range: it is live
+	c.StartGeneration.Memory = m
+	mustApply(t, f, c)
+	j, _ = f.Job(job)
+	if j.StartStep != 13 || j.ResumeMemory == nil || j.MemorySource != nil || len(j.Memory) != 0 {
+		t.Fatalf("after the wait: start %d, resume %+v, source %+v, %d reports", j.StartStep, j.ResumeMemory, j.MemorySource, len(j.Memory))
+	}
+	if redone := j.Ledger.FLOPsSpent - j.Ledger.FLOPsUsed; redone != 0 {
+		t.Fatalf("redone FLOPs %g after a memory resume across a wait, want 0", redone)
+	}
+
+	// A wait that ends on the checkpoint instead (the memory is gone)
+	// counts the steps since it as redone.
+	f = memoryJob(t)
+	for s := int64(11); s <= 13; s++ {
+		mustApply(t, f, progressCmd(job, 1, s, "a"))
+	}
+	mustApply(t, f, genCmd(job, 2, 2))
+	mustApply(t, f, genCmd(job, 3, 2, "x", "y"))
+	j, _ = f.Job(job)
+	if j.StartStep != 10 || j.Ledger.StepsDone != 10 || j.MemorySource != nil {
+		t.Fatalf("from the checkpoint after a wait: start %d, done %d, source %+v", j.StartStep, j.Ledger.StepsDone, j.MemorySource)
+	}
+	if redone := j.Ledger.FLOPsSpent - j.Ledger.FLOPsUsed; redone != 3*j.Ledger.FLOPsPerStep {
+		t.Fatalf("redone FLOPs %g, want 3 steps' %g", redone, 3*j.Ledger.FLOPsPerStep)
+	}
+}
+
+// TestInMemoryIgnoresRestartedWorkers: a worker restarted under the same
+// id holds nothing. The leader does not wait for its report, and a report
+// its earlier process made is not used: the ranges come from replicas.
+func TestInMemoryIgnoresRestartedWorkers(t *testing.T) {
+	const job = "job-000001"
+	f := memoryJob(t)
+	j, _ := f.Job(job)
+	formed := j.GenerationAt
+	before, after := formed.Add(-time.Minute), formed.Add(time.Minute)
+	report := func(w string, started time.Time, ranges ...HeldRange) {
+		c := memoryCmd(job, 1, w, 4, ranges...)
+		c.Memory.WorkerStartedAt = started
+		mustApply(t, f, c)
+	}
+	report("a", before, held(0, 12), held(3, 12))
+	report("b", before, held(1, 12), held(0, 12))
+	report("c", before, held(2, 12), held(1, 12))
+	j, _ = f.Job(job)
+	live := map[string]WorkerInfo{
+		"a": {ID: "a", StartedAt: before},
+		"b": {ID: "b", StartedAt: after}, // restarted after reporting
+		"c": {ID: "c", StartedAt: before},
+		"d": {ID: "d", StartedAt: after}, // restarted before reporting
+	}
+	ctl := &controller{memoryWait: time.Hour, memWaits: map[string]memoryWait{}, wake: time.NewTimer(time.Hour), log: testLogger()}
+	defer ctl.wake.Stop()
+	if ctl.awaitReports(j, live) {
+		t.Fatal("the leader waits for d, which restarted since the generation formed and holds nothing")
+	}
+	m := decideMemory(j, holdersAlive(j, live))
+	if m == nil || !equalInts(m.Holders, []int{0, 2, 2, 0}) {
+		t.Fatalf("decision %+v, want holders [0 2 2 0]: b's report is from its earlier process", m)
+	}
+	live["d"] = WorkerInfo{ID: "d", StartedAt: before} // alive all along, not reported yet
+	if !ctl.awaitReports(j, live) {
+		t.Fatal("the leader does not wait for d, a member that may still report")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/yaml"
 
 	"github.com/modcoord/modcoord/allreduce"
 	"github.com/modcoord/modcoord/coordinator"
@@ -218,6 +219,86 @@ func TestInMemoryWorkerLossLosesAtMostOneStep(t *testing.T) {
 	}
 	t.Logf("killed %s at step ≥8 of generation %d (newest step reached %d); generation %d resumed from memory at step %d: %d step(s) lost, first step %.2fs after the kill; final sha256 equals the undisturbed run's",
 		victim, gen, reached, j.Generation, j.StartStep, lost, took.Seconds())
+}
+
+// TestInMemoryWorkerRestartEndsTheWait is the chaos soak's worker kill:
+// min_workers equals the world (3), so the kill leaves too few workers and
+// the job waits with no members until the worker comes back under the
+// same id, holding nothing. The survivors keep their state through the
+// wait; the generation that ends it resumes from their memory (the
+// restarted worker's range from its right neighbour's replica), at most
+// one step before the newest step reached, with no checkpoint read, and
+// ends bit for bit as an undisturbed three-rank run.
+func TestInMemoryWorkerRestartEndsTheWait(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	const steps = 24
+	spec, _ := testSpec(t, steps, 3, steps) // checkpoint only at the end
+	spec.Batch, spec.MinWorkers = 12, 3
+	spec.BudgetFLOPs = float64(steps) * spec.Model.TrainFLOPs(spec.Batch).Total()
+	raw, err := yaml.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecovery(steps)
+	c, err := Start(ctx, Options{Dir: t.TempDir(), DataRoot: dataRoot(t), Workers: 3, OnStep: rec.onStep, OnTrainer: rec.onTrainer,
+		RingDeadline: 5 * time.Second, Log: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sub, err := c.Client.Submit(ctx, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, ctx, c, sub.ID, func(j coordinator.Job) bool { return j.Ledger.StepsDone >= 8 || ended(j) })
+	if ended(j) || len(j.Members) != 3 {
+		t.Fatalf("before the fault: job %s with members %v", j.Status, j.Members)
+	}
+	gen, victim := j.Generation, j.Members[1]
+	c.KillWorker(victim)
+	j = waitJob(t, ctx, c, sub.ID, func(j coordinator.Job) bool { return j.Status == coordinator.StatusWaiting || ended(j) })
+	if j.Status != coordinator.StatusWaiting || j.MemorySource == nil || j.MemorySource.Generation != gen {
+		t.Fatalf("after the kill: job %s, memory source %+v; want waiting with generation %d's memory", j.Status, j.MemorySource, gen)
+	}
+	restarted := time.Now()
+	if err := c.StartWorker(victim); err != nil {
+		t.Fatal(err)
+	}
+	j = waitJob(t, ctx, c, sub.ID, ended)
+	if j.Status != coordinator.StatusCompleted || j.Ledger.StepsDone != steps {
+		t.Fatalf("job ended %s at %d/%d steps: %s", j.Status, j.Ledger.StepsDone, steps, j.Reason)
+	}
+	if j.ResumeMemory == nil || j.ResumeMemory.From != gen {
+		t.Fatalf("the last generation %d resumed from memory %+v, checkpoint %+v; want the memory of generation %d", j.Generation, j.ResumeMemory, j.ResumeFrom, gen)
+	}
+	rec.mu.Lock()
+	reached := rec.last[gen]
+	took := rec.first[j.Generation].Sub(restarted)
+	final := rec.final
+	rec.mu.Unlock()
+	if lost := reached - j.StartStep; lost < 0 || lost > 1 {
+		t.Fatalf("generation %d reached step %d; generation %d resumed at %d: %d steps lost, want at most 1", gen, reached, j.Generation, j.StartStep, lost)
+	}
+	var regs []prometheus.Gatherer
+	for _, id := range j.Members {
+		regs = append(regs, c.WorkerMetrics(id))
+	}
+	if reads := counter(t, regs, "modcoord_checkpoint_shard_reads_total", ""); reads != 0 {
+		t.Fatalf("the workers read %v checkpoint shards; resuming from memory reads none", reads)
+	}
+	if n := counter(t, regs, "modcoord_resumes_total", "memory"); n != 3 {
+		t.Fatalf("%v resumes from memory, want 3", n)
+	}
+	if redone := j.Ledger.FLOPsSpent - j.Ledger.FLOPsUsed; redone > j.Ledger.FLOPsPerStep {
+		t.Fatalf("ledger: %g FLOPs redone, more than one step's %g", redone, j.Ledger.FLOPsPerStep)
+	}
+	want := undisturbed(t, spec, 3, steps)
+	if got, w := paramsSHA(final), paramsSHA(want); got != w {
+		t.Fatalf("final parameters sha256 %s, an undisturbed three-rank run gives %s", got, w)
+	}
+	t.Logf("killed %s in generation %d (newest step %d); the job waited; generation %d resumed from memory at step %d, first step %.2fs after the restart",
+		victim, gen, reached, j.Generation, j.StartStep, took.Seconds())
 }
 
 // TestInMemoryReshardsToASmallerGeneration kills rank 2 of a four-worker

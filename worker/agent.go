@@ -64,6 +64,10 @@ type Options struct {
 	// held is the last stopped run's in-memory state, served to peers
 	// (set by Run).
 	held *heldState
+	// startedAt is this process's start, as registered (set by Run): its
+	// memory reports carry it, so that the leader can tell them from the
+	// reports of an earlier process with the same id.
+	startedAt time.Time
 }
 
 // Run registers the worker and trains whatever the coordinator assigns it,
@@ -87,6 +91,7 @@ func Run(ctx context.Context, o Options) error {
 	// One WorkerInfo for the first registration, every re-join and every
 	// load report, so that they publish the same start time.
 	self := coordinator.WorkerInfo{ID: o.ID, Host: host, StartedAt: time.Now().UTC()}
+	o.startedAt = self.StartedAt
 	reg, err := coordinator.Register(ctx, o.Etcd, o.Cluster, self, o.LeaseTTL)
 	if err != nil {
 		return fmt.Errorf("register worker %s: %w", o.ID, err)

@@ -244,7 +244,7 @@ func reportMemory(ctx context.Context, o Options, a coordinator.Assignment, s *p
 	}
 	ctx, cancel := context.WithTimeout(ctx, ringWait(o))
 	defer cancel()
-	err := o.Coordinator.ReportMemory(ctx, a.Job, coordinator.MemoryReport{Generation: a.Generation, Worker: o.ID, World: len(a.Members), Ranges: ranges})
+	err := o.Coordinator.ReportMemory(ctx, a.Job, coordinator.MemoryReport{Generation: a.Generation, Worker: o.ID, WorkerStartedAt: o.startedAt, World: len(a.Members), Ranges: ranges})
 	if err != nil {
 		log.Warn("report memory state", "err", err)
 		return false
