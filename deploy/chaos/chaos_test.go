@@ -679,7 +679,10 @@ type genInfo struct {
 	Status    coordinator.JobStatus
 	Members   []string
 	StartStep int64
-	SeenAt    time.Time
+	// FromMemory: the generation resumed from its workers' memory, not
+	// from a checkpoint read from disk.
+	FromMemory bool
+	SeenAt     time.Time
 }
 
 type leaderObs struct {
@@ -790,7 +793,7 @@ func (tr *tracker) pollOnce() {
 	}
 	if _, ok := tr.gens[j.Generation]; !ok && j.Generation > 0 {
 		tr.gens[j.Generation] = genInfo{Gen: j.Generation, At: j.GenerationAt, Status: j.Status,
-			Members: slices.Clone(j.Members), StartStep: j.StartStep, SeenAt: now}
+			Members: slices.Clone(j.Members), StartStep: j.StartStep, FromMemory: j.ResumeMemory != nil, SeenAt: now}
 	}
 }
 

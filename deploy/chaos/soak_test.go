@@ -77,6 +77,10 @@ type soakFault struct {
 	Resume    time.Duration `json:"resume_ns"`
 	Resumed   bool          `json:"resumed"`
 	StepsLost int64         `json:"steps_lost"`
+	// ResumedFrom is where the generation that resumed after the fault
+	// took its state: "memory", "checkpoint", "start" (nothing committed
+	// or held yet), or "" when the fault's generation itself went on.
+	ResumedFrom string `json:"resumed_from,omitempty"`
 }
 
 // drawSchedule is a pure function of the seed: the kinds, gaps, durations
@@ -484,6 +488,14 @@ func measureSoak(tr *tracker, f *soakFault, end time.Time) {
 		for _, g := range tr.gens {
 			if g.Gen == first.Generation {
 				start = g.StartStep
+				switch {
+				case g.FromMemory:
+					f.ResumedFrom = "memory"
+				case g.StartStep == 0:
+					f.ResumedFrom = "start"
+				default:
+					f.ResumedFrom = "checkpoint"
+				}
 			}
 		}
 		if start >= 0 {
@@ -498,6 +510,9 @@ type kindRow struct {
 	detect, resume      []time.Duration
 	lost                []int64
 	undetected, stalled int
+	// fromMemory and fromDisk count the faults after which a new
+	// generation resumed from memory, or from a checkpoint on disk.
+	fromMemory, fromDisk int
 }
 
 func median[T int64 | time.Duration](xs []T) T {
@@ -535,10 +550,16 @@ func soakTable(faults []*soakFault) string {
 			r.stalled++
 		}
 		r.lost = append(r.lost, f.StepsLost)
+		switch f.ResumedFrom {
+		case "memory":
+			r.fromMemory++
+		case "checkpoint":
+			r.fromDisk++
+		}
 	}
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KIND\tCOUNT\tDETECT MEDIAN\tDETECT WORST\tRESUME MEDIAN\tRESUME WORST\tSTEPS LOST (SUM, WORST)\tNOTES")
+	fmt.Fprintln(tw, "KIND\tCOUNT\tDETECT MEDIAN\tDETECT WORST\tRESUME MEDIAN\tRESUME WORST\tSTEPS LOST (SUM, WORST)\tRESUMED FROM (MEMORY, DISK)\tNOTES")
 	d := func(xs []time.Duration, f func([]time.Duration) time.Duration) string {
 		if len(xs) == 0 {
 			return "-"
@@ -569,12 +590,12 @@ func soakTable(faults []*soakFault) string {
 		if r.errs > 0 {
 			notes = append(notes, fmt.Sprintf("%d injection errors", r.errs))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d, %d\t%s\n", k, r.count,
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d, %d\t%d, %d\t%s\n", k, r.count,
 			d(r.detect, median[time.Duration]), d(r.detect, slices.Max[[]time.Duration]),
 			d(r.resume, median[time.Duration]), d(r.resume, slices.Max[[]time.Duration]),
-			sum, worst, strings.Join(notes, "; "))
+			sum, worst, r.fromMemory, r.fromDisk, strings.Join(notes, "; "))
 	}
-	fmt.Fprintf(tw, "all\t%d\t\t\t\t\t\t\n", total)
+	fmt.Fprintf(tw, "all\t%d\t\t\t\t\t\t\t\n", total)
 	tw.Flush()
 	return b.String()
 }
@@ -759,9 +780,13 @@ func TestChaosSoak(t *testing.T) {
 		if f.Resumed {
 			res = f.Resume.Round(10 * time.Millisecond).String()
 		}
-		fmt.Fprintf(&b, "  %2d %7s %-18s %-6s down %-6s healed %-7s detect %-7s resume %-7s lost %d%s\n", f.N,
+		from := ""
+		if f.ResumedFrom != "" {
+			from = " from " + f.ResumedFrom
+		}
+		fmt.Fprintf(&b, "  %2d %7s %-18s %-6s down %-6s healed %-7s detect %-7s resume %-7s lost %d%s%s\n", f.N,
 			f.Start.Sub(soakAt).Round(100*time.Millisecond), f.Kind, f.Target, f.Down.Round(100*time.Millisecond),
-			f.Healed.Sub(f.Start).Round(100*time.Millisecond), det, res, f.StepsLost, errNote(f.Err))
+			f.Healed.Sub(f.Start).Round(100*time.Millisecond), det, res, f.StepsLost, from, errNote(f.Err))
 	}
 	fmt.Printf("\n=== chaos soak ===\n%s\n", b.String())
 	_ = os.WriteFile(filepath.Join(c.artifacts, "soak.txt"), []byte(b.String()), 0o644)
