@@ -329,3 +329,89 @@ func selfSignedTLS(t *testing.T) (server, client *tls.Config) {
 	client = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	return server, client
 }
+
+// blackhole is a TCP proxy that can stop forwarding without closing
+// anything: what a client sees when a partition drops its packets.
+type blackhole struct {
+	ln   net.Listener
+	dead chan struct{}
+}
+
+func newBlackhole(t *testing.T, target string) *blackhole {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &blackhole{ln: ln, dead: make(chan struct{})}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); s.Close() })
+			go b.pipe(c, s)
+			go b.pipe(s, c)
+		}
+	}()
+	return b
+}
+
+// pipe copies until the hole closes, then reads and drops everything.
+func (b *blackhole) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			return
+		}
+		select {
+		case <-b.dead:
+			continue
+		default:
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+// TestNATSTransportNoticesADeadLink: when the link to the server silently
+// drops every packet, the client's pings go unanswered and it leaves the
+// connection (to reconnect) within natsMaxPingsOut ping intervals, rather
+// than after nats.go's default of minutes. (With the 5 s default the
+// 10 s bound below fails: the interval is what is tested.)
+func TestNATSTransportNoticesADeadLink(t *testing.T) {
+	url := natsServer(t, natsAuths(t)[0], 1<<20)
+	hole := newBlackhole(t, url[len("nats://"):])
+	disconnected := make(chan struct{}, 1)
+	tr, err := DialNATS(NATSOptions{URL: "nats://" + hole.ln.Addr().String(), User: "worker", Password: "s3cret", PingInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	tr.Conn().SetDisconnectErrHandler(func(*nats.Conn, error) {
+		select {
+		case disconnected <- struct{}{}:
+		default:
+		}
+	})
+	if _, err := tr.Listen("before", func([]byte) {}); err != nil {
+		t.Fatalf("subscribe on a live link: %v", err)
+	}
+	close(hole.dead)
+	t0 := time.Now()
+	select {
+	case <-disconnected:
+		t.Logf("dead link noticed after %v", time.Since(t0).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the connection still looks alive 10s after its link died (status %v)", tr.Conn().Status())
+	}
+}
