@@ -44,8 +44,9 @@ case "$CHAOS_MODE" in
 soak)
   run='^TestChaosSoak$'
   # The soak's job must outlast its schedule: 50 faults about 3 s apart,
-  # each costing a few seconds of training.
-  export CHAOS_STEPS="${CHAOS_STEPS:-5000}"
+  # each costing a few seconds of training, then 3 isolated worker kills
+  # about 15 s apart.
+  export CHAOS_STEPS="${CHAOS_STEPS:-7000}"
   ;;
 scenarios) run='^TestChaos$' ;;
 all) run='^TestChaos' ;;

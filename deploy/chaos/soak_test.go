@@ -524,6 +524,69 @@ func median[T int64 | time.Duration](xs []T) T {
 	return s[len(s)/2]
 }
 
+// touchesWorkers says whether a fault kind can take a worker's memory or
+// its ring away (coordinator kills and partitions cannot: the workers'
+// state survives them untouched).
+func touchesWorkers(kind string) bool {
+	switch kind {
+	case "leader-kill", "follower-kill", "partition-minority", "partition-majority":
+		return false
+	}
+	return true
+}
+
+// window is the span in which a fault holds something down: from its
+// start until it healed, widened by 5 s each side (a lease's expiry, the
+// leader's debounce) within which a second fault lands on the same
+// decision of the next generation.
+func (f *soakFault) window() (from, to time.Time) {
+	return f.Start.Add(-5 * time.Second), f.Healed.Add(5 * time.Second)
+}
+
+// workerKillReport attributes each worker kill: what the next generation
+// resumed from, the steps lost, and which other worker-touching faults
+// overlapped it. In-memory recovery's claim (at most one step lost, no
+// checkpoint read) is about a kill the survivors can serve: the isolated
+// ones; a kill that overlaps a second kill, a hang, a restart of
+// everything or the bus may find the state truly gone.
+func workerKillReport(faults []*soakFault) string {
+	var b strings.Builder
+	var isolated, fromMemory int
+	var worst int64
+	for _, f := range faults {
+		if f.Kind != "worker-kill" || f.Skipped != "" || f.Start.IsZero() {
+			continue
+		}
+		from, to := f.window()
+		var with []string
+		for _, o := range faults {
+			if o == f || o.Skipped != "" || o.Start.IsZero() || !touchesWorkers(o.Kind) {
+				continue
+			}
+			if ofrom, oto := o.window(); ofrom.Before(to) && oto.After(from) {
+				with = append(with, fmt.Sprintf("%d %s %s", o.N, o.Kind, o.Target))
+			}
+		}
+		resumed := f.ResumedFrom
+		if resumed == "" {
+			resumed = "the same generation"
+		}
+		overlap := "isolated"
+		if len(with) > 0 {
+			overlap = "with " + strings.Join(with, ", ")
+		} else {
+			isolated++
+			worst = max(worst, f.StepsLost)
+			if f.ResumedFrom == "memory" {
+				fromMemory++
+			}
+		}
+		fmt.Fprintf(&b, "  %2d %-3s lost %-3d from %-19s %s\n", f.N, f.Target, f.StepsLost, resumed, overlap)
+	}
+	return fmt.Sprintf("worker kills: %d isolated (no other worker, bus, storage or restart fault overlapping), %d of them resumed from memory, worst steps lost %d\n%s",
+		isolated, fromMemory, worst, b.String())
+}
+
 func soakTable(faults []*soakFault) string {
 	rows := map[string]*kindRow{}
 	for _, f := range faults {
@@ -598,6 +661,58 @@ func soakTable(faults []*soakFault) string {
 	fmt.Fprintf(tw, "all\t%d\t\t\t\t\t\t\t\n", total)
 	tw.Flush()
 	return b.String()
+}
+
+// isolatedCount is how many isolated worker kills follow the random
+// schedule (CHAOS_SOAK_ISOLATED, default 3).
+func isolatedCount(t *testing.T) int {
+	n := 3
+	if s := os.Getenv("CHAOS_SOAK_ISOLATED"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 0 {
+			t.Fatalf("CHAOS_SOAK_ISOLATED=%q: want a non-negative integer", s)
+		}
+		n = v
+	}
+	return n
+}
+
+// isolatedKills kills one worker at a time after the random schedule, each
+// once the job has trained 20 steps in a generation with its full world
+// and nothing else is down: at the schedule's density (a fault every 3 s)
+// almost every kill overlaps another fault, and in-memory recovery's
+// claim is about the kill the survivors can serve. Each is a fault of the
+// soak's tables; the victims follow from the seed.
+func isolatedKills(ctx context.Context, s *soaker, tr *tracker, seed uint64, after, n int) []*soakFault {
+	rng := rand.New(rand.NewPCG(seed^0x150147ed, seed))
+	var out []*soakFault
+	for i := range n {
+		f := &soakFault{N: after + i + 1, Kind: "worker-kill", Down: 2 * time.Second, Pick: rng.IntN(len(workers))}
+		out = append(out, f)
+		var from int64 = -1
+		var gen uint64
+		err := tr.waitFor(2*time.Minute, "a settled generation for an isolated kill", func(tr *tracker) bool {
+			j := tr.last
+			if j.Status.Terminal() {
+				return true
+			}
+			if j.Status != coordinator.StatusRunning || len(j.Members) != len(workers) {
+				return false
+			}
+			if j.Generation != gen {
+				gen, from = j.Generation, j.Ledger.StepsDone
+			}
+			return j.Ledger.StepsDone >= from+20
+		})
+		if err != nil || tr.snapshot().Status.Terminal() {
+			f.Skipped = "the job had ended, or no settled generation"
+			continue
+		}
+		s.inject(ctx, f)
+		// Apart from the next one by more than the report's overlap margin.
+		sleepFor(ctx, 10*time.Second)
+	}
+	return out
 }
 
 func TestChaosSoak(t *testing.T) {
@@ -685,6 +800,7 @@ func TestChaosSoak(t *testing.T) {
 	scheduleEnd := time.Now()
 	c.logf("soak: schedule of %d faults done in %s; repairing anything left over", nFaults, scheduleEnd.Sub(soakAt).Round(time.Second))
 	c.repair()
+	schedule = append(schedule, isolatedKills(ctx, s, tr, seed, nFaults, isolatedCount(t))...)
 
 	err = tr.waitFor(15*time.Minute, "the soak job to end", func(tr *tracker) bool { return tr.last.Status.Terminal() })
 	tr.stop()
@@ -788,6 +904,7 @@ func TestChaosSoak(t *testing.T) {
 			f.Start.Sub(soakAt).Round(100*time.Millisecond), f.Kind, f.Target, f.Down.Round(100*time.Millisecond),
 			f.Healed.Sub(f.Start).Round(100*time.Millisecond), det, res, f.StepsLost, from, errNote(f.Err))
 	}
+	b.WriteString("\n" + workerKillReport(schedule))
 	fmt.Printf("\n=== chaos soak ===\n%s\n", b.String())
 	_ = os.WriteFile(filepath.Join(c.artifacts, "soak.txt"), []byte(b.String()), 0o644)
 	if js, err := json.MarshalIndent(schedule, "", "  "); err == nil {
