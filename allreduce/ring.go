@@ -17,7 +17,8 @@ import (
 // driver every collective goes through, then the three protocols it
 // drives: ringPass (the reduce-scatter, and the ring all-gather),
 // gatherPass (the fan-out all-gather) and scalarPass. The message format
-// is in wire.go, the transports in transport.go and nats_transport.go.
+// is in wire.go, the transports in transport.go, nats_transport.go and
+// mem_transport.go.
 
 // Defaults for Config fields left zero.
 const (
