@@ -97,6 +97,16 @@ func elemBytes[F Float]() int {
 	return int(sizeOf(x))
 }
 
+// sizeOf is the byte size of an F, from a value of it.
+func sizeOf[F Float](F) uintptr {
+	var z F
+	switch any(z).(type) {
+	case float32:
+		return 4
+	}
+	return 8
+}
+
 // EnableBreakdown turns the per-op clock on (or off) for every replica and
 // clears it.
 func (p *Parallel[F]) EnableBreakdown(on bool) {

@@ -117,15 +117,6 @@ func (d *Decoder[F]) RoutedFraction() []float64 {
 	return out
 }
 
-func sizeOf[F Float](F) uintptr {
-	var z F
-	switch any(z).(type) {
-	case float32:
-		return 4
-	}
-	return 8
-}
-
 func (d *Decoder[F]) p(off, size int) []F { return d.params[off : off+size] }
 
 // Step feeds one token per row (tokens [batch]) and returns the logits for

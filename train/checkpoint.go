@@ -52,6 +52,16 @@ func (t *Trainer) CheckpointConfig() CheckpointConfig {
 	}
 }
 
+// dilocoSync is the sync setting a checkpoint records: nil when syncing
+// every step.
+func (t *Trainer) dilocoSync() *jobspec.Sync {
+	if t.dl == nil {
+		return nil
+	}
+	s := t.dl.sync
+	return &s
+}
+
 // ShardMeta is what this rank's shard of a checkpoint at the current step
 // says about itself. Every checkpoint is made from it, so it is also where
 // a non-finite state is refused (CheckFinite): no checkpoint is written
@@ -78,6 +88,16 @@ func (t *Trainer) ShardState() checkpoint.State {
 		return checkpoint.State{Params: t.model.Params()[d.outer.Lo:d.outer.Hi], AdamM: d.outer.M, AdamV: d.zeros}
 	}
 	return checkpoint.State{Params: t.model.Params()[t.opt.Lo:t.opt.Hi], AdamM: t.opt.M, AdamV: t.opt.V}
+}
+
+// ownRange is the range of the vector this rank owns in checkpoints and
+// the ring: AdamW's when syncing every step, the outer optimizer's in
+// DiLoCo (where AdamW covers everything).
+func (t *Trainer) ownRange() (lo, hi int) {
+	if t.dl != nil {
+		return t.dl.outer.Lo, t.dl.outer.Hi
+	}
+	return t.opt.Lo, t.opt.Hi
 }
 
 // Restore loads a committed checkpoint: all the parameters (every rank

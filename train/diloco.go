@@ -105,16 +105,6 @@ func (t *Trainer) OuterOptimizer() *shard.OuterOptimizer {
 	return t.dl.outer
 }
 
-// ownRange is the range of the vector this rank owns in checkpoints and
-// the ring: AdamW's when syncing every step, the outer optimizer's in
-// DiLoCo (where AdamW covers everything).
-func (t *Trainer) ownRange() (lo, hi int) {
-	if t.dl != nil {
-		return t.dl.outer.Lo, t.dl.outer.Hi
-	}
-	return t.opt.Lo, t.opt.Hi
-}
-
 // stepDiLoCo is one inner step, followed by the outer step when the step
 // ends a round.
 func (t *Trainer) stepDiLoCo(ctx context.Context) (StepResult, error) {

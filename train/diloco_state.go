@@ -15,7 +15,6 @@ import (
 
 	"github.com/modcoord/modcoord/atomicfile"
 	"github.com/modcoord/modcoord/checkpoint"
-	"github.com/modcoord/modcoord/jobspec"
 )
 
 // DiLoCo checkpoints are taken at outer boundaries only (jobspec refuses a
@@ -40,14 +39,6 @@ const innerHeaderSize = 8 + 4 + 4 + 8 + 8 + sha256.Size
 // InnerStateFile is the name of rank's inner-state file among world ranks.
 func InnerStateFile(rank, world int) string {
 	return fmt.Sprintf("diloco-inner-rank-%05d-of-%05d.bin", rank, world)
-}
-
-func (t *Trainer) dilocoSync() *jobspec.Sync {
-	if t.dl == nil {
-		return nil
-	}
-	s := t.dl.sync
-	return &s
 }
 
 // SaveRankState writes what a checkpoint of this rank needs beyond its

@@ -5,7 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
+	"unsafe"
 )
+
+// The wire format of the ring's messages: the phases, the fixed header
+// every message starts with, and the encoding of float32 and float64
+// payloads (int8 payloads are in int8.go).
 
 // phase says what a message is. Data phases belong to one kind of
 // collective; heartbeats and aborts to whichever collective seq names.
@@ -141,9 +147,6 @@ func (h *header) put(b []byte) {
 
 var errMalformed = errors.New("malformed message")
 
-// parseHeader decodes and checks the parts of a header that need no
-// context: size, magic, version, phase, and that count elements of the
-// phase's size are exactly what follows. It never indexes past msg.
 // senderOf reads only the from field of msg, for filtering before the
 // whole header is checked; ok is false when msg is too short to have one.
 func senderOf(msg []byte) (rank int, ok bool) {
@@ -153,6 +156,9 @@ func senderOf(msg []byte) (rank int, ok bool) {
 	return int(binary.LittleEndian.Uint16(msg[4:])), true
 }
 
+// parseHeader decodes and checks the parts of a header that need no
+// context: size, magic, version, phase, and that count elements of the
+// phase's size are exactly what follows. It never indexes past msg.
 func parseHeader(msg []byte) (header, error) {
 	if len(msg) < headerSize {
 		return header{}, fmt.Errorf("%w: %d bytes, header alone is %d", errMalformed, len(msg), headerSize)
@@ -192,4 +198,97 @@ func jobHash(job string) uint64 {
 	f := fnv.New64a()
 	f.Write([]byte(job))
 	return f.Sum64()
+}
+
+// The wire format is little-endian. On little-endian machines (all the
+// ones this runs on) a payload is reinterpreted in place instead of being
+// decoded element by element; the loops below are the portable fallback
+// for big-endian machines and misaligned buffers.
+
+// littleEndian is fixed at start-up and never written again.
+var littleEndian = func() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()
+
+// f32View is b as float32s when that is the wire interpretation.
+func f32View(b []byte) ([]float32, bool) {
+	if !littleEndian || len(b)%4 != 0 {
+		return nil, false
+	}
+	if len(b) == 0 {
+		return nil, true
+	}
+	if uintptr(unsafe.Pointer(&b[0]))%4 != 0 {
+		return nil, false
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4), true
+}
+
+// nativeBytes is the memory of f as bytes, for copying and socket I/O
+// between two buffers of the same machine.
+func nativeBytes(f []float32) []byte {
+	if len(f) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f))
+}
+
+// putF32 encodes src into dst (len(dst) == 4*len(src)).
+func putF32(dst []byte, src []float32) {
+	if littleEndian {
+		copy(dst, nativeBytes(src))
+		return
+	}
+	for i, v := range src {
+		binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
+	}
+}
+
+// getF32 decodes payload into dst (len(payload) == 4*len(dst)).
+func getF32(dst []float32, payload []byte) {
+	if littleEndian {
+		copy(nativeBytes(dst), payload)
+		return
+	}
+	for i := range dst {
+		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(payload[4*i:]))
+	}
+}
+
+// addF32 sets dst[i] = recv[i] + dst[i], recv being the encoded payload.
+// The received partial sum is always the left operand; see sumOrder.
+func addF32(dst []float32, payload []byte) {
+	if p, ok := f32View(payload); ok {
+		SumF32(dst, p, dst)
+		return
+	}
+	for i := range dst {
+		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(payload[4*i:])) + dst[i]
+	}
+}
+
+// addF32InPayload sets recv[i] = recv[i] + own[i] inside the encoded
+// payload, so a partial sum is forwarded without another buffer.
+func addF32InPayload(payload []byte, own []float32) {
+	if p, ok := f32View(payload); ok {
+		SumF32(p[:len(own)], p, own)
+		return
+	}
+	for i, o := range own {
+		b := payload[4*i:]
+		binary.LittleEndian.PutUint32(b, math.Float32bits(math.Float32frombits(binary.LittleEndian.Uint32(b))+o))
+	}
+}
+
+func putF64(dst []byte, src []float64) {
+	for i, v := range src {
+		binary.LittleEndian.PutUint64(dst[8*i:], math.Float64bits(v))
+	}
+}
+
+func getF64(dst []float64, payload []byte) {
+	for i := range dst {
+		dst[i] = math.Float64frombits(binary.LittleEndian.Uint64(payload[8*i:]))
+	}
 }
