@@ -193,10 +193,27 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // staleAssignment reports whether the job committed a checkpoint newer than
-// the one the assignment's generation started from.
+// the one the assignment's generation started from. When no coordinator
+// answers (no quorum, a partition) it counts the assignment as stale:
+// re-joining costs one generation, while replaying a generation that
+// committed past its start redoes its work (seen in the chaos soak).
 func staleAssignment(ctx context.Context, o Options, a coordinator.Assignment) bool {
-	view, err := o.Coordinator.Checkpoints(ctx, a.Job)
-	return err == nil && view.Checkpoint != nil && (a.Checkpoint == nil || view.Checkpoint.Step > a.Checkpoint.Step)
+	var err error
+	for attempt := range 3 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return true
+			case <-time.After(time.Second):
+			}
+		}
+		var view coordinator.CheckpointsView
+		if view, err = o.Coordinator.Checkpoints(ctx, a.Job); err == nil {
+			return view.Checkpoint != nil && (a.Checkpoint == nil || view.Checkpoint.Step > a.Checkpoint.Step)
+		}
+	}
+	o.Log.Warn("cannot tell whether the assignment is older than the job's last commit; re-joining to be safe", "job", a.Job, "generation", a.Generation, "err", err)
+	return true
 }
 
 // rejoin drops the worker's registration, waits long enough for the
