@@ -140,7 +140,7 @@ wait_for "the API through the Service $api_ip:7070" 120 mc status
 submit() {
   cat > "$work/$1.spec" <<EOF
 name: $1
-data: /opt/modcoord/data/tinyshakespeare.txt
+data: tinyshakespeare.txt
 model: {d_model: 32, layers: 2, heads: 2, seq_len: 32, capacity: 0.25}
 batch: 12
 min_workers: $2
@@ -151,7 +151,7 @@ keep_checkpoints: 3
 seed: 7
 EOF
   "$work/jobplan" -steps "$STEPS" < "$work/$1.spec" > "$work/$1.yaml"
-  mc submit --skip-data-check --json "$work/$1.yaml" > "$work/$1.submit"
+  mc submit --json "$work/$1.yaml" > "$work/$1.submit"
   [ "$(jq -r .steps "$work/$1.submit")" = "$STEPS" ] || die "job $1 buys $(jq -r .steps "$work/$1.submit") steps, want $STEPS"
   jq -r .id "$work/$1.submit"
 }
