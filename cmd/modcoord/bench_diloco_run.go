@@ -64,6 +64,9 @@ func (o *benchDiLoCoRun) sync() (*jobspec.Sync, error) {
 	if o.inner < 1 {
 		return nil, usageErrorf("--inner-steps %d: need at least 1", o.inner)
 	}
+	if o.warmup < 0 || o.warmup%o.inner != 0 {
+		return nil, usageErrorf("--sync-warmup %d: use a multiple of --inner-steps %d, so that rounds end where evaluations happen", o.warmup, o.inner)
+	}
 	if o.evalEvery%o.inner != 0 {
 		return nil, usageErrorf("--eval-every %d: DiLoCo evaluates global parameters only, so use a multiple of --inner-steps %d", o.evalEvery, o.inner)
 	}
