@@ -141,6 +141,7 @@ func (s *fsmState) submit(c Command) (SubmitResult, error) {
 			TotalSteps:   plan.Steps,
 			OuterFLOPs:   plan.OuterFLOPs,
 			InnerSteps:   innerSteps(spec),
+			WarmupSteps:  warmupSteps(spec),
 		},
 		RequestID: sub.RequestID,
 	}

@@ -56,10 +56,12 @@ type Ledger struct {
 	FLOPsPerStep float64 `json:"flops_per_step"`
 	TotalSteps   int64   `json:"total_steps"`
 	StepsDone    int64   `json:"steps_done"`
-	// OuterFLOPs and InnerSteps are a DiLoCo job's outer-step cost and
-	// round length (zero when syncing every step); see FLOPsAt.
-	OuterFLOPs float64 `json:"outer_flops,omitempty"`
-	InnerSteps int64   `json:"inner_steps,omitempty"`
+	// OuterFLOPs, InnerSteps and WarmupSteps are a DiLoCo job's
+	// outer-step cost, round length and every-step warm-up (zero when
+	// syncing every step); see FLOPsAt.
+	OuterFLOPs  float64 `json:"outer_flops,omitempty"`
+	InnerSteps  int64   `json:"inner_steps,omitempty"`
+	WarmupSteps int64   `json:"warmup_steps,omitempty"`
 	// FLOPsUsed is FLOPsAt(StepsDone): the budget the job's current
 	// progress consumed. It drops back when a generation resumes from an
 	// older checkpoint.

@@ -53,6 +53,12 @@ type Sync struct {
 	OuterMomentum float64 `json:"outer_momentum"`
 	Nesterov      bool    `json:"nesterov"`
 	Compress      string  `json:"compress,omitempty"`
+	// WarmupSteps is how many steps at the start of the job sync every
+	// step before the rounds begin (0: none), so that DiLoCo starts from
+	// a synchronously trained model as the paper starts from a pretrained
+	// one. A multiple of InnerSteps, so that rounds, checkpoints and
+	// evaluations keep their boundaries.
+	WarmupSteps int64 `json:"warmup_steps,omitempty"`
 }
 
 // DefaultDiLoCo is a DiLoCo setting with the paper's outer optimizer.
@@ -109,20 +115,26 @@ func (s *Sync) IsDiLoCo() bool { return s != nil && s.Mode == SyncDiLoCo }
 // Int8 reports whether outer gradients travel as int8.
 func (s *Sync) Int8() bool { return s.IsDiLoCo() && s.Compress == CompressInt8 }
 
-// OuterRounds is the number of outer steps in the first steps steps: one
-// after every inner_steps steps, and one after the last step if it ends a
-// short round (the job always ends on global parameters). 0 unless DiLoCo.
+// OuterRounds is the number of outer steps in the first steps steps of a
+// job: none during the warm-up, then one after every inner_steps steps,
+// and one after the last step if it ends a short round (the job always
+// ends on global parameters). 0 unless DiLoCo.
 func (s *Sync) OuterRounds(steps int64) int64 {
-	if !s.IsDiLoCo() || s.InnerSteps < 1 || steps <= 0 {
+	if !s.IsDiLoCo() || s.InnerSteps < 1 || steps <= s.WarmupSteps {
 		return 0
 	}
-	return (steps + s.InnerSteps - 1) / s.InnerSteps
+	return (steps - s.WarmupSteps + s.InnerSteps - 1) / s.InnerSteps
 }
+
+// InWarmup reports whether step (0-based) syncs every step: it comes
+// before the end of sync.warmup_steps.
+func (s *Sync) InWarmup(step int64) bool { return s.IsDiLoCo() && step < s.WarmupSteps }
 
 // IsOuterStep reports whether step (1-based) ends with an outer step when
 // the job runs total steps.
 func (s *Sync) IsOuterStep(step, total int64) bool {
-	return s.IsDiLoCo() && s.InnerSteps >= 1 && (step%s.InnerSteps == 0 || step == total)
+	return s.IsDiLoCo() && s.InnerSteps >= 1 && step > s.WarmupSteps &&
+		((step-s.WarmupSteps)%s.InnerSteps == 0 || step == total)
 }
 
 // OuterFLOPsPerParam is the arithmetic of one outer step per parameter,
@@ -154,8 +166,8 @@ func (s *Sync) validate(checkpointEvery, evalEvery int64) []error {
 	}
 	switch s.Mode {
 	case SyncEveryStep, "":
-		if s.InnerSteps != 0 || s.OuterLR != 0 || s.OuterMomentum != 0 || s.Nesterov || s.Compress != "" {
-			bad("mode", "%s takes no other sync fields; set mode: %s to use inner_steps, outer_lr, outer_momentum, nesterov or compress", SyncEveryStep, SyncDiLoCo)
+		if s.InnerSteps != 0 || s.OuterLR != 0 || s.OuterMomentum != 0 || s.Nesterov || s.Compress != "" || s.WarmupSteps != 0 {
+			bad("mode", "%s takes no other sync fields; set mode: %s to use inner_steps, outer_lr, outer_momentum, nesterov, compress or warmup_steps", SyncEveryStep, SyncDiLoCo)
 		}
 		return errs
 	case SyncDiLoCo:
@@ -177,6 +189,14 @@ func (s *Sync) validate(checkpointEvery, evalEvery int64) []error {
 	case CompressNone, CompressInt8:
 	default:
 		bad("compress", "%q is not an encoding; use %s (float32) or %s", truncate(s.Compress, 40), CompressNone, CompressInt8)
+	}
+	switch {
+	case s.WarmupSteps < 0 || s.WarmupSteps > MaxSteps:
+		bad("warmup_steps", "%d is out of range; use 0..%d steps that sync every step before the first round", s.WarmupSteps, int64(MaxSteps))
+	case innerOK && s.WarmupSteps%s.InnerSteps != 0:
+		// Rounds then end on multiples of inner_steps, where checkpoints
+		// and evaluations are allowed.
+		bad("warmup_steps", "%d is not a multiple of sync.inner_steps %d; use %d", s.WarmupSteps, s.InnerSteps, roundUp(s.WarmupSteps, s.InnerSteps))
 	}
 	// Checkpoints and evaluations happen on global parameters only: mid-round
 	// every worker holds different local ones.

@@ -43,6 +43,11 @@ func TestDiLoCoSpecValidation(t *testing.T) {
 		{"every-step with diloco fields", "sync: {mode: every-step, inner_steps: 10}\n", Sync{}, []string{"sync.mode", "takes no other sync fields"}},
 		{"checkpoints mid-round", "sync: {mode: diloco, inner_steps: 30}\n", Sync{}, []string{"checkpoint_every", "multiple of sync.inner_steps 30", "use 120"}},
 		{"not a string or object", "sync: [1, 2]\n", Sync{}, []string{"sync"}},
+		{"warm-up of whole rounds", "sync: {mode: diloco, inner_steps: 20, warmup_steps: 100}\n",
+			func() Sync { s := DefaultDiLoCo(20); s.WarmupSteps = 100; return s }(), nil},
+		{"warm-up mid-round", "sync: {mode: diloco, inner_steps: 20, warmup_steps: 50}\n", Sync{}, []string{"sync.warmup_steps", "multiple of sync.inner_steps 20", "use 60"}},
+		{"negative warm-up", "sync: {mode: diloco, inner_steps: 20, warmup_steps: -20}\n", Sync{}, []string{"sync.warmup_steps", "out of range"}},
+		{"every-step with a warm-up", "sync: {mode: every-step, warmup_steps: 100}\n", Sync{}, []string{"sync.mode", "takes no other sync fields"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,12 +80,14 @@ func TestDiLoCoSpecValidation(t *testing.T) {
 // TestDiLoCoBudgetExact: DiLoCo's steps are the most whose inner steps
 // and outer steps the budget pays for; one more would overspend.
 func TestDiLoCoBudgetExact(t *testing.T) {
-	for _, h := range []int64{1, 7, 20, 100, 5000} {
+	for _, tc := range []struct{ h, warmup int64 }{{1, 0}, {7, 0}, {20, 0}, {100, 0}, {5000, 0}, {7, 21}, {100, 300}, {100, 1_000_000}} {
+		h := tc.h
 		spec, err := Parse([]byte(dilocoBase), Limits{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		s := DefaultDiLoCo(h)
+		s.WarmupSteps = tc.warmup
 		spec.Sync = &s
 		spec.CheckpointEvery, spec.EvalEvery = h, h
 		plan, err := spec.Plan(Limits{})
@@ -102,6 +109,37 @@ func TestDiLoCoBudgetExact(t *testing.T) {
 		if every := int64(math.Floor(spec.BudgetFLOPs / plan.FLOPsPerStep)); plan.Steps > every {
 			t.Fatalf("H %d: DiLoCo buys %d steps, more than every-step's %d", h, plan.Steps, every)
 		}
+	}
+}
+
+// TestDiLoCoWarmupRounds: with sync.warmup_steps the first steps sync
+// every step and take no outer step; the rounds start after them, and a
+// short last round still ends with one.
+func TestDiLoCoWarmupRounds(t *testing.T) {
+	s := DefaultDiLoCo(10)
+	s.WarmupSteps = 20
+	for _, tt := range []struct {
+		step          int64 // 1-based for IsOuterStep, 0-based for InWarmup
+		warmup, outer bool
+		rounds        int64 // outer steps in the first step steps
+	}{
+		{0, true, false, 0}, {10, true, false, 0}, {19, true, false, 0},
+		{20, false, false, 0}, {21, false, false, 1}, {29, false, false, 1},
+		{30, false, true, 1}, {31, false, false, 2}, {40, false, true, 2}, {45, false, true, 3},
+	} {
+		if got := s.InWarmup(tt.step); got != tt.warmup {
+			t.Errorf("InWarmup(%d) = %v, want %v", tt.step, got, tt.warmup)
+		}
+		if got := s.IsOuterStep(tt.step, 45); got != tt.outer {
+			t.Errorf("IsOuterStep(%d, 45) = %v, want %v", tt.step, got, tt.outer)
+		}
+		if got := s.OuterRounds(tt.step); got != tt.rounds {
+			t.Errorf("OuterRounds(%d) = %d, want %d", tt.step, got, tt.rounds)
+		}
+	}
+	var every Sync
+	if every.InWarmup(0) || every.IsOuterStep(10, 10) || every.OuterRounds(10) != 0 {
+		t.Error("every-step sync has a warm-up or outer steps")
 	}
 }
 

@@ -14,8 +14,11 @@
 # tools/diloco_plot.py turns them into the table and plot.
 #
 # Needs root (ip netns, tc). Usage: tools/diloco_bench.sh [OUT]
-# Environment: STEPS (1000 in docs/diloco.md), RATE, DELAY, RUNS,
-# OUTER_LR, OUTER_MOMENTUM.
+# Environment: STEPS (4000 in docs/diloco.md), RATE, DELAY, RUNS,
+# OUTER_LR, OUTER_MOMENTUM, WARMUP (DiLoCo's defaults).
+# RUNS is a list of every-step and diloco:H[:option...] where an option is
+# int8, w=N (sync.warmup_steps), lr=X (outer lr) or mu=X (outer momentum),
+# e.g. "every-step diloco:20:w=100:lr=0.8:mu=0.6 diloco:100:int8".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/diloco-bench}
@@ -24,9 +27,11 @@ DELAY=${DELAY:-10ms}
 STEPS=${STEPS:-600}
 WORLD=4
 RUNS=${RUNS:-"every-step diloco:20 diloco:100 diloco:100:int8"}
-# DiLoCo's outer optimizer; the defaults are the paper's (0.7, 0.9).
+# DiLoCo's outer optimizer (the defaults are the paper's: 0.7, 0.9) and
+# every-step warm-up, unless a run names its own.
 OUTER_LR=${OUTER_LR:-0.7}
 OUTER_MOMENTUM=${OUTER_MOMENTUM:-0.9}
+WARMUP=${WARMUP:-0}
 mkdir -p "$OUT"
 BIN=$(mktemp -d)/modcoord
 GOFLAGS=-mod=mod go build -o "$BIN" ./cmd/modcoord
@@ -72,12 +77,26 @@ done
 sleep 1
 
 for run in $RUNS; do
-	IFS=: read -r mode inner compress <<<"$run"
+	IFS=: read -r mode inner opts <<<"$run"
 	args=(--mode "$mode" --steps "$STEPS" --world "$WORLD" --nats nats://127.0.0.1:4222 --password "$PW")
 	name=$mode
 	if [ "$mode" = diloco ]; then
-		args+=(--inner-steps "$inner" --eval-every "$inner" --compress "${compress:-none}" --outer-lr "$OUTER_LR" --outer-momentum "$OUTER_MOMENTUM")
-		name=diloco-h$inner${compress:+-$compress}-lr$OUTER_LR-mu$OUTER_MOMENTUM
+		compress=none lr=$OUTER_LR mu=$OUTER_MOMENTUM warmup=$WARMUP
+		IFS=: read -ra optv <<<"$opts"
+		for opt in "${optv[@]}"; do
+			case $opt in
+			int8) compress=int8 ;;
+			w=*) warmup=${opt#w=} ;;
+			lr=*) lr=${opt#lr=} ;;
+			mu=*) mu=${opt#mu=} ;;
+			*) echo "run $run: unknown option $opt" >&2; exit 2 ;;
+			esac
+		done
+		args+=(--inner-steps "$inner" --eval-every "$inner" --compress "$compress" --outer-lr "$lr" --outer-momentum "$mu" --sync-warmup "$warmup")
+		name=diloco-h$inner
+		[ "$compress" = int8 ] && name+=-int8
+		[ "$warmup" != 0 ] && name+=-w$warmup
+		name+=-lr$lr-mu$mu
 	else
 		args+=(--eval-every 20)
 	fi

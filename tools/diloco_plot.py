@@ -3,8 +3,9 @@
 
 usage: diloco_plot.py OUT_DIR PLOT.png
 Prints a Markdown table (bytes per token, wall-clock, final validation
-loss, time to the every-step run's final validation loss) and writes a
-plot of validation loss against wall-clock seconds.
+loss on the evaluated windows and on the whole validation split, time to
+the every-step run's final validation loss) and writes a plot of
+validation loss against wall-clock seconds and against steps.
 """
 import json
 import os
@@ -32,8 +33,9 @@ def main():
     target = runs["every-step"][-1]["val_loss"]
     base_bpt = None
     sync = runs["every-step"]
-    print("| run | steps | FLOPs | bus bytes/token | vs sync | wall-clock s | final val loss | vs sync | s to sync's final loss | sync's s to this run's final loss |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    target_all = sync[-1].get("val_loss_all")
+    print("| run | steps | FLOPs | bus bytes/token | vs sync | wall-clock s | final val loss | vs sync | all-window val loss | vs sync | s to sync's final loss | sync's s to this run's final loss |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def reach(pts, loss):
         return next((p["seconds"] for p in pts if p["val_loss"] <= loss), None)
@@ -46,9 +48,14 @@ def main():
             base_bpt = bpt
         own = reach(pts, target)
         theirs = reach(sync, last["val_loss"])
-        print("| %s | %d | %.6g | %.1f | %.0f× less | %.1f | %.4f | %+.2f%% | %s | %s |" % (
+        all_loss = last.get("val_loss_all")
+        if all_loss and target_all:
+            all_cols = "%.4f | %+.2f%%" % (all_loss, 100 * (all_loss / target_all - 1))
+        else:
+            all_cols = "- | -"
+        print("| %s | %d | %.6g | %.1f | %.0f× less | %.1f | %.4f | %+.2f%% | %s | %s | %s |" % (
             name, last["step"], last["flops"], bpt, base_bpt / bpt, last["seconds"], last["val_loss"],
-            100 * (last["val_loss"] / target - 1),
+            100 * (last["val_loss"] / target - 1), all_cols,
             "%.1f" % own if own is not None else "not reached",
             "%.1f (%.1f× longer)" % (theirs, theirs / last["seconds"]) if theirs is not None else "-"))
     try:
@@ -58,14 +65,22 @@ def main():
     except ImportError:
         print("matplotlib missing: no plot", file=sys.stderr)
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (by_time, by_step) = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     for name, pts in runs.items():
-        ax.plot([p["seconds"] for p in pts], [p["val_loss"] for p in pts], marker="o", ms=3, label=name)
-    ax.axhline(target, color="grey", ls=":", lw=1, label="every-step final")
-    ax.set_xlabel("wall-clock seconds (4 ranks, shaped links)")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title("DiLoCo vs every-step sync at equal steps")
-    ax.legend()
+        by_time.plot([p["seconds"] for p in pts], [p["val_loss"] for p in pts], marker="o", ms=2, lw=1, label=name)
+        by_step.plot([p["step"] for p in pts], [p["val_loss"] for p in pts], marker="o", ms=2, lw=1, label=name)
+    for ax in (by_time, by_step):
+        ax.axhline(target, color="grey", ls=":", lw=1, label="every-step final")
+        ax.set_ylim(top=min(3.0, ax.get_ylim()[1]))
+        ax.grid(alpha=0.3)
+    by_time.set_xscale("log")
+    by_time.set_xlabel("wall-clock seconds (4 ranks, shaped links; log scale)")
+    by_time.set_ylabel("validation loss (nats/token)")
+    by_time.set_title("against wall-clock")
+    by_step.set_xlabel("step (equal FLOPs per step in every run)")
+    by_step.set_title("against steps")
+    by_step.legend(fontsize=7)
+    fig.suptitle("DiLoCo vs every-step sync at equal FLOPs")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     print("plot: " + png, file=sys.stderr)

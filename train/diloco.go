@@ -110,9 +110,12 @@ func (t *Trainer) OuterOptimizer() *shard.OuterOptimizer {
 func (t *Trainer) stepDiLoCo(ctx context.Context) (StepResult, error) {
 	s := t.step
 	T := t.cfg.Model.SeqLen
-	if s == 0 || t.dl.sync.IsOuterStep(s, t.cfg.TotalSteps) {
-		// The round starts from the global parameters: a fresh model, a
-		// restored checkpoint or the last all-gather.
+	if t.dl.sync.InWarmup(s) {
+		return t.stepDiLoCoWarmup(ctx)
+	}
+	if s == t.dl.sync.WarmupSteps || t.dl.sync.IsOuterStep(s, t.cfg.TotalSteps) {
+		// The round starts from the global parameters: a fresh model, the
+		// warm-up's last step, a restored checkpoint or the last all-gather.
 		copy(t.dl.global, t.model.Params())
 	}
 	t.data.Batch(t.cfg.Seed, s, t.lo, t.hi, T, t.tokens, t.targets)
@@ -155,6 +158,49 @@ func (t *Trainer) stepDiLoCo(ctx context.Context) (StepResult, error) {
 	t.dl.stats.Elapsed += time.Since(t0)
 	res.Loss, res.Total, res.Stop, res.Outer = t.scalars[1], t.scalars[2], t.scalars[3] > 0, true
 	return res, nil
+}
+
+// stepDiLoCoWarmup is a step of sync.warmup_steps: synchronous, with
+// every-step's bytes on the bus, but every rank updates the whole vector
+// with its (whole-vector) inner AdamW. The ring reduce-scatters the
+// gradient, the scalars give the global norm exactly as every-step forms
+// it, and an all-gather hands every rank the whole mean gradient, where
+// every-step all-gathers the updated parameters instead. AdamW works
+// element by element, so every rank lands on every-step's parameters bit
+// for bit, and the inner moments are every-step's moments, gathered: the
+// rounds start where synchronous training would be, with its optimizer
+// state (TestDiLoCoWarmupEqualsEveryStep).
+func (t *Trainer) stepDiLoCoWarmup(ctx context.Context) (StepResult, error) {
+	s := t.step
+	T := t.cfg.Model.SeqLen
+	t.data.Batch(t.cfg.Seed, s, t.lo, t.hi, T, t.tokens, t.targets)
+	loss, err := t.model.Forward(t.tokens, t.targets)
+	if err != nil {
+		return StepResult{}, fmt.Errorf("step %d forward: %w", s+1, err)
+	}
+	if err := t.model.Backward(); err != nil {
+		return StepResult{}, fmt.Errorf("step %d backward: %w", s+1, err)
+	}
+	grads, params := t.model.Grads(), t.model.Params()
+	lo, hi := t.dl.outer.Lo, t.dl.outer.Hi // every-step's AdamW range of this rank
+	if err := t.reduceGradients(ctx, loss, grads, lo, hi); err != nil {
+		return StepResult{}, err
+	}
+	if t.cfg.World > 1 {
+		if err := t.coll.AllGather(ctx, uint64(s), grads); err != nil {
+			return StepResult{}, fmt.Errorf("step %d gradient all-gather: %w", s+1, err)
+		}
+	}
+	lr := t.cfg.Optim.LRAt(int(s), int(t.cfg.TotalSteps))
+	if err := t.opt.Update(params, grads, int(s)+1, lr, t.cfg.Optim.ClipScale(t.scalars[0])); err != nil {
+		return StepResult{}, fmt.Errorf("step %d: %w", s+1, err)
+	}
+	t.step++
+	return StepResult{
+		Step: t.step, Loss: t.scalars[1], Total: t.scalars[2],
+		GradNorm: math.Sqrt(t.scalars[0]), SumSquares: t.scalars[0], LR: lr, Tokens: t.cfg.GlobalBatch * T,
+		Stop: t.scalars[3] > 0,
+	}, nil
 }
 
 // outerStep runs steps 1-4 of the outer step (see diloco) and leaves the

@@ -320,3 +320,120 @@ func TestDiLoCoRestoreOffBoundaryStartsRoundThere(t *testing.T) {
 	}
 	sameParams(t, "outer step after an off-boundary restore", second[0].Model().Params(), want)
 }
+
+// TestDiLoCoWarmupEqualsEveryStep: a warm-up that covers the whole job is
+// synchronous training, bit for bit: two DiLoCo ranks whose every step is
+// a warm-up step hold every-step's parameters and report its losses and
+// gradient norms after every step.
+func TestDiLoCoWarmupEqualsEveryStep(t *testing.T) {
+	ds := dilocoData(t)
+	s := jobspec.DefaultDiLoCo(2)
+	s.WarmupSteps = 8
+	every := dilocoRings(t, 2, 1, nil, ds)
+	warm := dilocoRings(t, 2, 1, &s, ds)
+	for step := 1; step <= 8; step++ {
+		want, got := stepAll(t, every, 1), stepAll(t, warm, 1)
+		for r := range got {
+			if got[r].Outer || got[r].Loss != want[r].Loss || got[r].SumSquares != want[r].SumSquares || got[r].LR != want[r].LR {
+				t.Fatalf("step %d rank %d: warm-up %+v, every-step %+v", step, r, got[r], want[r])
+			}
+			sameParams(t, "warm-up vs every-step", warm[r].Model().Params(), every[r].Model().Params())
+		}
+	}
+	if st := warm[0].OuterStats(); st.Steps != 0 {
+		t.Errorf("%d outer steps during the warm-up, want 0", st.Steps)
+	}
+}
+
+// TestDiLoCoWarmupThenRounds: after a warm-up of 4 steps the ranks hold
+// every-step's parameters; the rounds of 2 that follow end with outer
+// steps at steps 6 and 8 only, leave every rank on the same global
+// parameters, and those differ from every-step's (the rounds really run).
+func TestDiLoCoWarmupThenRounds(t *testing.T) {
+	ds := dilocoData(t)
+	s := jobspec.DefaultDiLoCo(2)
+	s.WarmupSteps = 4
+	every := dilocoRings(t, 2, 1, nil, ds)
+	warm := dilocoRings(t, 2, 1, &s, ds)
+	stepAll(t, every, 4)
+	stepAll(t, warm, 4)
+	sameParams(t, "after the warm-up", warm[1].Model().Params(), every[1].Model().Params())
+	var outer []int
+	for step := 5; step <= 8; step++ {
+		if res := stepAll(t, warm, 1); res[0].Outer {
+			outer = append(outer, step)
+		}
+	}
+	if !slices.Equal(outer, []int{6, 8}) {
+		t.Fatalf("outer steps at %v, want [6 8]", outer)
+	}
+	stepAll(t, every, 4)
+	sameParams(t, "ranks after the rounds", warm[1].Model().Params(), warm[0].Model().Params())
+	differ := 0
+	for i, p := range warm[0].Model().Params() {
+		if p != every[0].Model().Params()[i] {
+			differ++
+		}
+	}
+	if differ == 0 {
+		t.Error("rounds after the warm-up gave every-step's parameters: no round ran")
+	}
+}
+
+// TestDiLoCoWarmupResumeBitIdentical: a checkpoint in the middle of the
+// warm-up (step 2 of 4) resumes into the rest of the warm-up and the
+// rounds after it to the same bits as the run that went on.
+func TestDiLoCoWarmupResumeBitIdentical(t *testing.T) {
+	ds := dilocoData(t)
+	s := jobspec.DefaultDiLoCo(2)
+	s.WarmupSteps = 4
+	store, err := checkpoint.NewDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := dilocoRings(t, 2, 1, &s, ds)
+	stepAll(t, first, 2)
+	m := checkpointAll(t, first, store, 1)
+	stepAll(t, first, 6)
+	second := dilocoRings(t, 2, 2, &s, ds)
+	for _, tr := range second {
+		if err := tr.Restore(context.Background(), store, m, false); err != nil {
+			t.Fatal(err)
+		}
+		if !tr.InnerStateRestored() || tr.StepsDone() != 2 {
+			t.Fatalf("restored at step %d, inner state restored %v", tr.StepsDone(), tr.InnerStateRestored())
+		}
+	}
+	stepAll(t, second, 6)
+	for r := range second {
+		sameParams(t, "resumed run", second[r].Model().Params(), first[r].Model().Params())
+	}
+	if st := second[0].OuterStats(); st.Steps != 2 {
+		t.Errorf("%d outer steps after the resume, want 2 (steps 6 and 8)", st.Steps)
+	}
+}
+
+// TestDiLoCoFirstRoundStartsAfterWarmup: the first round's outer step
+// moves from the parameters the warm-up ended on. One worker with outer
+// lr 0.5 and no momentum: the warm-up (4 steps) and the round's inner
+// steps (5, 6) are plain training, so after step 6 the parameters are
+// θ4 − 0.5·(θ4 − θ6), θ4 and θ6 being plain training's.
+func TestDiLoCoFirstRoundStartsAfterWarmup(t *testing.T) {
+	ds := dilocoData(t)
+	s := jobspec.Sync{Mode: jobspec.SyncDiLoCo, InnerSteps: 2, OuterLR: 0.5, Compress: jobspec.CompressNone, WarmupSteps: 4}
+	plain := dilocoRings(t, 1, 1, nil, ds)
+	warm := dilocoRings(t, 1, 1, &s, ds)
+	stepAll(t, plain, 4)
+	global := slices.Clone(plain[0].Model().Params())
+	stepAll(t, plain, 2)
+	local := plain[0].Model().Params()
+	stepAll(t, warm, 4)
+	if res := stepAll(t, warm, 2); !res[0].Outer {
+		t.Fatalf("step 6: %+v, want the first outer step", res[0])
+	}
+	want := make([]float32, len(global))
+	for i, g := range global {
+		want[i] = float32(float64(g) - 0.5*(float64(g)-float64(local[i])))
+	}
+	sameParams(t, "first outer step after the warm-up", warm[0].Model().Params(), want)
+}

@@ -204,35 +204,7 @@ func (t *Trainer) Step(ctx context.Context) (StepResult, error) {
 		return StepResult{}, fmt.Errorf("step %d backward: %w", s+1, err)
 	}
 	grads, params := t.model.Grads(), t.model.Params()
-	// The model's loss is a mean over this rank's sequences; weighting by
-	// their share of the global batch makes the ring's sum the global mean.
-	share := float64(t.hi-t.lo) / float64(t.cfg.GlobalBatch)
-	if t.cfg.World > 1 {
-		w := float32(share)
-		for i := range grads {
-			grads[i] *= w
-		}
-		if err := t.coll.ReduceScatter(ctx, uint64(s), grads); err != nil {
-			return StepResult{}, fmt.Errorf("step %d reduce-scatter: %w", s+1, err)
-		}
-	}
-	t.scalars[0] = mod.SumSquares(grads[t.opt.Lo:t.opt.Hi])
-	t.scalars[1] = loss.CE * share
-	t.scalars[2] = loss.Total * share
-	// A stop request rides the scalar all-reduce, so every rank learns of
-	// it at the same step and they stop together.
-	t.scalars[3] = 0
-	if t.stop.Load() {
-		t.scalars[3] = 1
-	}
-	if t.cfg.World > 1 {
-		if err := t.coll.AllReduceScalars(ctx, uint64(s), t.scalars); err != nil {
-			return StepResult{}, fmt.Errorf("step %d loss and norm all-reduce: %w", s+1, err)
-		}
-	}
-	// A non-finite loss or gradient would poison every weight through the
-	// update; stop before it, with the state still as the last step left it.
-	if err := checkScalars(s+1, t.scalars[0], t.scalars[1], t.scalars[2]); err != nil {
+	if err := t.reduceGradients(ctx, loss, grads, t.opt.Lo, t.opt.Hi); err != nil {
 		return StepResult{}, err
 	}
 	lr := t.cfg.Optim.LRAt(int(s), int(t.cfg.TotalSteps))
@@ -250,6 +222,44 @@ func (t *Trainer) Step(ctx context.Context) (StepResult, error) {
 		GradNorm: math.Sqrt(t.scalars[0]), SumSquares: t.scalars[0], LR: lr, Tokens: t.cfg.GlobalBatch * T,
 		Stop: t.scalars[3] > 0,
 	}, nil
+}
+
+// reduceGradients is a synchronous step's exchange: it reduce-scatters
+// this rank's gradient into the global mean (this rank then holds the
+// mean of [lo, hi), its range of the layout), and all-reduces the global
+// squared gradient norm, loss, objective and stop flag into t.scalars.
+// A non-finite one is an error.
+func (t *Trainer) reduceGradients(ctx context.Context, loss mod.Loss, grads []float32, lo, hi int) error {
+	s := t.step
+	// The model's loss is a mean over this rank's sequences; weighting by
+	// their share of the global batch makes the ring's sum the global mean.
+	share := float64(t.hi-t.lo) / float64(t.cfg.GlobalBatch)
+	if t.cfg.World > 1 {
+		w := float32(share)
+		for i := range grads {
+			grads[i] *= w
+		}
+		if err := t.coll.ReduceScatter(ctx, uint64(s), grads); err != nil {
+			return fmt.Errorf("step %d reduce-scatter: %w", s+1, err)
+		}
+	}
+	t.scalars[0] = mod.SumSquares(grads[lo:hi])
+	t.scalars[1] = loss.CE * share
+	t.scalars[2] = loss.Total * share
+	// A stop request rides the scalar all-reduce, so every rank learns of
+	// it at the same step and they stop together.
+	t.scalars[3] = 0
+	if t.stop.Load() {
+		t.scalars[3] = 1
+	}
+	if t.cfg.World > 1 {
+		if err := t.coll.AllReduceScalars(ctx, uint64(s), t.scalars); err != nil {
+			return fmt.Errorf("step %d loss and norm all-reduce: %w", s+1, err)
+		}
+	}
+	// A non-finite loss or gradient would poison every weight through the
+	// update; stop before it, with the state still as the last step left it.
+	return checkScalars(s+1, t.scalars[0], t.scalars[1], t.scalars[2])
 }
 
 // RequestStop asks every rank to stop after the next step. Safe to call

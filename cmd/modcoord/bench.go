@@ -10,6 +10,6 @@ func newBenchCmd() *cobra.Command {
 		Args:  noSubcommandArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newBenchComputeCmd(), newBenchAllreduceCmd(), newBenchSampleCmd(), newBenchDiLoCoNATSCmd(), newBenchDiLoCoRankCmd(), newBenchDiLoCoDelayCmd())
+	cmd.AddCommand(newBenchComputeCmd(), newBenchAllreduceCmd(), newBenchSampleCmd(), newBenchDiLoCoNATSCmd(), newBenchDiLoCoRankCmd(), newBenchDiLoCoLocalCmd(), newBenchDiLoCoDelayCmd())
 	return cmd
 }

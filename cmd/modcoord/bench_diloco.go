@@ -101,14 +101,17 @@ type benchRankPoint struct {
 	OuterSteps   int64   `json:"outer_steps"`
 	OuterSeconds float64 `json:"outer_seconds"`
 	FLOPs        float64 `json:"flops"` // by the whole job: steps·per-step + outer steps·outer FLOPs
+	// ValLossAll is the last step's validation loss over every window of
+	// the validation split (after the clock stopped); ValLoss, over the
+	// first --eval-windows, is what every evaluation reports.
+	ValLossAll float64 `json:"val_loss_all,omitempty"`
 }
 
 func newBenchDiLoCoRankCmd() *cobra.Command {
 	var o struct {
-		nats, password, mode, compress, data string
-		rank, world, evalWindows             int
-		inner, steps, evalEvery              int64
-		outerLR, outerMomentum               float64
+		benchDiLoCoRun
+		nats, password, data string
+		rank, world          int
 	}
 	cmd := &cobra.Command{
 		Use:    "diloco-rank",
@@ -117,14 +120,9 @@ func newBenchDiLoCoRankCmd() *cobra.Command {
 		Args:   noSubcommandArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			// The benchmark's model: small enough that four ranks train it
-			// on a shared two-core machine in minutes.
-			model := mod.Config{DModel: 64, Layers: 2, Heads: 2, SeqLen: 64, Capacity: 0.5, Seed: 3}.WithDefaults()
-			optim := mod.DefaultOptim()
-			optim.LR = 3e-3
-			const batch = 16
-			if o.steps < 1 || o.evalEvery < 1 || o.evalWindows < 1 {
-				return usageErrorf("--steps %d, --eval-every %d, --eval-windows %d: each needs at least 1", o.steps, o.evalEvery, o.evalWindows)
+			sync, err := o.sync()
+			if err != nil {
+				return err
 			}
 			if err := benchPasswordOK(o.password); err != nil {
 				return err
@@ -135,20 +133,6 @@ func newBenchDiLoCoRankCmd() *cobra.Command {
 			}
 			if err := benchAddrOK("--nats", u.Hostname()); err != nil {
 				return err
-			}
-			var sync *jobspec.Sync
-			if o.mode == jobspec.SyncDiLoCo {
-				s := jobspec.DefaultDiLoCo(o.inner)
-				s.OuterLR, s.OuterMomentum, s.Compress = o.outerLR, o.outerMomentum, o.compress
-				sync = &s
-				if o.inner < 1 {
-					return usageErrorf("--inner-steps %d: need at least 1", o.inner)
-				}
-				if o.evalEvery%o.inner != 0 {
-					return usageErrorf("--eval-every %d: DiLoCo evaluates global parameters only, so use a multiple of --inner-steps %d", o.evalEvery, o.inner)
-				}
-			} else if o.mode != jobspec.SyncEveryStep {
-				return usageErrorf("--mode %q: use %s or %s", o.mode, jobspec.SyncEveryStep, jobspec.SyncDiLoCo)
 			}
 			ds, err := mod.LoadDataset(o.data)
 			if err != nil {
@@ -164,14 +148,12 @@ func newBenchDiLoCoRankCmd() *cobra.Command {
 				return err
 			}
 			defer ring.Close()
-			tr, err := train.NewTrainer(train.TrainerConfig{Model: model, Optim: optim, GlobalBatch: batch, TotalSteps: o.steps,
-				Seed: 1, Rank: o.rank, World: o.world, Sync: sync}, ds, ring)
+			tr, err := train.NewTrainer(benchDiLoCoConfig(o.rank, o.world, o.steps, o.lr, o.seed, sync), ds, ring)
 			if err != nil {
 				return err
 			}
 			defer tr.Close()
-			perStep := model.TrainFLOPs(batch).Total()
-			outer := sync.OuterFLOPsPerParam() * float64(mod.NewLayout(model).Total)
+			perStep, outer := benchDiLoCoFLOPs(sync)
 			// A first scalar all-reduce waits until every rank is up, so the
 			// clock starts with the ring complete.
 			if err := ring.AllReduceScalars(ctx, 1<<62, []float64{0}); err != nil {
@@ -184,7 +166,7 @@ func newBenchDiLoCoRankCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if res.Step%o.evalEvery != 0 && res.Step != o.steps {
+				if !o.evalAt(res.Step) {
 					continue
 				}
 				val, err := tr.EvalLoss(ctx, o.evalWindows)
@@ -192,10 +174,16 @@ func newBenchDiLoCoRankCmd() *cobra.Command {
 					return err
 				}
 				st := tr.OuterStats()
+				p := benchRankPoint{Mode: benchModeName(sync), Step: res.Step, Seconds: time.Since(start).Seconds(), ValLoss: val, TrainLoss: res.Loss,
+					SentBytes: ring.Stats().SentBytes, Tokens: res.Step * int64(tr.TokensPerStep()), OuterSteps: st.Steps,
+					OuterSeconds: st.Elapsed.Seconds(), FLOPs: float64(res.Step)*perStep + float64(st.Steps)*outer}
+				if res.Step == o.steps {
+					if p.ValLossAll, err = tr.EvalLoss(ctx, 0); err != nil {
+						return err
+					}
+				}
 				if o.rank == 0 {
-					enc.Encode(benchRankPoint{Mode: benchModeName(sync), Step: res.Step, Seconds: time.Since(start).Seconds(), ValLoss: val, TrainLoss: res.Loss,
-						SentBytes: ring.Stats().SentBytes, Tokens: res.Step * int64(tr.TokensPerStep()), OuterSteps: st.Steps,
-						OuterSeconds: st.Elapsed.Seconds(), FLOPs: float64(res.Step)*perStep + float64(st.Steps)*outer})
+					enc.Encode(p)
 				}
 			}
 			return nil
@@ -204,17 +192,10 @@ func newBenchDiLoCoRankCmd() *cobra.Command {
 	fs := cmd.Flags()
 	fs.StringVar(&o.nats, "nats", "nats://127.0.0.1:4222", "NATS server URL")
 	fs.StringVar(&o.password, "password", "", "password of user bench")
-	fs.StringVar(&o.mode, "mode", jobspec.SyncEveryStep, "every-step or diloco")
-	fs.StringVar(&o.compress, "compress", jobspec.CompressNone, "DiLoCo outer gradients: none or int8")
 	fs.StringVar(&o.data, "data", "data/tinyshakespeare.txt", "text file to train on")
 	fs.IntVar(&o.rank, "rank", 0, "this rank")
 	fs.IntVar(&o.world, "world", 4, "ranks in all")
-	fs.IntVar(&o.evalWindows, "eval-windows", 32, "validation windows per evaluation")
-	fs.Int64Var(&o.inner, "inner-steps", 100, "DiLoCo inner steps per round")
-	fs.Int64Var(&o.steps, "steps", 600, "training steps")
-	fs.Int64Var(&o.evalEvery, "eval-every", 20, "steps between evaluations (a multiple of --inner-steps for DiLoCo)")
-	fs.Float64Var(&o.outerLR, "outer-lr", jobspec.DefaultOuterLR, "DiLoCo outer learning rate")
-	fs.Float64Var(&o.outerMomentum, "outer-momentum", jobspec.DefaultOuterMomentum, "DiLoCo outer momentum")
+	o.benchDiLoCoRun.flags(fs)
 	return cmd
 }
 
@@ -225,6 +206,9 @@ func benchModeName(s *jobspec.Sync) string {
 	name := fmt.Sprintf("diloco-h%d", s.InnerSteps)
 	if s.Int8() {
 		name += "-int8"
+	}
+	if s.WarmupSteps > 0 {
+		name += fmt.Sprintf("-w%d", s.WarmupSteps)
 	}
 	return name
 }
