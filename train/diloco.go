@@ -109,7 +109,6 @@ func (t *Trainer) OuterOptimizer() *shard.OuterOptimizer {
 // ends a round.
 func (t *Trainer) stepDiLoCo(ctx context.Context) (StepResult, error) {
 	s := t.step
-	T := t.cfg.Model.SeqLen
 	if t.dl.sync.InWarmup(s) {
 		return t.stepDiLoCoWarmup(ctx)
 	}
@@ -118,13 +117,9 @@ func (t *Trainer) stepDiLoCo(ctx context.Context) (StepResult, error) {
 		// warm-up's last step, a restored checkpoint or the last all-gather.
 		copy(t.dl.global, t.model.Params())
 	}
-	t.data.Batch(t.cfg.Seed, s, t.lo, t.hi, T, t.tokens, t.targets)
-	loss, err := t.model.Forward(t.tokens, t.targets)
+	loss, err := t.localGradients(s)
 	if err != nil {
-		return StepResult{}, fmt.Errorf("step %d forward: %w", s+1, err)
-	}
-	if err := t.model.Backward(); err != nil {
-		return StepResult{}, fmt.Errorf("step %d backward: %w", s+1, err)
+		return StepResult{}, err
 	}
 	grads, params := t.model.Grads(), t.model.Params()
 	// The local mean gradient, clipped by its own norm: nothing is shared
@@ -139,7 +134,7 @@ func (t *Trainer) stepDiLoCo(ctx context.Context) (StepResult, error) {
 	}
 	t.step++
 	res := StepResult{Step: t.step, Loss: loss.CE, Total: loss.Total, GradNorm: math.Sqrt(sumSq), LR: lr,
-		Tokens: t.cfg.GlobalBatch * T}
+		Tokens: t.TokensPerStep()}
 	if !t.dl.sync.IsOuterStep(t.step, t.cfg.TotalSteps) {
 		return res, nil
 	}
@@ -172,14 +167,9 @@ func (t *Trainer) stepDiLoCo(ctx context.Context) (StepResult, error) {
 // state (TestDiLoCoWarmupEqualsEveryStep).
 func (t *Trainer) stepDiLoCoWarmup(ctx context.Context) (StepResult, error) {
 	s := t.step
-	T := t.cfg.Model.SeqLen
-	t.data.Batch(t.cfg.Seed, s, t.lo, t.hi, T, t.tokens, t.targets)
-	loss, err := t.model.Forward(t.tokens, t.targets)
+	loss, err := t.localGradients(s)
 	if err != nil {
-		return StepResult{}, fmt.Errorf("step %d forward: %w", s+1, err)
-	}
-	if err := t.model.Backward(); err != nil {
-		return StepResult{}, fmt.Errorf("step %d backward: %w", s+1, err)
+		return StepResult{}, err
 	}
 	grads, params := t.model.Grads(), t.model.Params()
 	lo, hi := t.dl.outer.Lo, t.dl.outer.Hi // every-step's AdamW range of this rank
@@ -198,7 +188,7 @@ func (t *Trainer) stepDiLoCoWarmup(ctx context.Context) (StepResult, error) {
 	t.step++
 	return StepResult{
 		Step: t.step, Loss: t.scalars[1], Total: t.scalars[2],
-		GradNorm: math.Sqrt(t.scalars[0]), SumSquares: t.scalars[0], LR: lr, Tokens: t.cfg.GlobalBatch * T,
+		GradNorm: math.Sqrt(t.scalars[0]), SumSquares: t.scalars[0], LR: lr, Tokens: t.TokensPerStep(),
 		Stop: t.scalars[3] > 0,
 	}, nil
 }

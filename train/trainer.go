@@ -186,6 +186,21 @@ func (t *Trainer) StepsDone() int64 { return t.step }
 // SetStepsDone positions the trainer after a resume.
 func (t *Trainer) SetStepsDone(s int64) { t.step = s }
 
+// localGradients runs step s's forward and backward on this rank's part
+// of the batch: the model's gradient buffer then holds the local
+// gradients, and the local loss is returned.
+func (t *Trainer) localGradients(s int64) (mod.Loss, error) {
+	t.data.Batch(t.cfg.Seed, s, t.lo, t.hi, t.cfg.Model.SeqLen, t.tokens, t.targets)
+	loss, err := t.model.Forward(t.tokens, t.targets)
+	if err != nil {
+		return mod.Loss{}, fmt.Errorf("step %d forward: %w", s+1, err)
+	}
+	if err := t.model.Backward(); err != nil {
+		return mod.Loss{}, fmt.Errorf("step %d backward: %w", s+1, err)
+	}
+	return loss, nil
+}
+
 // Step runs one training step. A step whose global loss or gradient norm
 // is not finite returns a *NonFiniteError and leaves the weights as they
 // were; the run cannot usefully go on.
@@ -194,14 +209,9 @@ func (t *Trainer) Step(ctx context.Context) (StepResult, error) {
 		return t.stepDiLoCo(ctx)
 	}
 	s := t.step // 0-based index of this step
-	T := t.cfg.Model.SeqLen
-	t.data.Batch(t.cfg.Seed, s, t.lo, t.hi, T, t.tokens, t.targets)
-	loss, err := t.model.Forward(t.tokens, t.targets)
+	loss, err := t.localGradients(s)
 	if err != nil {
-		return StepResult{}, fmt.Errorf("step %d forward: %w", s+1, err)
-	}
-	if err := t.model.Backward(); err != nil {
-		return StepResult{}, fmt.Errorf("step %d backward: %w", s+1, err)
+		return StepResult{}, err
 	}
 	grads, params := t.model.Grads(), t.model.Params()
 	if err := t.reduceGradients(ctx, loss, grads, t.opt.Lo, t.opt.Hi); err != nil {
@@ -219,7 +229,7 @@ func (t *Trainer) Step(ctx context.Context) (StepResult, error) {
 	t.step++
 	return StepResult{
 		Step: t.step, Loss: t.scalars[1], Total: t.scalars[2],
-		GradNorm: math.Sqrt(t.scalars[0]), SumSquares: t.scalars[0], LR: lr, Tokens: t.cfg.GlobalBatch * T,
+		GradNorm: math.Sqrt(t.scalars[0]), SumSquares: t.scalars[0], LR: lr, Tokens: t.TokensPerStep(),
 		Stop: t.scalars[3] > 0,
 	}, nil
 }
