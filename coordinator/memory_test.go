@@ -110,16 +110,7 @@ func TestInMemoryDecision(t *testing.T) {
 		t.Fatalf("a step before the checkpoint: error %v, want invalid", err)
 	}
 
-	farHolder := m.Clone()
-	farHolder.Holders[0] = 2 // neither range 0's owner nor its right neighbour
-	fewHolders := m.Clone()
-	fewHolders.Holders = fewHolders.Holders[:3]
-	for name, d := range map[string]*MemoryResume{"a holder two ranks away": farHolder, "three holders for four ranges": fewHolders} {
-		c.StartGeneration.Memory = d
-		if _, err := apply(f, c); !errors.Is(err, ErrInvalid) {
-			t.Fatalf("%s: error %v, want invalid", name, err)
-		}
-	}
+	refusesMisplacedHolders(t, f, c, m)
 
 	c.StartGeneration.Memory = m
 	mustApply(t, f, c)
@@ -135,6 +126,23 @@ func TestInMemoryDecision(t *testing.T) {
 	j, _ = f.Job("job-000001")
 	if j.StartStep != 10 || j.ResumeMemory != nil {
 		t.Fatalf("a generation without memory starts at %d with %+v, want the checkpoint's step 10", j.StartStep, j.ResumeMemory)
+	}
+}
+
+// refusesMisplacedHolders checks that start-generation command c is
+// refused when decision m names a holder that is neither a range's owner
+// nor its right neighbour, or too few holders.
+func refusesMisplacedHolders(t *testing.T, f *FSM, c Command, m *MemoryResume) {
+	t.Helper()
+	farHolder := m.Clone()
+	farHolder.Holders[0] = 2 // neither range 0's owner nor its right neighbour
+	fewHolders := m.Clone()
+	fewHolders.Holders = fewHolders.Holders[:3]
+	for name, d := range map[string]*MemoryResume{"a holder two ranks away": farHolder, "three holders for four ranges": fewHolders} {
+		c.StartGeneration.Memory = d
+		if _, err := apply(f, c); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("%s: error %v, want invalid", name, err)
+		}
 	}
 }
 
@@ -165,16 +173,7 @@ func TestInMemoryResumeMayCheckpointItsStartStep(t *testing.T) {
 		t.Fatalf("decision %+v, want step 20", m)
 	}
 	c := genCmd("job-000001", 2, 3, "a", "b")
-	farHolder := m.Clone()
-	farHolder.Holders[0] = 2 // neither range 0's owner nor its right neighbour
-	fewHolders := m.Clone()
-	fewHolders.Holders = fewHolders.Holders[:3]
-	for name, d := range map[string]*MemoryResume{"a holder two ranks away": farHolder, "three holders for four ranges": fewHolders} {
-		c.StartGeneration.Memory = d
-		if _, err := apply(f, c); !errors.Is(err, ErrInvalid) {
-			t.Fatalf("%s: error %v, want invalid", name, err)
-		}
-	}
+	refusesMisplacedHolders(t, f, c, m)
 
 	c.StartGeneration.Memory = m
 	mustApply(t, f, c)

@@ -93,6 +93,30 @@ func paramsSHA(p []float32) string {
 	return fmt.Sprintf("%x", h.Sum(nil))
 }
 
+// checkResumedFromMemory fails the test unless the workers ids read no
+// checkpoint shard (the store's counter) and, when memoryResumes > 0,
+// exactly that many of their runs resumed from memory and none from a
+// checkpoint.
+func checkResumedFromMemory(t *testing.T, c *Cluster, ids []string, memoryResumes int) {
+	t.Helper()
+	var regs []prometheus.Gatherer
+	for _, id := range ids {
+		regs = append(regs, c.WorkerMetrics(id))
+	}
+	if reads := counter(t, regs, "modcoord_checkpoint_shard_reads_total", ""); reads != 0 {
+		t.Fatalf("the workers read %v checkpoint shards; resuming from memory reads none", reads)
+	}
+	if memoryResumes == 0 {
+		return
+	}
+	if n := counter(t, regs, "modcoord_resumes_total", "memory"); n != float64(memoryResumes) {
+		t.Fatalf("%v resumes from memory, want %d", n, memoryResumes)
+	}
+	if n := counter(t, regs, "modcoord_resumes_total", "checkpoint"); n != 0 {
+		t.Fatalf("%v resumes from a checkpoint, want none", n)
+	}
+}
+
 // undisturbed trains the spec on world in-process ranks over an
 // in-memory ring and returns the final parameters.
 func undisturbed(t *testing.T, spec coordinator.JobSpec, world int, steps int64) []float32 {
@@ -200,19 +224,7 @@ func TestInMemoryWorkerLossLosesAtMostOneStep(t *testing.T) {
 	if lost < 0 || lost > 1 {
 		t.Fatalf("generation %d reached step %d; the next resumed at %d: %d steps lost, want at most 1", gen, reached, j.StartStep, lost)
 	}
-	var regs []prometheus.Gatherer
-	for _, id := range j.Members {
-		regs = append(regs, c.WorkerMetrics(id))
-	}
-	if reads := counter(t, regs, "modcoord_checkpoint_shard_reads_total", ""); reads != 0 {
-		t.Fatalf("the workers read %v checkpoint shards; resuming from memory reads none", reads)
-	}
-	if n := counter(t, regs, "modcoord_resumes_total", "memory"); n != 2 {
-		t.Fatalf("%v resumes from memory, want 2 (both ranks of generation %d)", n, j.Generation)
-	}
-	if n := counter(t, regs, "modcoord_resumes_total", "checkpoint"); n != 0 {
-		t.Fatalf("%v resumes from a checkpoint, want none", n)
-	}
+	checkResumedFromMemory(t, c, j.Members, 2)
 	want := undisturbed(t, spec, 2, steps)
 	if got, w := paramsSHA(final), paramsSHA(want); got != w {
 		t.Fatalf("final parameters sha256 %s, an undisturbed two-rank run gives %s", got, w)
@@ -280,16 +292,7 @@ func TestInMemoryWorkerRestartEndsTheWait(t *testing.T) {
 	if lost := reached - j.StartStep; lost < 0 || lost > 1 {
 		t.Fatalf("generation %d reached step %d; generation %d resumed at %d: %d steps lost, want at most 1", gen, reached, j.Generation, j.StartStep, lost)
 	}
-	var regs []prometheus.Gatherer
-	for _, id := range j.Members {
-		regs = append(regs, c.WorkerMetrics(id))
-	}
-	if reads := counter(t, regs, "modcoord_checkpoint_shard_reads_total", ""); reads != 0 {
-		t.Fatalf("the workers read %v checkpoint shards; resuming from memory reads none", reads)
-	}
-	if n := counter(t, regs, "modcoord_resumes_total", "memory"); n != 3 {
-		t.Fatalf("%v resumes from memory, want 3", n)
-	}
+	checkResumedFromMemory(t, c, j.Members, 3)
 	if redone := j.Ledger.FLOPsSpent - j.Ledger.FLOPsUsed; redone > j.Ledger.FLOPsPerStep {
 		t.Fatalf("ledger: %g FLOPs redone, more than one step's %g", redone, j.Ledger.FLOPsPerStep)
 	}
@@ -353,16 +356,7 @@ func TestInMemoryReshardsToASmallerGeneration(t *testing.T) {
 	if lost := reached - j.StartStep; lost < 0 || lost > 1 {
 		t.Fatalf("generation %d reached step %d, the next resumed at %d: %d steps lost", gen, reached, j.StartStep, lost)
 	}
-	var regs []prometheus.Gatherer
-	for _, id := range []string{old[0], old[1], old[3]} {
-		regs = append(regs, c.WorkerMetrics(id))
-	}
-	if reads := counter(t, regs, "modcoord_checkpoint_shard_reads_total", ""); reads != 0 {
-		t.Fatalf("the workers read %v checkpoint shards", reads)
-	}
-	if n := counter(t, regs, "modcoord_resumes_total", "memory"); n != 2 {
-		t.Fatalf("%v resumes from memory, want 2", n)
-	}
+	checkResumedFromMemory(t, c, []string{old[0], old[1], old[3]}, 2)
 	worst := compareWithSingleProcess(t, spec, steps, log)
 	t.Logf("4 → 2 workers: killed %s (rank 2) at step %d; generation %d resumed from memory at step %d, first step %.2fs after the kill; worst relative loss difference to one process %.2g",
 		victim, reached, j.Generation, j.StartStep, took.Seconds(), worst)
@@ -434,13 +428,7 @@ func TestInMemoryGrowsWhenAWorkerJoins(t *testing.T) {
 	if lost := reached - j.StartStep; lost != 0 {
 		t.Fatalf("generation %d reached step %d, the next resumed at %d", gen, reached, j.StartStep)
 	}
-	var regs []prometheus.Gatherer
-	for _, id := range j.Members {
-		regs = append(regs, c.WorkerMetrics(id))
-	}
-	if reads := counter(t, regs, "modcoord_checkpoint_shard_reads_total", ""); reads != 0 {
-		t.Fatalf("the workers read %v checkpoint shards", reads)
-	}
+	checkResumedFromMemory(t, c, j.Members, 0)
 	worst := compareWithSingleProcess(t, spec, steps, log)
 	t.Logf("1 → 2 workers: joined at step %d; generation %d resumed from memory at step %d, first step %.2fs after the join (1.5 s of it the test holding step 5); worst relative loss difference %.2g",
 		reached, j.Generation, j.StartStep, took.Seconds(), worst)
