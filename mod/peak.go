@@ -118,40 +118,64 @@ func NewPeakMeter(shapes []GEMMShape) *PeakMeter {
 // minFLOPs of work per core, so that neither the clock's resolution nor
 // the goroutine start shows. Callers interleave Measure with the work it
 // is a roof for, so that a burst of load from elsewhere hits both.
+//
+// All shapes run per core first, then all threaded, then Measure waits
+// out OpenBLAS's idle spin: after a threaded call its worker threads
+// busy-wait (sched_yield) for about 2^28 cycles before they sleep, and
+// on a machine with one core per replica that spin takes CPU from
+// whatever runs next. Timed per shape in turn, it depressed the next
+// shape's per-core figure and the start of the step that followed.
 func (pm *PeakMeter) Measure() {
 	if len(pm.plans) == 0 {
 		return
 	}
-	defer setBLASThreads(1)
 	cores := len(pm.plans[0])
 	const minFLOPs = 5e7
+	iters := func(o *ShapePeak) (int, float64) {
+		one := 2 * float64(o.M) * float64(o.K) * float64(o.N)
+		return max(1, int(minFLOPs/one+0.5)), one
+	}
 	var wg sync.WaitGroup
+	setBLASThreads(1)
 	for i := range pm.plans {
 		o := &pm.Peaks[i]
-		one := 2 * float64(o.M) * float64(o.K) * float64(o.N)
-		iters := max(1, int(minFLOPs/one+0.5))
-		setBLASThreads(1)
+		n, one := iters(o)
 		t0 := time.Now()
 		for c := 0; c < cores; c++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for range iters {
+				for range n {
 					pm.plans[i][c].run()
 				}
 			}()
 		}
 		wg.Wait()
-		o.PerCoreGFLOPs = max(o.PerCoreGFLOPs, float64(cores*iters)*one/time.Since(t0).Seconds()/1e9)
-		setBLASThreads(cores)
-		t0 = time.Now()
-		for range iters {
+		o.PerCoreGFLOPs = max(o.PerCoreGFLOPs, float64(cores*n)*one/time.Since(t0).Seconds()/1e9)
+	}
+	setBLASThreads(cores)
+	for i := range pm.plans {
+		o := &pm.Peaks[i]
+		n, one := iters(o)
+		t0 := time.Now()
+		for range n {
 			pm.plans[i][0].run()
 		}
-		o.ThreadedGFLOPs = max(o.ThreadedGFLOPs, float64(iters)*one/time.Since(t0).Seconds()/1e9)
+		o.ThreadedGFLOPs = max(o.ThreadedGFLOPs, float64(n)*one/time.Since(t0).Seconds()/1e9)
+	}
+	setBLASThreads(1)
+	for i := range pm.Peaks {
+		o := &pm.Peaks[i]
 		o.GFLOPs = max(o.PerCoreGFLOPs, o.ThreadedGFLOPs)
 	}
+	if cores > 1 {
+		time.Sleep(openBLASSpin)
+	}
 }
+
+// openBLASSpin is longer than OpenBLAS's default idle spin (2^28 cycles:
+// 0.13 s at 2 GHz).
+const openBLASSpin = 300 * time.Millisecond
 
 // StepPeak is the rate a step's products would reach if each ran at its
 // shape's peak: total FLOPs over the sum of each shape's best time.
