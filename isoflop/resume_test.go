@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modcoord/modcoord/mod"
 )
 
 // cancelAtRun is a progress writer that cancels the sweep as run n starts,
@@ -126,6 +128,10 @@ func TestParseVariant(t *testing.T) {
 		{in: "random-c0.5", want: Variant{Name: "random-c0.5", Capacity: 0.5, Random: true}},
 		{in: "mod-c0.125-every", want: Variant{Name: "mod-c0.125-every", Capacity: 0.125, Every: true}},
 		{in: "random-c1-every", want: Variant{Name: "random-c1-every", Capacity: 1, Random: true, Every: true}},
+		{in: "mod-c0.125-predictor", want: Variant{Name: "mod-c0.125-predictor", Capacity: 0.125, Predictor: true}},
+		{in: "mod-c0.5-every-predictor", want: Variant{Name: "mod-c0.5-every-predictor", Capacity: 0.5, Every: true, Predictor: true}},
+		{in: "random-c0.125-predictor", err: true},
+		{in: "mod-c0.125-predictor-every", err: true},
 		{in: "mod-c0", err: true},
 		{in: "mod-c1.5", err: true},
 		{in: "mod-cabc", err: true},
@@ -141,7 +147,7 @@ func TestParseVariant(t *testing.T) {
 		t.Error("ParseVariants accepted a variant listed twice")
 	}
 	// Every variant's model is valid and routes the layers its name says.
-	for _, name := range []string{"mod-c0.125", "random-c0.125", "mod-c0.5-every"} {
+	for _, name := range []string{"mod-c0.125", "random-c0.125", "mod-c0.5-every", "mod-c0.125-predictor"} {
 		v, _ := ParseVariant(name)
 		cfg := ModelConfig(Shape{DModel: 32, Layers: 4, Heads: 2}, v, 32, 2)
 		if err := cfg.Validate(); err != nil {
@@ -153,6 +159,9 @@ func TestParseVariant(t *testing.T) {
 		}
 		if len(cfg.RoutedLayers) != wantLayers || cfg.RandomRouting() != v.Random || cfg.Seed != 2 {
 			t.Errorf("%s: routed layers %v, random %v, seed %d", name, cfg.RoutedLayers, cfg.RandomRouting(), cfg.Seed)
+		}
+		if (cfg.Decision == mod.DecisionPredictor) != v.Predictor {
+			t.Errorf("%s: decision %q", name, cfg.Decision)
 		}
 	}
 }

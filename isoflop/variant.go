@@ -11,7 +11,7 @@ import (
 // Variant is one kind of model compared at each budget. Its name says
 // everything about it, so that a run recorded in runs.json can be rebuilt
 // from its name alone (ParseVariant): "dense", or
-// "<mod|random>-c<capacity>[-every]".
+// "<mod|random>-c<capacity>[-every]", or "mod-c<capacity>[-every]-predictor".
 type Variant struct {
 	Name string `json:"name"`
 	// Capacity is the fraction of each sequence a routed layer processes;
@@ -22,6 +22,12 @@ type Variant struct {
 	Random bool `json:"random,omitempty"`
 	// Every routes every layer instead of every other layer (1, 3, ...).
 	Every bool `json:"every,omitempty"`
+	// Predictor learns the causal decision with the small stop-gradient
+	// predictor MLP instead of the aux loss on the router's own logits:
+	// the same top-k routing in training, but no decision loss reaches the
+	// router or the layers below it. It separates what learned routing
+	// gains from what the aux loss costs.
+	Predictor bool `json:"predictor,omitempty"`
 }
 
 // Dense reports whether the variant has no routed layers.
@@ -41,19 +47,22 @@ func DefaultVariants() []Variant {
 const DefaultVariantsFlag = "dense,mod-c0.125,mod-c0.5"
 
 // ParseVariant reads one variant name: "dense", or "mod-c0.125",
-// "random-c0.125", "mod-c0.5-every" (routing, capacity, and "-every" for
-// routing every layer rather than every other one).
+// "random-c0.125", "mod-c0.5-every", "mod-c0.125-predictor" (routing,
+// capacity, "-every" for routing every layer rather than every other one,
+// and "-predictor" for learning the causal decision with the stop-gradient
+// predictor rather than the aux loss).
 func ParseVariant(name string) (Variant, error) {
 	if name == "dense" {
 		return Variant{Name: name}, nil
 	}
-	bad := fmt.Errorf("variant %q: want dense, or mod-c<C> / random-c<C> with 0 < C ≤ 1 and an optional -every suffix (e.g. mod-c0.125, random-c0.125, mod-c0.125-every)", name)
-	rest, every := strings.CutSuffix(name, "-every")
+	bad := fmt.Errorf("variant %q: want dense, or mod-c<C> / random-c<C> with 0 < C ≤ 1, an optional -every suffix, and for mod an optional -predictor suffix after it (e.g. mod-c0.125, random-c0.125, mod-c0.125-every, mod-c0.125-predictor)", name)
+	rest, predictor := strings.CutSuffix(name, "-predictor")
+	rest, every := strings.CutSuffix(rest, "-every")
 	var v Variant
 	switch {
 	case strings.HasPrefix(rest, "mod-c"):
 		rest = strings.TrimPrefix(rest, "mod-c")
-	case strings.HasPrefix(rest, "random-c"):
+	case strings.HasPrefix(rest, "random-c") && !predictor: // random routing learns no decision
 		rest, v.Random = strings.TrimPrefix(rest, "random-c"), true
 	default:
 		return v, bad
@@ -62,7 +71,7 @@ func ParseVariant(name string) (Variant, error) {
 	if err != nil || !(c > 0 && c <= 1) {
 		return v, bad
 	}
-	v.Name, v.Capacity, v.Every = name, c, every
+	v.Name, v.Capacity, v.Every, v.Predictor = name, c, every, predictor
 	return v, nil
 }
 
@@ -100,6 +109,9 @@ func ModelConfig(s Shape, v Variant, seqLen int, seed int) mod.Config {
 	c.Capacity = v.Capacity
 	if v.Random {
 		c.Routing = mod.RoutingRandom
+	}
+	if v.Predictor {
+		c.Decision = mod.DecisionPredictor
 	}
 	if v.Every {
 		c.RoutedLayers = make([]int, s.Layers)
