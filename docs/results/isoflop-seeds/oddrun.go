@@ -5,7 +5,10 @@
 // -every steps it prints the mean cross-entropy and causal-decision loss
 // (BCE) since the last line, and from the last batch the routed layer's
 // router logits (mean, std, share > 0), the mean router weight σ(z) of
-// the selected tokens, the router vector's norm and the gradient norm.
+// the selected tokens, the router vector's norm and the gradient norm;
+// with more than one routed layer, also the overlap: the share of a routed
+// layer's selected tokens that the routed layer before it selected too
+// (C when the two choose independently, 1 when they choose the same).
 //
 //	go run docs/results/isoflop-seeds/oddrun.go -budget 3e12 -shape 16x2x2 -variant mod-c0.125 -seed 1
 package main
@@ -60,7 +63,7 @@ func main() {
 	cfg := tr.Model().Config()
 	layout := tr.Model().Layout()
 	fmt.Printf("# %s: %s, %d steps\n", spec.ID(), cfg, spec.Steps)
-	fmt.Println("step\tlr\tce\tbce\tgrad_norm\tz_mean\tz_std\tz_pos\tsel_w\tall_w\trouter_norm\tlayer")
+	fmt.Println("step\tlr\tce\tbce\tgrad_norm\tz_mean\tz_std\tz_pos\tsel_w\tall_w\trouter_norm\toverlap_prev\tlayer")
 	var ce, bce float64
 	var n int
 	for s := 0; s < spec.Steps; s++ {
@@ -76,9 +79,9 @@ func main() {
 		if (s+1)%*every != 0 && s+1 != spec.Steps {
 			continue
 		}
-		for _, l := range cfg.RoutedLayers {
+		for li, l := range cfg.RoutedLayers {
 			var sum, sq, pos, selW, allW float64
-			var cnt, sel int
+			var cnt, sel, both int
 			for _, m := range tr.Model().Replicas() {
 				z := m.RouterLogits(l)
 				for _, v := range z {
@@ -92,9 +95,18 @@ func main() {
 				}
 				T := cfg.SeqLen
 				for b := 0; b < m.Batch(); b++ {
+					prev := map[int32]bool{}
+					if li > 0 {
+						for _, p := range m.SelectedIn(cfg.RoutedLayers[li-1], b) {
+							prev[p] = true
+						}
+					}
 					for _, p := range m.SelectedIn(l, b) {
 						selW += 1 / (1 + math.Exp(-float64(z[b*T+int(p)])))
 						sel++
+						if prev[p] {
+							both++
+						}
 					}
 				}
 			}
@@ -105,9 +117,13 @@ func main() {
 					rn += float64(w) * float64(w)
 				}
 			}
-			fmt.Printf("%d\t%.2e\t%.4f\t%.4f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\tL%d\n",
+			overlap := math.NaN()
+			if li > 0 {
+				overlap = float64(both) / float64(sel)
+			}
+			fmt.Printf("%d\t%.2e\t%.4f\t%.4f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\tL%d\n",
 				r.Step, r.LR, ce/float64(n), bce/float64(n), r.GradNorm, mean, math.Sqrt(sq/float64(cnt)-mean*mean),
-				pos/float64(cnt), selW/float64(sel), allW/float64(cnt), math.Sqrt(rn), l)
+				pos/float64(cnt), selW/float64(sel), allW/float64(cnt), math.Sqrt(rn), overlap, l)
 		}
 		ce, bce, n = 0, 0, 0
 	}

@@ -47,3 +47,9 @@ run 3e12-deep --budgets 3e12 --shapes 32x4x2,32x8x2 --variants dense,mod-c0.125,
 # from 1e12 to 3e12 in the single-seed sweep, as it should; the question
 # is MoD's alone, so only MoD runs, at both budgets.)
 run 16x2x2 --budgets 1e12,3e12 --shapes 16x2x2 --variants mod-c0.125 "${quick[@]}"
+# The control for learned against random routing (docs/results.md, "Why
+# random beats learned here"): learned top-k routing whose causal decision
+# is the stop-gradient predictor, so that no decision loss reaches the
+# router or the layers below it. Compare with mod-c0.125 and
+# random-c0.125 at the same shapes in parts 3e12 and 3e12-deep.
+run 3e12-predictor --budgets 3e12 --shapes 64x2x4,32x4x2 --variants mod-c0.125-predictor "${quick[@]}"
