@@ -36,7 +36,7 @@ func newIsoflopCmd(e env) *cobra.Command {
 	addDataFlag(fs, &o.data, "training corpus (any file; bytes are tokens)")
 	fs.StringVar(&o.budgets, "budgets", isoflop.DefaultBudgets, "comma-separated training-FLOP budgets; every size of every variant is trained to each (CI uses "+isoflop.CIBudget+")")
 	fs.StringVar(&o.shapes, "shapes", isoflop.DefaultShapesFlag(), "comma-separated model sizes, d_model x layers x heads")
-	fs.StringVar(&o.variants, "variants", isoflop.DefaultVariantsFlag, "comma-separated variants: dense, mod-c<C> (learned routing on every other layer), random-c<C> (k random tokens, the control), with -every for routing every layer (e.g. mod-c0.125-every)")
+	fs.StringVar(&o.variants, "variants", isoflop.DefaultVariantsFlag, "comma-separated variants: dense, mod-c<C> (learned routing on every other layer), random-c<C> (k random tokens, the control), with -every for routing every layer (e.g. mod-c0.125-every) and, for mod, -predictor after it for the stop-gradient predictor decision instead of the aux loss (e.g. mod-c0.125-predictor)")
 	fs.IntVar(&o.seeds, "seeds", 1, "train every run with seeds 1..K (initialisation and data order); tables give mean ± std over seeds")
 	fs.StringVar(&o.out, "out", "runs/isoflop", "directory for runs.csv, runs.json, isoflop.png, summary.md and runs/ (one file per finished run: a sweep rerun with the same --out resumes, skipping them)")
 	fs.IntVar(&o.batch, "batch", 16, "sequences per training step")
