@@ -181,16 +181,11 @@ func (t *Trainer) stepDiLoCoWarmup(ctx context.Context) (StepResult, error) {
 			return StepResult{}, fmt.Errorf("step %d gradient all-gather: %w", s+1, err)
 		}
 	}
-	lr := t.cfg.Optim.LRAt(int(s), int(t.cfg.TotalSteps))
-	if err := t.opt.Update(params, grads, int(s)+1, lr, t.cfg.Optim.ClipScale(t.scalars[0])); err != nil {
-		return StepResult{}, fmt.Errorf("step %d: %w", s+1, err)
+	lr, err := t.update(s, params, grads)
+	if err != nil {
+		return StepResult{}, err
 	}
-	t.step++
-	return StepResult{
-		Step: t.step, Loss: t.scalars[1], Total: t.scalars[2],
-		GradNorm: math.Sqrt(t.scalars[0]), SumSquares: t.scalars[0], LR: lr, Tokens: t.TokensPerStep(),
-		Stop: t.scalars[3] > 0,
-	}, nil
+	return t.finishSyncStep(lr), nil
 }
 
 // outerStep runs steps 1-4 of the outer step (see diloco) and leaves the

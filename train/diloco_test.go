@@ -145,6 +145,20 @@ func stepAll(t *testing.T, trs []*Trainer, n int) []StepResult {
 	return res
 }
 
+// restoreAll restores every rank from m and checks that each resumed at
+// step want with its inner optimizer state.
+func restoreAll(t *testing.T, trs []*Trainer, store *checkpoint.DirStore, m *checkpoint.Manifest, want int64) {
+	t.Helper()
+	for _, tr := range trs {
+		if err := tr.Restore(context.Background(), store, m, false); err != nil {
+			t.Fatal(err)
+		}
+		if !tr.InnerStateRestored() || tr.StepsDone() != want {
+			t.Fatalf("restored at step %d, inner state restored %v; want step %d with inner state", tr.StepsDone(), tr.InnerStateRestored(), want)
+		}
+	}
+}
+
 // checkpointAll writes every rank's shard and inner state and commits.
 func checkpointAll(t *testing.T, trs []*Trainer, store *checkpoint.DirStore, gen uint64) *checkpoint.Manifest {
 	t.Helper()
@@ -201,14 +215,7 @@ func TestDiLoCoResumeBitIdentical(t *testing.T) {
 			sameParams(t, "ranks at the end", first[1].Model().Params(), first[0].Model().Params())
 
 			second := dilocoRings(t, 2, 2, &s, ds)
-			for _, tr := range second {
-				if err := tr.Restore(context.Background(), store, m, false); err != nil {
-					t.Fatal(err)
-				}
-				if !tr.InnerStateRestored() || tr.StepsDone() != 4 {
-					t.Fatalf("restored at step %d, inner state restored %v", tr.StepsDone(), tr.InnerStateRestored())
-				}
-			}
+			restoreAll(t, second, store, m, 4)
 			stepAll(t, second, 4)
 			for r := range second {
 				sameParams(t, "resumed run", second[r].Model().Params(), first[r].Model().Params())
@@ -396,14 +403,7 @@ func TestDiLoCoWarmupResumeBitIdentical(t *testing.T) {
 	m := checkpointAll(t, first, store, 1)
 	stepAll(t, first, 6)
 	second := dilocoRings(t, 2, 2, &s, ds)
-	for _, tr := range second {
-		if err := tr.Restore(context.Background(), store, m, false); err != nil {
-			t.Fatal(err)
-		}
-		if !tr.InnerStateRestored() || tr.StepsDone() != 2 {
-			t.Fatalf("restored at step %d, inner state restored %v", tr.StepsDone(), tr.InnerStateRestored())
-		}
-	}
+	restoreAll(t, second, store, m, 2)
 	stepAll(t, second, 6)
 	for r := range second {
 		sameParams(t, "resumed run", second[r].Model().Params(), first[r].Model().Params())

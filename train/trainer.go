@@ -217,21 +217,38 @@ func (t *Trainer) Step(ctx context.Context) (StepResult, error) {
 	if err := t.reduceGradients(ctx, loss, grads, t.opt.Lo, t.opt.Hi); err != nil {
 		return StepResult{}, err
 	}
-	lr := t.cfg.Optim.LRAt(int(s), int(t.cfg.TotalSteps))
-	if err := t.opt.Update(params, grads, int(s)+1, lr, t.cfg.Optim.ClipScale(t.scalars[0])); err != nil {
-		return StepResult{}, fmt.Errorf("step %d: %w", s+1, err)
+	lr, err := t.update(s, params, grads)
+	if err != nil {
+		return StepResult{}, err
 	}
 	if t.cfg.World > 1 {
 		if err := t.coll.AllGather(ctx, uint64(s), params); err != nil {
 			return StepResult{}, fmt.Errorf("step %d all-gather: %w", s+1, err)
 		}
 	}
+	return t.finishSyncStep(lr), nil
+}
+
+// update applies step s's AdamW update to this rank's range of params,
+// from the global gradient reduceGradients left in grads and t.scalars,
+// and returns the learning rate it used.
+func (t *Trainer) update(s int64, params, grads []float32) (float64, error) {
+	lr := t.cfg.Optim.LRAt(int(s), int(t.cfg.TotalSteps))
+	if err := t.opt.Update(params, grads, int(s)+1, lr, t.cfg.Optim.ClipScale(t.scalars[0])); err != nil {
+		return 0, fmt.Errorf("step %d: %w", s+1, err)
+	}
+	return lr, nil
+}
+
+// finishSyncStep counts a synchronous step as done and reports it from
+// the global scalars reduceGradients formed.
+func (t *Trainer) finishSyncStep(lr float64) StepResult {
 	t.step++
 	return StepResult{
 		Step: t.step, Loss: t.scalars[1], Total: t.scalars[2],
 		GradNorm: math.Sqrt(t.scalars[0]), SumSquares: t.scalars[0], LR: lr, Tokens: t.TokensPerStep(),
 		Stop: t.scalars[3] > 0,
-	}, nil
+	}
 }
 
 // reduceGradients is a synchronous step's exchange: it reduce-scatters
